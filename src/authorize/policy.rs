@@ -1,0 +1,251 @@
+//! Authorization policy files (TOML): who may connect, and who may call each named route or
+//! A2A skill.
+//!
+//! ```toml
+//! [connect]        # who may complete a handshake; absent = any valid SVID of a trusted domain
+//! trust_domains = ["example.org", "partner.org"]
+//!
+//! [routes.echo]    # a route, or an A2A skill id; a peer matching ANY list is allowed
+//! ids = ["spiffe://example.org/agent/client"]
+//! id_prefixes = ["spiffe://example.org/ns/prod"]   # segment-aware
+//! trust_domains = ["partner.org"]
+//! ```
+//!
+//! `[connect]` takes the same three lists as a route. A route the file does not name is
+//! denied. Unknown keys and invalid IDs are errors that name their line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{AuthorizeError, Authorizer, any, any_of, id_prefix, member_of, one_of};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+/// Why a policy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file cannot be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid, has an unknown key, or holds an invalid ID or trust domain.
+    #[error("policy line {line}: {message}")]
+    Invalid {
+        /// 1-based line of the offending value.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    connect: Option<RuleLists>,
+    #[serde(default)]
+    routes: BTreeMap<String, RuleLists>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleLists {
+    #[serde(default)]
+    ids: Vec<SpiffeId>,
+    #[serde(default)]
+    id_prefixes: Vec<SpiffeId>,
+    #[serde(default)]
+    trust_domains: Vec<TrustDomain>,
+}
+
+impl RuleLists {
+    /// A peer matching any list is allowed.
+    fn into_authorizer(self) -> Authorizer {
+        any_of([
+            one_of(self.ids),
+            any_of(self.id_prefixes.into_iter().map(id_prefix)),
+            member_of(self.trust_domains),
+        ])
+    }
+}
+
+/// An authorization policy: a connection rule and a rule per named route or skill.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::Policy;
+///
+/// let policy = Policy::from_toml(r#"
+///     [routes.echo]
+///     ids = ["spiffe://example.org/agent/client"]
+/// "#)?;
+/// let client = "spiffe://example.org/agent/client".parse()?;
+/// assert!(policy.authorize_route("echo", &client).is_ok());
+/// assert!(policy.authorize_route("admin", &client).is_err()); // not named: denied
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Policy {
+    connect: Authorizer,
+    routes: HashMap<String, Authorizer>,
+}
+
+impl Policy {
+    /// Parses a policy from TOML text.
+    ///
+    /// # Errors
+    /// [`PolicyError::Invalid`] naming the line of the first problem.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Invalid {
+            line: e
+                .span()
+                .map_or(1, |span| line_of(text, span.start)),
+            message: e.message().trim().to_owned(),
+        })?;
+        Ok(Self {
+            connect: file.connect.map_or_else(any, RuleLists::into_authorizer),
+            routes: file
+                .routes
+                .into_iter()
+                .map(|(name, lists)| (name, lists.into_authorizer()))
+                .collect(),
+        })
+    }
+
+    /// Reads and parses a policy file.
+    ///
+    /// # Errors
+    /// [`PolicyError`] when the file is unreadable or invalid.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Who may complete a handshake.
+    pub fn connect(&self) -> &Authorizer {
+        &self.connect
+    }
+
+    /// The rule of a route or skill, if the policy names it.
+    pub fn route(&self, name: &str) -> Option<&Authorizer> {
+        self.routes.get(name)
+    }
+
+    /// The names of the routes and skills the policy names.
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    /// Allows `id` on `route`: the peer must pass the connection rule and the route's rule;
+    /// a route the policy does not name is denied.
+    ///
+    /// # Errors
+    /// [`AuthorizeError`] naming the peer and why.
+    pub fn authorize_route(&self, route: &str, id: &SpiffeId) -> Result<(), AuthorizeError> {
+        self.connect.authorize(id)?;
+        match self.routes.get(route) {
+            Some(rule) => rule.authorize(id),
+            None => Err(AuthorizeError {
+                id: id.clone(),
+                rule: format!("route {route:?} is not in the policy"),
+            }),
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[connect]
+trust_domains = ["example.org", "partner.org"]
+
+[routes.echo]
+ids = ["spiffe://example.org/agent/client"]
+id_prefixes = ["spiffe://example.org/ns/prod"]
+trust_domains = ["partner.org"]
+"#;
+
+    fn sid(s: &str) -> SpiffeId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn example_policy() {
+        let policy = Policy::from_toml(EXAMPLE).unwrap();
+        for allowed in [
+            "spiffe://example.org/agent/client",
+            "spiffe://example.org/ns/prod",
+            "spiffe://example.org/ns/prod/worker",
+            "spiffe://partner.org/anything",
+        ] {
+            assert!(policy.authorize_route("echo", &sid(allowed)).is_ok(), "{allowed}");
+        }
+        for denied in [
+            "spiffe://example.org/agent/other",
+            "spiffe://example.org/ns/production",
+        ] {
+            assert!(policy.authorize_route("echo", &sid(denied)).is_err(), "{denied}");
+        }
+        assert!(policy.connect().is_allowed(&sid("spiffe://partner.org/x")));
+        assert!(!policy.connect().is_allowed(&sid("spiffe://evil.org/x")));
+        let err = policy
+            .authorize_route("admin", &sid("spiffe://example.org/agent/client"))
+            .unwrap_err();
+        assert!(err.to_string().contains("route \"admin\" is not in the policy"));
+    }
+
+    #[test]
+    fn connect_rule_applies_to_routes() {
+        let policy = Policy::from_toml(
+            "[connect]\ntrust_domains = [\"example.org\"]\n[routes.r]\ntrust_domains = [\"evil.org\"]\n",
+        )
+        .unwrap();
+        assert!(policy.authorize_route("r", &sid("spiffe://evil.org/x")).is_err());
+    }
+
+    #[test]
+    fn absent_connect_allows_any() {
+        let policy = Policy::from_toml("").unwrap();
+        assert!(policy.connect().is_allowed(&sid("spiffe://any.org/x")));
+        assert_eq!(policy.route_names().count(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            ("[connect]\ntrust_domain = [\"example.org\"]\n", 2, "unknown field"),
+            ("[routes.echo]\n\nids = [\"spiffe://Example.org/x\"]\n", 3, "lower case"),
+            ("[routes.echo]\nid_prefixes = [\"http://x\"]\n", 2, "scheme"),
+            ("[routes.echo]\ntrust_domains = [\"spiffe://x\"]\n", 2, "bare name"),
+            ("[whatever]\n", 1, "unknown field"),
+            ("[routes.echo\n", 1, ""),
+        ];
+        for (text, line, needle) in cases {
+            let err = Policy::from_toml(text).unwrap_err();
+            match &err {
+                PolicyError::Invalid { line: found, message } => {
+                    assert_eq!(*found, line, "{text:?}: {err}");
+                    assert!(message.contains(needle), "{text:?}: {message}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(err.to_string().starts_with(&format!("policy line {line}: ")));
+        }
+    }
+}

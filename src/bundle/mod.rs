@@ -1,0 +1,247 @@
+//! X.509 bundles: the root certificates of a trust domain, and a set of them keyed by trust
+//! domain for federation.
+//!
+//! A bundle loads from PEM or from a SPIFFE bundle document (JWKS); [`X509Bundle::parse`]
+//! tells which by content. Each root is parsed once, when the bundle is made, so verification
+//! does not parse it again.
+
+mod jwks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::SectionKind;
+
+use crate::pem::{self, PemError};
+use crate::spiffe_id::TrustDomain;
+use crate::verify::Anchor;
+
+/// Why bytes are not a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Neither PEM nor a JSON document.
+    #[error("neither PEM nor a SPIFFE bundle (JSON) document")]
+    UnknownFormat,
+    /// The PEM is not readable.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// The PEM holds no certificate.
+    #[error("no certificates in the bundle")]
+    NoCertificates,
+    /// The PEM holds something else than certificates.
+    #[error("PEM section #{index} is {found}, not a certificate")]
+    NotACertificate {
+        /// Section index, from 0.
+        index: usize,
+        /// What was found.
+        found: &'static str,
+    },
+    /// A root is not a well-formed certificate.
+    #[error("bundle certificate #{index} is corrupt: {reason}")]
+    CorruptCertificate {
+        /// Certificate index, from 0.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The JSON is not valid.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A SPIFFE bundle document needs a `keys` member.
+    #[error("SPIFFE bundle document has no \"keys\" member")]
+    JwksWithoutKeys,
+    /// An `x509-svid` key must hold exactly one certificate in `x5c`.
+    #[error("key #{index} (x509-svid) must have exactly one certificate in \"x5c\", found {count}")]
+    JwksX5cCount {
+        /// Key index, from 0.
+        index: usize,
+        /// Certificates found.
+        count: usize,
+    },
+    /// An `x5c` entry is not base64.
+    #[error("key #{index} (x509-svid): \"x5c\" is not base64: {reason}")]
+    JwksX5cEncoding {
+        /// Key index, from 0.
+        index: usize,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A `jwt-svid` key must have a `kid`.
+    #[error("key #{index} (jwt-svid) has no \"kid\"")]
+    JwksMissingKid {
+        /// Key index, from 0.
+        index: usize,
+    },
+}
+
+/// The X.509 roots of one trust domain. Cloning is cheap.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::{TrustDomain, X509Bundle};
+///
+/// let td: TrustDomain = "example.org".parse()?;
+/// let bundle = X509Bundle::parse(td, br#"{"keys": []}"#)?;
+/// assert!(bundle.is_empty()); // a valid bundle that trusts nothing
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct X509Bundle {
+    trust_domain: TrustDomain,
+    anchors: Arc<[Anchor]>,
+}
+
+impl X509Bundle {
+    /// A bundle of the given DER roots.
+    ///
+    /// # Errors
+    /// [`BundleError::CorruptCertificate`] when a root is not a well-formed certificate.
+    pub fn new(
+        trust_domain: TrustDomain,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Result<Self, BundleError> {
+        let anchors = roots
+            .into_iter()
+            .enumerate()
+            .map(|(index, der)| {
+                Anchor::parse(der)
+                    .map_err(|reason| BundleError::CorruptCertificate { index, reason })
+            })
+            .collect::<Result<Arc<[_]>, _>>()?;
+        Ok(Self {
+            trust_domain,
+            anchors,
+        })
+    }
+
+    /// A bundle with no roots: the trust domain is known but trusts nothing.
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        Self {
+            trust_domain,
+            anchors: Arc::new([]),
+        }
+    }
+
+    /// Reads a bundle from PEM or a SPIFFE bundle document, detected by content: a document
+    /// starting with `{` is JSON, one with a `-----BEGIN` line is PEM.
+    ///
+    /// # Errors
+    /// [`BundleError`] saying what is wrong with the input.
+    pub fn parse(trust_domain: TrustDomain, bytes: &[u8]) -> Result<Self, BundleError> {
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Self::from_jwks(trust_domain, bytes),
+            _ => Self::from_pem(trust_domain, bytes).map_err(|e| match e {
+                BundleError::Pem(PemError::NotPem) => BundleError::UnknownFormat,
+                other => other,
+            }),
+        }
+    }
+
+    /// Reads a bundle from PEM certificates (at least one, and nothing but certificates).
+    ///
+    /// # Errors
+    /// [`BundleError`] for input that is not PEM, holds no certificate, holds a key or other
+    /// section, or a corrupt certificate.
+    pub fn from_pem(trust_domain: TrustDomain, pem: &[u8]) -> Result<Self, BundleError> {
+        let sections = pem::sections(pem)?;
+        if sections.is_empty() {
+            return Err(BundleError::NoCertificates);
+        }
+        let roots = sections
+            .into_iter()
+            .enumerate()
+            .map(|(index, (kind, der))| match kind {
+                SectionKind::Certificate => Ok(CertificateDer::from(der)),
+                other => Err(BundleError::NotACertificate {
+                    index,
+                    found: pem::describe(other),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(trust_domain, roots)
+    }
+
+    /// Reads a bundle from a SPIFFE bundle document (a JWK Set): the `x509-svid` keys give the
+    /// roots; other keys are checked for form and not kept.
+    ///
+    /// # Errors
+    /// [`BundleError`] for invalid JSON, a missing `keys` member, an `x509-svid` key without
+    /// exactly one certificate, a `jwt-svid` key without `kid`, or a corrupt certificate.
+    pub fn from_jwks(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
+        Self::new(trust_domain, jwks::x509_roots(json)?)
+    }
+
+    /// The trust domain whose roots these are.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The roots, DER.
+    pub fn roots(&self) -> impl ExactSizeIterator<Item = &CertificateDer<'static>> {
+        self.anchors.iter().map(|a| &a.der)
+    }
+
+    /// Whether the bundle has no root.
+    pub fn is_empty(&self) -> bool {
+        self.anchors.is_empty()
+    }
+
+    /// Whether `der` is one of the roots.
+    pub fn contains(&self, der: &CertificateDer<'_>) -> bool {
+        self.anchors.iter().any(|a| a.der.as_ref() == der.as_ref())
+    }
+
+    pub(crate) fn anchors(&self) -> &[Anchor] {
+        &self.anchors
+    }
+}
+
+/// Bundles keyed by trust domain: the local one and those of federated trust domains.
+#[derive(Debug, Clone, Default)]
+pub struct BundleSet {
+    bundles: HashMap<TrustDomain, X509Bundle>,
+}
+
+impl BundleSet {
+    /// An empty set: trusts no trust domain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `bundle`, replacing any bundle of the same trust domain.
+    pub fn insert(&mut self, bundle: X509Bundle) {
+        self.bundles.insert(bundle.trust_domain.clone(), bundle);
+    }
+
+    /// The bundle of `trust_domain`, if any.
+    pub fn get(&self, trust_domain: &TrustDomain) -> Option<&X509Bundle> {
+        self.bundles.get(trust_domain)
+    }
+
+    /// All bundles, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &X509Bundle> {
+        self.bundles.values()
+    }
+
+    /// The number of trust domains.
+    pub fn len(&self) -> usize {
+        self.bundles.len()
+    }
+
+    /// Whether the set holds no bundle.
+    pub fn is_empty(&self) -> bool {
+        self.bundles.is_empty()
+    }
+}
+
+impl FromIterator<X509Bundle> for BundleSet {
+    fn from_iter<I: IntoIterator<Item = X509Bundle>>(iter: I) -> Self {
+        let mut set = Self::new();
+        for bundle in iter {
+            set.insert(bundle);
+        }
+        set
+    }
+}

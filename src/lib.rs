@@ -1,0 +1,58 @@
+//! # spiffe-mtls
+//!
+//! SPIFFE workload identity and mutual TLS for Rust services and AI agents.
+//!
+//! This crate answers one question exactly: *is this certificate chain a valid X.509-SVID of a
+//! trust domain we trust, and is its SPIFFE ID allowed?*
+//!
+//! - [`SpiffeId`] and [`TrustDomain`] parse as strictly as the SPIFFE ID specification says
+//!   (an upper-case scheme or trust domain is rejected, not folded).
+//! - [`X509Bundle`] and [`BundleSet`] hold the roots of each trust domain, from PEM or a SPIFFE
+//!   bundle document.
+//! - [`SvidVerifier`] enforces every MUST of the X.509-SVID specification and RFC 5280 path
+//!   validation against the bundle of the leaf's own trust domain only.
+//! - [`X509Svid`] loads an SVID (chain and private key) and checks it the same way.
+//! - [`authorize`] decides which verified SPIFFE IDs are allowed: per connection, per route and
+//!   per A2A skill, in code or from a TOML [`Policy`] file.
+//!
+//! ## Getting started
+//! ```no_run
+//! use spiffe_mtls::{authorize, BundleSet, SvidVerifier, TrustDomain, X509Bundle};
+//! use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
+//!
+//! # fn peer_chain() -> Vec<CertificateDer<'static>> { Vec::new() }
+//! let td: TrustDomain = "example.org".parse()?;
+//! let bundle = X509Bundle::parse(td.clone(), &std::fs::read("bundle.pem")?)?;
+//! let bundles: BundleSet = [bundle].into_iter().collect();
+//!
+//! let svid = SvidVerifier::new()?.verify(&peer_chain(), &bundles, UnixTime::now())?;
+//! let allowed = authorize::member_of([td]);
+//! allowed.authorize(svid.spiffe_id())?;
+//! println!("authenticated {}", svid.spiffe_id());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Features
+//! - `cli` (default): the `spiffe-mtls` command.
+//! - `ring` (default) / `aws-lc-rs`: the rustls crypto provider used when the process has no
+//!   default installed.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod authorize;
+pub mod bundle;
+pub mod crypto;
+mod pem;
+pub mod spiffe_id;
+pub mod svid;
+pub mod verify;
+
+/// The rustls this crate is built against, so users never mix versions.
+pub use rustls;
+
+pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
+pub use bundle::{BundleError, BundleSet, X509Bundle};
+pub use pem::PemError;
+pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
+pub use svid::{SvidError, X509Svid};
+pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};

@@ -1,0 +1,64 @@
+//! PEM files: the sections they hold, told apart from files that are not PEM at all.
+
+use rustls_pki_types::pem::{self, SectionKind};
+
+/// Why bytes could not be read as PEM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    /// No PEM section at all in non-empty input.
+    #[error("not PEM: no \"-----BEGIN\" line")]
+    NotPem,
+    /// A section is broken (bad base64, no END line).
+    #[error("broken PEM: {0}")]
+    Invalid(String),
+}
+
+/// The sections of a PEM document in file order; empty for blank input. Sections of a kind
+/// rustls does not know are skipped.
+pub(crate) fn sections(bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, PemError> {
+    if !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        return if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(Vec::new())
+        } else {
+            Err(PemError::NotPem)
+        };
+    }
+    let mut reader = bytes;
+    let mut found = Vec::new();
+    loop {
+        match pem::from_buf(&mut reader) {
+            Ok(Some(section)) => found.push(section),
+            Ok(None) => return Ok(found),
+            Err(e) => return Err(PemError::Invalid(e.to_string())),
+        }
+    }
+}
+
+/// A label for a section kind, for messages.
+pub(crate) fn describe(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Certificate => "a certificate",
+        SectionKind::PublicKey => "a public key",
+        SectionKind::RsaPrivateKey | SectionKind::PrivateKey | SectionKind::EcPrivateKey => {
+            "a private key"
+        }
+        SectionKind::Crl => "a certificate revocation list",
+        SectionKind::Csr => "a certificate signing request",
+        _ => "an unexpected PEM section",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_blank_from_not_pem() {
+        assert_eq!(sections(b"  \n").unwrap(), Vec::new());
+        assert_eq!(sections(b"Not PEM encoded file"), Err(PemError::NotPem));
+        assert!(matches!(
+            sections(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
+            Err(PemError::Invalid(_))
+        ));
+    }
+}

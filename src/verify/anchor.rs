@@ -1,0 +1,57 @@
+//! A bundle root prepared once for path validation, so a handshake does not re-parse it.
+
+use rustls_pki_types::CertificateDer;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use super::der::PublicKeyParts;
+use super::name_constraints::NameConstraints;
+
+/// A trust anchor: a root certificate of a bundle and what path validation reads from it.
+///
+/// A root's own key usage and CA flag are not held to the signing-certificate profile; its
+/// validity period, path length constraint and name constraints are honored.
+#[derive(Debug, Clone)]
+pub(crate) struct Anchor {
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) subject: Vec<u8>,
+    pub(crate) spki: Vec<u8>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+    pub(crate) path_len: Option<u32>,
+    pub(crate) name_constraints: Option<NameConstraints>,
+}
+
+impl Anchor {
+    /// Parses a root certificate.
+    ///
+    /// # Errors
+    /// A description of what is wrong when `der` is not a well-formed X.509 certificate.
+    pub(crate) fn parse(der: CertificateDer<'static>) -> Result<Self, String> {
+        let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err("data after the certificate".into());
+        }
+        let spki = cert.public_key().raw;
+        PublicKeyParts::parse(spki).map_err(|e| format!("public key: {}", e.0))?;
+        let path_len = match cert.basic_constraints() {
+            Ok(Some(bc)) => bc.value.path_len_constraint,
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        let name_constraints = match cert.name_constraints() {
+            Ok(nc) => nc.map(|nc| NameConstraints::from_parsed(nc.value)),
+            Err(e) => return Err(e.to_string()),
+        };
+        let anchor = Self {
+            subject: cert.subject().as_raw().to_vec(),
+            spki: spki.to_vec(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            path_len,
+            name_constraints,
+            der: CertificateDer::from(Vec::new()),
+        };
+        Ok(Self { der, ..anchor })
+    }
+}

@@ -1,0 +1,139 @@
+//! One certificate of a presented chain, parsed once, with the RFC 5280 structure rules that
+//! apply to every certificate whatever its place.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{
+    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE,
+    OID_X509_EXT_NAME_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
+};
+use x509_parser::prelude::FromDer;
+
+use super::der::SignedCertificate;
+use super::error::{Position, VerifyError};
+
+/// A parsed certificate of the chain under verification.
+pub(crate) struct ParsedCert<'a> {
+    pub(crate) x509: X509Certificate<'a>,
+    pub(crate) signed: SignedCertificate<'a>,
+    pub(crate) position: Position,
+}
+
+/// The extensions this verifier evaluates; any other one marked critical is refused.
+fn is_processed(oid: &x509_parser::der_parser::oid::Oid<'_>) -> bool {
+    [
+        &OID_X509_EXT_BASIC_CONSTRAINTS,
+        &OID_X509_EXT_KEY_USAGE,
+        &OID_X509_EXT_EXTENDED_KEY_USAGE,
+        &OID_X509_EXT_SUBJECT_ALT_NAME,
+        &OID_X509_EXT_NAME_CONSTRAINTS,
+    ]
+    .contains(&oid)
+}
+
+impl<'a> ParsedCert<'a> {
+    /// Parses `der` and applies the rules every certificate must meet: DER with nothing after
+    /// it, each extension at most once, the processed extensions well formed, no unknown
+    /// critical extension, matching signature algorithms, and a critical subjectAltName when
+    /// the subject is empty.
+    pub(crate) fn parse(der: &'a [u8], position: Position) -> Result<Self, VerifyError> {
+        let malformed = |reason: String| VerifyError::Malformed { position, reason };
+        let (rest, x509) =
+            X509Certificate::from_der(der).map_err(|e| malformed(format!("not X.509: {e}")))?;
+        if !rest.is_empty() {
+            return Err(malformed("data after the certificate".into()));
+        }
+        let signed = SignedCertificate::parse(der).map_err(|e| malformed(e.0.into()))?;
+        let cert = Self {
+            x509,
+            signed,
+            position,
+        };
+        cert.check_extensions()?;
+        let inner = cert
+            .signed
+            .inner_algorithm()
+            .map_err(|e| malformed(e.0.into()))?;
+        if inner != cert.signed.algorithm {
+            return Err(VerifyError::SignatureAlgorithmMismatch { position });
+        }
+        if cert.subject_is_empty() && !cert.san_is_critical() {
+            return Err(VerifyError::EmptySubjectWithoutCriticalSan { position });
+        }
+        Ok(cert)
+    }
+
+    fn check_extensions(&self) -> Result<(), VerifyError> {
+        let position = self.position;
+        let extensions = self.x509.extensions();
+        for (i, ext) in extensions.iter().enumerate() {
+            let oid = || ext.oid.to_id_string();
+            if extensions[..i].iter().any(|earlier| earlier.oid == ext.oid) {
+                return Err(VerifyError::DuplicateExtension {
+                    position,
+                    oid: oid(),
+                });
+            }
+            let processed = is_processed(&ext.oid);
+            if ext.critical && !processed {
+                return Err(VerifyError::UnknownCriticalExtension {
+                    position,
+                    oid: oid(),
+                });
+            }
+            if !processed {
+                continue;
+            }
+            let broken = match ext.parsed_extension() {
+                ParsedExtension::ParseError { error } => Some(error.to_string()),
+                ParsedExtension::UnsupportedExtension { .. } => Some("not understood".into()),
+                ParsedExtension::SubjectAlternativeName(san) => san
+                    .general_names
+                    .iter()
+                    .any(|name| matches!(name, GeneralName::Invalid(..)))
+                    .then(|| "a subject alternative name is malformed".into()),
+                _ => None,
+            };
+            if let Some(reason) = broken {
+                return Err(VerifyError::Malformed {
+                    position,
+                    reason: format!("extension {}: {reason}", oid()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn subject_is_empty(&self) -> bool {
+        self.x509.subject().iter_attributes().next().is_none()
+    }
+
+    fn san_is_critical(&self) -> bool {
+        matches!(self.x509.subject_alternative_name(), Ok(Some(san)) if san.critical)
+    }
+
+    /// The URI subject alternative names.
+    pub(crate) fn uris(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let names = match self.x509.subject_alternative_name() {
+            Ok(Some(san)) => san.value.general_names.as_slice(),
+            _ => &[],
+        };
+        names.iter().filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+    }
+
+    /// Whether basicConstraints says cA true, and its pathLenConstraint.
+    pub(crate) fn ca(&self) -> (bool, Option<u32>) {
+        match self.x509.basic_constraints() {
+            Ok(Some(bc)) => (bc.value.ca, bc.value.path_len_constraint),
+            _ => (false, None),
+        }
+    }
+
+    /// Whether the certificate is self-issued (subject equals issuer), RFC 5280 6.1.
+    pub(crate) fn is_self_issued(&self) -> bool {
+        self.x509.subject().as_raw() == self.x509.issuer().as_raw()
+    }
+}

@@ -1,0 +1,178 @@
+//! X.509-SVID verification: is this chain a valid SVID of a trust domain we hold a bundle for?
+//!
+//! [`SvidVerifier::verify`] applies, in order:
+//! 1. RFC 5280 structure to every presented certificate: DER, unique extensions, no unknown
+//!    critical extension, consistent signature algorithms, a critical subjectAltName when the
+//!    subject is empty;
+//! 2. the [X.509-SVID](https://github.com/spiffe/spiffe/blob/main/standards/X509-SVID.md) leaf
+//!    profile (one URI SAN holding a SPIFFE ID with a path, not a CA, critical key usage with
+//!    digitalSignature and neither keyCertSign nor cRLSign, serverAuth and clientAuth when an
+//!    extended key usage is present) and the signing-certificate profile (CA flag, keyCertSign,
+//!    a path-less SPIFFE ID if any) to every presented certificate after the leaf that is not a
+//!    root of the bundle;
+//! 3. path validation against the bundle of the leaf's own trust domain only: signatures,
+//!    validity at the given time (roots included), path length constraints and name
+//!    constraints (URI constraints constrain the ID's trust domain).
+//!
+//! Errors name the broken rule ([`VerifyError`]); [`VerifyError::kind`] groups them.
+
+mod anchor;
+mod certificate;
+mod der;
+mod error;
+mod name_constraints;
+mod path;
+mod profile;
+
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
+
+pub(crate) use anchor::Anchor;
+pub(crate) use certificate::ParsedCert;
+pub use error::{ErrorKind, Position, VerifyError};
+pub(crate) use profile::{check_leaf, check_signing};
+
+use crate::bundle::BundleSet;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+/// The most certificates a presented chain may hold.
+pub const MAX_CHAIN_LENGTH: usize = 16;
+
+/// A chain that passed every rule: only [`SvidVerifier::verify`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSvid {
+    spiffe_id: SpiffeId,
+    chain: Vec<CertificateDer<'static>>,
+    not_after: i64,
+}
+
+impl VerifiedSvid {
+    /// The peer's SPIFFE ID, from the leaf's URI SAN.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        &self.spiffe_id
+    }
+
+    /// The peer's trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.spiffe_id.trust_domain()
+    }
+
+    /// The chain as presented, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// When the leaf expires (its notAfter).
+    pub fn expires_at(&self) -> SystemTime {
+        let secs = u64::try_from(self.not_after).unwrap_or(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+}
+
+/// Verifies X.509-SVID chains with the signature algorithms of one crypto provider.
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::{BundleSet, SvidVerifier};
+/// use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
+///
+/// # fn chain() -> Vec<CertificateDer<'static>> { unimplemented!() }
+/// # fn bundles() -> BundleSet { unimplemented!() }
+/// let verifier = SvidVerifier::new()?;
+/// let svid = verifier.verify(&chain(), &bundles(), UnixTime::now())?;
+/// println!("peer is {}", svid.spiffe_id());
+/// # Ok::<(), spiffe_mtls::VerifyError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SvidVerifier {
+    algorithms: &'static [&'static dyn SignatureVerificationAlgorithm],
+}
+
+impl SvidVerifier {
+    /// A verifier using the process default crypto provider, else the one of the enabled
+    /// `ring` or `aws-lc-rs` feature.
+    ///
+    /// # Errors
+    /// [`VerifyError::NoCryptoProvider`] when there is none.
+    pub fn new() -> Result<Self, VerifyError> {
+        crate::crypto::default_provider()
+            .map(|provider| Self::with_provider(&provider))
+            .ok_or(VerifyError::NoCryptoProvider)
+    }
+
+    /// A verifier using the signature algorithms of `provider`.
+    pub fn with_provider(provider: &CryptoProvider) -> Self {
+        Self::with_algorithms(provider.signature_verification_algorithms.all)
+    }
+
+    /// A verifier using exactly these signature algorithms.
+    pub fn with_algorithms(algorithms: &'static [&'static dyn SignatureVerificationAlgorithm]) -> Self {
+        Self { algorithms }
+    }
+
+    /// Verifies `chain` (leaf first, then intermediates) as an X.509-SVID at time `now`,
+    /// against the bundle in `bundles` of the leaf's own trust domain.
+    ///
+    /// # Errors
+    /// A [`VerifyError`] naming the first rule the chain breaks.
+    pub fn verify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        bundles: &BundleSet,
+        now: UnixTime,
+    ) -> Result<VerifiedSvid, VerifyError> {
+        if chain.is_empty() {
+            return Err(VerifyError::EmptyChain);
+        }
+        if chain.len() > MAX_CHAIN_LENGTH {
+            return Err(VerifyError::ChainTooLong {
+                count: chain.len(),
+                max: MAX_CHAIN_LENGTH,
+            });
+        }
+        let parsed = chain
+            .iter()
+            .enumerate()
+            .map(|(i, der)| ParsedCert::parse(der, Position::of(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let spiffe_id = check_leaf(&parsed[0])?;
+        let trust_domain = spiffe_id.trust_domain();
+        let bundle = bundles
+            .get(trust_domain)
+            .ok_or_else(|| VerifyError::NoBundle {
+                trust_domain: trust_domain.clone(),
+            })?;
+        if bundle.is_empty() {
+            return Err(VerifyError::EmptyBundle {
+                trust_domain: trust_domain.clone(),
+            });
+        }
+        for (cert, der) in parsed.iter().zip(chain).skip(1) {
+            if !bundle.contains(der) {
+                check_signing(cert)?;
+            }
+        }
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        path::validate(&parsed, bundle.anchors(), trust_domain, now, self.algorithms)?;
+        let not_after = parsed[0].x509.validity().not_after.timestamp();
+        Ok(VerifiedSvid {
+            spiffe_id,
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            not_after,
+        })
+    }
+}
+
+/// Verifies `chain` with [`SvidVerifier::new`]; see [`SvidVerifier::verify`].
+///
+/// # Errors
+/// As [`SvidVerifier::verify`], and [`VerifyError::NoCryptoProvider`].
+pub fn verify_svid(
+    chain: &[CertificateDer<'_>],
+    bundles: &BundleSet,
+    now: UnixTime,
+) -> Result<VerifiedSvid, VerifyError> {
+    SvidVerifier::new()?.verify(chain, bundles, now)
+}
