@@ -52,7 +52,7 @@ pub use rustls;
 
 pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
 pub use bundle::{BundleError, BundleSet, X509Bundle};
-pub use pem::PemError;
+pub use pem::{PemError, pem_certificates};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
 pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};

@@ -1,5 +1,6 @@
 //! PEM files: the sections they hold, told apart from files that are not PEM at all.
 
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::{self, SectionKind};
 
 /// Why bytes could not be read as PEM.
@@ -32,6 +33,18 @@ pub(crate) fn sections(bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, PemE
             Err(e) => return Err(PemError::Invalid(e.to_string())),
         }
     }
+}
+
+/// The certificates of a PEM document, in order; other sections are skipped.
+///
+/// # Errors
+/// [`PemError`] when the input is not PEM or a section is broken. Blank input gives none.
+pub fn pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    Ok(sections(bytes)?
+        .into_iter()
+        .filter(|(kind, _)| *kind == SectionKind::Certificate)
+        .map(|(_, der)| CertificateDer::from(der))
+        .collect())
 }
 
 /// A label for a section kind, for messages.
