@@ -30,7 +30,9 @@ pub enum IdError {
         value: String,
     },
     /// A trust domain was given in the `spiffe://` form where a bare name is expected.
-    #[error("{value:?}: a trust domain is a bare name such as \"example.org\", without scheme or path")]
+    #[error(
+        "{value:?}: a trust domain is a bare name such as \"example.org\", without scheme or path"
+    )]
     NotABareTrustDomain {
         /// The rejected input.
         value: String,
@@ -358,7 +360,13 @@ mod tests {
 
     #[test]
     fn trust_domain_must_be_bare() {
-        for bad in ["", "spiffe://example.org", "example.org/x", "Example.org", "a b"] {
+        for bad in [
+            "",
+            "spiffe://example.org",
+            "example.org/x",
+            "Example.org",
+            "a b",
+        ] {
             assert!(TrustDomain::new(bad).is_err(), "accepted {bad:?}");
         }
     }

@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::SectionKind;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+};
 
 use crate::pem::{self, PemError};
 use crate::spiffe_id::SpiffeId;
-use crate::verify::{Position, VerifyError, check_leaf, check_signing, ParsedCert};
+use crate::verify::{ParsedCert, Position, VerifyError, check_leaf, check_signing};
 
 /// Why a certificate chain and key are not a usable X.509-SVID.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -107,8 +109,7 @@ impl X509Svid {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, SvidError> {
-        let provider =
-            crate::crypto::default_provider().ok_or(VerifyError::NoCryptoProvider)?;
+        let provider = crate::crypto::default_provider().ok_or(VerifyError::NoCryptoProvider)?;
         Self::from_der_with_provider(chain, key, &provider)
     }
 

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, GeneralSubtree,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use spiffe_mtls::rustls::pki_types::CertificateDer;
 use spiffe_mtls::verify::{ErrorKind, Position};
@@ -16,7 +16,9 @@ use time::macros::datetime;
 const ID: &str = "spiffe://example.org/agent/client";
 
 fn verify(chain: &[CertificateDer<'_>], bundles: &BundleSet) -> Result<VerifiedSvid, VerifyError> {
-    SvidVerifier::new().expect("provider").verify(chain, bundles, now())
+    SvidVerifier::new()
+        .expect("provider")
+        .verify(chain, bundles, now())
 }
 
 /// A leaf from `edit`ed profile parameters, directly under a fresh example.org root.
@@ -27,7 +29,9 @@ fn leaf_result(edit: impl FnOnce(&mut CertificateParams)) -> Result<VerifiedSvid
 }
 
 /// A leaf under an intermediate made from `edit`ed parameters.
-fn intermediate_result(edit: impl FnOnce(&mut CertificateParams)) -> Result<VerifiedSvid, VerifyError> {
+fn intermediate_result(
+    edit: impl FnOnce(&mut CertificateParams),
+) -> Result<VerifiedSvid, VerifyError> {
     let root = Ca::root("example.org");
     let intermediate = root.intermediate("intermediate", edit);
     let leaf = intermediate.leaf(ID).via(&intermediate);
@@ -70,8 +74,11 @@ fn good_leaf_without_extended_key_usage() {
 
 #[test]
 fn good_leaf_with_more_extended_key_usages() {
-    leaf_result(|p| p.extended_key_usages.push(ExtendedKeyUsagePurpose::CodeSigning))
-        .expect("other EKUs beside serverAuth and clientAuth are fine");
+    leaf_result(|p| {
+        p.extended_key_usages
+            .push(ExtendedKeyUsagePurpose::CodeSigning)
+    })
+    .expect("other EKUs beside serverAuth and clientAuth are fine");
 }
 
 #[test]
@@ -97,7 +104,8 @@ fn good_chain_with_root_included_and_out_of_order() {
     let lower = upper.intermediate("lower", |_| {});
     let mut leaf = lower.leaf(ID);
     // intermediates in the wrong order, and the root itself at the end
-    leaf.chain.extend([upper.der.clone(), lower.der.clone(), root.der.clone()]);
+    leaf.chain
+        .extend([upper.der.clone(), lower.der.clone(), root.der.clone()]);
     verify(&leaf.chain, &bundles([root.bundle("example.org")])).expect("path is built");
 }
 
@@ -136,8 +144,8 @@ fn leaf_with_two_spiffe_ids() {
 
 #[test]
 fn leaf_uri_not_spiffe() {
-    let error = leaf_result(|p| p.subject_alt_names = vec![uri("https://example.org/agent")])
-        .unwrap_err();
+    let error =
+        leaf_result(|p| p.subject_alt_names = vec![uri("https://example.org/agent")]).unwrap_err();
     assert!(matches!(error, VerifyError::LeafIdInvalid(_)), "{error}");
 }
 
@@ -310,10 +318,16 @@ fn outer_signature_algorithm_differs_from_inner() {
     let mut der = leaf.chain[0].to_vec();
     // ecdsa-with-SHA256 (1.2.840.10045.4.3.2): turn the last, outer one into SHA384 (...4.3.3)
     let oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-    let at = der.windows(oid.len()).rposition(|w| w == oid).expect("outer OID");
+    let at = der
+        .windows(oid.len())
+        .rposition(|w| w == oid)
+        .expect("outer OID");
     der[at + oid.len() - 1] = 0x03;
     assert_rejected(
-        verify(&[CertificateDer::from(der)], &bundles([root.bundle("example.org")])),
+        verify(
+            &[CertificateDer::from(der)],
+            &bundles([root.bundle("example.org")]),
+        ),
         VerifyError::SignatureAlgorithmMismatch {
             position: Position::Leaf,
         },
@@ -333,10 +347,17 @@ fn garbage_and_trailing_bytes_are_malformed() {
     assert_eq!(error.kind(), ErrorKind::Malformed, "{error}");
 
     let mut leaf = root.leaf(ID);
-    leaf.chain.push(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]));
+    leaf.chain
+        .push(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]));
     let error = verify(&leaf.chain, &set).unwrap_err();
     assert!(
-        matches!(error, VerifyError::Malformed { position: Position::Chain(1), .. }),
+        matches!(
+            error,
+            VerifyError::Malformed {
+                position: Position::Chain(1),
+                ..
+            }
+        ),
         "{error}"
     );
 }
@@ -348,7 +369,10 @@ fn empty_and_overlong_chains() {
     assert_rejected(verify(&[], &set), VerifyError::EmptyChain);
     let leaf = root.leaf(ID);
     let long = vec![leaf.chain[0].clone(); 17];
-    assert_rejected(verify(&long, &set), VerifyError::ChainTooLong { count: 17, max: 16 });
+    assert_rejected(
+        verify(&long, &set),
+        VerifyError::ChainTooLong { count: 17, max: 16 },
+    );
 }
 
 // ---- signing certificate rules ----
@@ -408,9 +432,12 @@ fn intermediate_spiffe_id_with_path() {
 
 #[test]
 fn intermediate_spiffe_id_invalid() {
-    let error =
-        intermediate_result(|p| p.subject_alt_names = vec![uri("spiffe://Example.org")]).unwrap_err();
-    assert!(matches!(error, VerifyError::SigningCertIdInvalid { .. }), "{error}");
+    let error = intermediate_result(|p| p.subject_alt_names = vec![uri("spiffe://Example.org")])
+        .unwrap_err();
+    assert!(
+        matches!(error, VerifyError::SigningCertIdInvalid { .. }),
+        "{error}"
+    );
 }
 
 #[test]
@@ -479,7 +506,8 @@ fn unknown_issuer() {
     assert_eq!(error.kind(), ErrorKind::BadSignature, "{error}");
 
     let named_apart = Ca::root_with("example.org", |p| {
-        p.distinguished_name.push(rcgen::DnType::CommonName, "another root");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "another root");
     });
     let leaf = named_apart.leaf(ID);
     assert_rejected(
@@ -498,7 +526,10 @@ fn forged_signature() {
     let key = KeyPair::generate().unwrap();
     let leaf = leaf_params(ID).signed_by(&key, &forger).unwrap();
     assert_rejected(
-        verify(&[leaf.der().clone()], &bundles([root.bundle("example.org")])),
+        verify(
+            &[leaf.der().clone()],
+            &bundles([root.bundle("example.org")]),
+        ),
         VerifyError::BadSignature {
             position: Position::Leaf,
         },
@@ -554,18 +585,32 @@ fn validity_bounds_are_inclusive() {
 fn expired_intermediate() {
     let error = intermediate_result(|p| p.not_after = datetime!(2026-02-01 00:00 UTC)).unwrap_err();
     assert!(
-        matches!(error, VerifyError::Expired { position: Position::Chain(1), .. }),
+        matches!(
+            error,
+            VerifyError::Expired {
+                position: Position::Chain(1),
+                ..
+            }
+        ),
         "{error}"
     );
 }
 
 #[test]
 fn expired_root() {
-    let root = Ca::root_with("example.org", |p| p.not_after = datetime!(2026-03-01 00:00 UTC));
+    let root = Ca::root_with("example.org", |p| {
+        p.not_after = datetime!(2026-03-01 00:00 UTC)
+    });
     let leaf = root.leaf(ID);
     let error = verify(&leaf.chain, &bundles([root.bundle("example.org")])).unwrap_err();
     assert!(
-        matches!(error, VerifyError::Expired { position: Position::Root, .. }),
+        matches!(
+            error,
+            VerifyError::Expired {
+                position: Position::Root,
+                ..
+            }
+        ),
         "{error}"
     );
 }
@@ -576,16 +621,26 @@ fn time_is_injected() {
     let leaf = root.leaf(ID);
     let set = bundles([root.bundle("example.org")]);
     let verifier = SvidVerifier::new().unwrap();
-    verifier.verify(&leaf.chain, &set, now()).expect("valid now");
+    verifier
+        .verify(&leaf.chain, &set, now())
+        .expect("valid now");
     let later = at(datetime!(2027-01-01 00:00:01 UTC));
-    assert_eq!(verifier.verify(&leaf.chain, &set, later).unwrap_err().kind(), ErrorKind::Expired);
+    assert_eq!(
+        verifier
+            .verify(&leaf.chain, &set, later)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Expired
+    );
 }
 
 // ---- path length ----
 
 #[test]
 fn root_path_length_zero_forbids_intermediates() {
-    let root = Ca::root_with("example.org", |p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0)));
+    let root = Ca::root_with("example.org", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0))
+    });
     let intermediate = root.intermediate("intermediate", |_| {});
     let leaf = intermediate.leaf(ID).via(&intermediate);
     assert_rejected(
@@ -597,7 +652,9 @@ fn root_path_length_zero_forbids_intermediates() {
         },
     );
     // the twin: pathLen 1 allows the one intermediate
-    let root = Ca::root_with("example.org", |p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1)));
+    let root = Ca::root_with("example.org", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1))
+    });
     let intermediate = root.intermediate("intermediate", |_| {});
     let leaf = intermediate.leaf(ID).via(&intermediate);
     verify(&leaf.chain, &bundles([root.bundle("example.org")])).expect("valid");
@@ -606,7 +663,9 @@ fn root_path_length_zero_forbids_intermediates() {
 #[test]
 fn intermediate_path_length_zero_forbids_another_intermediate() {
     let root = Ca::root("example.org");
-    let upper = root.intermediate("upper", |p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0)));
+    let upper = root.intermediate("upper", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0))
+    });
     let lower = upper.intermediate("lower", |_| {});
     let leaf = lower.leaf(ID).via(&lower).via(&upper);
     assert_rejected(
@@ -619,14 +678,18 @@ fn intermediate_path_length_zero_forbids_another_intermediate() {
     );
     // the twin: pathLen 0 on the lowest intermediate is fine
     let root = Ca::root("example.org");
-    let only = root.intermediate("only", |p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0)));
+    let only = root.intermediate("only", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0))
+    });
     let leaf = only.leaf(ID).via(&only);
     verify(&leaf.chain, &bundles([root.bundle("example.org")])).expect("valid");
 }
 
 // ---- name constraints ----
 
-fn constrained_root(edit: impl FnOnce(&mut CertificateParams)) -> Result<VerifiedSvid, VerifyError> {
+fn constrained_root(
+    edit: impl FnOnce(&mut CertificateParams),
+) -> Result<VerifiedSvid, VerifyError> {
     let root = Ca::root_with("example.org", edit);
     let leaf = root.leaf_with(ID, |p| p.subject_alt_names.push(dns("agent.example.org")));
     verify(&leaf.chain, &bundles([root.bundle("example.org")]))
@@ -634,29 +697,47 @@ fn constrained_root(edit: impl FnOnce(&mut CertificateParams)) -> Result<Verifie
 
 #[test]
 fn uri_name_constraint_is_honored_not_refused() {
-    constrained_root(|p| p.custom_extensions.push(uri_name_constraints(&["example.org"], &[])))
-        .expect("the trust domain is the permitted host");
-    constrained_root(|p| p.custom_extensions.push(uri_name_constraints(&[".org"], &[])))
-        .expect("the trust domain is below the permitted domain");
+    constrained_root(|p| {
+        p.custom_extensions
+            .push(uri_name_constraints(&["example.org"], &[]))
+    })
+    .expect("the trust domain is the permitted host");
+    constrained_root(|p| {
+        p.custom_extensions
+            .push(uri_name_constraints(&[".org"], &[]))
+    })
+    .expect("the trust domain is below the permitted domain");
 }
 
 #[test]
 fn uri_name_constraint_permitted_elsewhere() {
     let error = constrained_root(|p| {
-        p.custom_extensions.push(uri_name_constraints(&["other.org"], &[]))
+        p.custom_extensions
+            .push(uri_name_constraints(&["other.org"], &[]))
     })
     .unwrap_err();
     assert!(
-        matches!(error, VerifyError::NameConstraintViolation { position: Position::Root, constrained: Position::Leaf, .. }),
+        matches!(
+            error,
+            VerifyError::NameConstraintViolation {
+                position: Position::Root,
+                constrained: Position::Leaf,
+                ..
+            }
+        ),
         "{error}"
     );
-    assert!(error.to_string().contains("outside the permitted subtrees"), "{error}");
+    assert!(
+        error.to_string().contains("outside the permitted subtrees"),
+        "{error}"
+    );
 }
 
 #[test]
 fn uri_name_constraint_excluded() {
     let error = constrained_root(|p| {
-        p.custom_extensions.push(uri_name_constraints(&[], &["example.org"]))
+        p.custom_extensions
+            .push(uri_name_constraints(&[], &["example.org"]))
     })
     .unwrap_err();
     assert!(error.to_string().contains("excluded subtree"), "{error}");
@@ -666,16 +747,24 @@ fn uri_name_constraint_excluded() {
 fn uri_name_constraint_on_intermediate() {
     let error = intermediate_result(|p| {
         p.subject_alt_names.clear();
-        p.custom_extensions.push(uri_name_constraints(&["partner.org"], &[]));
+        p.custom_extensions
+            .push(uri_name_constraints(&["partner.org"], &[]));
     })
     .unwrap_err();
     assert!(
-        matches!(error, VerifyError::NameConstraintViolation { position: Position::Chain(1), .. }),
+        matches!(
+            error,
+            VerifyError::NameConstraintViolation {
+                position: Position::Chain(1),
+                ..
+            }
+        ),
         "{error}"
     );
     intermediate_result(|p| {
         p.subject_alt_names.clear();
-        p.custom_extensions.push(uri_name_constraints(&["example.org"], &[]));
+        p.custom_extensions
+            .push(uri_name_constraints(&["example.org"], &[]));
     })
     .expect("valid");
 }
@@ -696,7 +785,10 @@ fn dns_name_constraints() {
         })
     })
     .unwrap_err();
-    assert!(matches!(error, VerifyError::NameConstraintViolation { .. }), "{error}");
+    assert!(
+        matches!(error, VerifyError::NameConstraintViolation { .. }),
+        "{error}"
+    );
 }
 
 #[test]

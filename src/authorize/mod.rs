@@ -51,7 +51,10 @@ enum Rule {
     OneOf(HashSet<SpiffeId>),
     MemberOf(HashSet<TrustDomain>),
     IdPrefix(SpiffeId),
-    Custom { name: String, predicate: Box<Predicate> },
+    Custom {
+        name: String,
+        predicate: Box<Predicate>,
+    },
     AnyOf(Vec<Authorizer>),
     AllOf(Vec<Authorizer>),
 }

@@ -102,9 +102,7 @@ impl Policy {
     /// [`PolicyError::Invalid`] naming the line of the first problem.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Invalid {
-            line: e
-                .span()
-                .map_or(1, |span| line_of(text, span.start)),
+            line: e.span().map_or(1, |span| line_of(text, span.start)),
             message: e.message().trim().to_owned(),
         })?;
         Ok(Self {
@@ -164,7 +162,11 @@ impl Policy {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -194,20 +196,29 @@ trust_domains = ["partner.org"]
             "spiffe://example.org/ns/prod/worker",
             "spiffe://partner.org/anything",
         ] {
-            assert!(policy.authorize_route("echo", &sid(allowed)).is_ok(), "{allowed}");
+            assert!(
+                policy.authorize_route("echo", &sid(allowed)).is_ok(),
+                "{allowed}"
+            );
         }
         for denied in [
             "spiffe://example.org/agent/other",
             "spiffe://example.org/ns/production",
         ] {
-            assert!(policy.authorize_route("echo", &sid(denied)).is_err(), "{denied}");
+            assert!(
+                policy.authorize_route("echo", &sid(denied)).is_err(),
+                "{denied}"
+            );
         }
         assert!(policy.connect().is_allowed(&sid("spiffe://partner.org/x")));
         assert!(!policy.connect().is_allowed(&sid("spiffe://evil.org/x")));
         let err = policy
             .authorize_route("admin", &sid("spiffe://example.org/agent/client"))
             .unwrap_err();
-        assert!(err.to_string().contains("route \"admin\" is not in the policy"));
+        assert!(
+            err.to_string()
+                .contains("route \"admin\" is not in the policy")
+        );
     }
 
     #[test]
@@ -216,7 +227,11 @@ trust_domains = ["partner.org"]
             "[connect]\ntrust_domains = [\"example.org\"]\n[routes.r]\ntrust_domains = [\"evil.org\"]\n",
         )
         .unwrap();
-        assert!(policy.authorize_route("r", &sid("spiffe://evil.org/x")).is_err());
+        assert!(
+            policy
+                .authorize_route("r", &sid("spiffe://evil.org/x"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -229,23 +244,41 @@ trust_domains = ["partner.org"]
     #[test]
     fn errors_name_the_line() {
         let cases = [
-            ("[connect]\ntrust_domain = [\"example.org\"]\n", 2, "unknown field"),
-            ("[routes.echo]\n\nids = [\"spiffe://Example.org/x\"]\n", 3, "lower case"),
+            (
+                "[connect]\ntrust_domain = [\"example.org\"]\n",
+                2,
+                "unknown field",
+            ),
+            (
+                "[routes.echo]\n\nids = [\"spiffe://Example.org/x\"]\n",
+                3,
+                "lower case",
+            ),
             ("[routes.echo]\nid_prefixes = [\"http://x\"]\n", 2, "scheme"),
-            ("[routes.echo]\ntrust_domains = [\"spiffe://x\"]\n", 2, "bare name"),
+            (
+                "[routes.echo]\ntrust_domains = [\"spiffe://x\"]\n",
+                2,
+                "bare name",
+            ),
             ("[whatever]\n", 1, "unknown field"),
             ("[routes.echo\n", 1, ""),
         ];
         for (text, line, needle) in cases {
             let err = Policy::from_toml(text).unwrap_err();
             match &err {
-                PolicyError::Invalid { line: found, message } => {
+                PolicyError::Invalid {
+                    line: found,
+                    message,
+                } => {
                     assert_eq!(*found, line, "{text:?}: {err}");
                     assert!(message.contains(needle), "{text:?}: {message}");
                 }
                 other => panic!("unexpected {other:?}"),
             }
-            assert!(err.to_string().starts_with(&format!("policy line {line}: ")));
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("policy line {line}: "))
+            );
         }
     }
 }

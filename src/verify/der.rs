@@ -11,8 +11,20 @@ pub(crate) struct DerError(pub(crate) &'static str);
 const SEQUENCE: u8 = 0x30;
 const BIT_STRING: u8 = 0x03;
 
-/// Splits one tag-length-value off `input`: (tag, content, whole encoding, rest).
-fn split_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8], &[u8]), DerError> {
+/// One tag-length-value and what follows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Tlv<'a> {
+    tag: u8,
+    /// The value.
+    content: &'a [u8],
+    /// Tag, length and value together.
+    whole: &'a [u8],
+    /// The bytes after it.
+    rest: &'a [u8],
+}
+
+/// Splits one tag-length-value off `input`.
+fn split_tlv(input: &[u8]) -> Result<Tlv<'_>, DerError> {
     let (&tag, after_tag) = input.split_first().ok_or(DerError("truncated"))?;
     if tag & 0x1f == 0x1f {
         return Err(DerError("multi-byte tags are not used in certificates"));
@@ -40,15 +52,20 @@ fn split_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8], &[u8]), DerError> {
         .checked_add(len)
         .filter(|&end| end <= input.len())
         .ok_or(DerError("truncated"))?;
-    Ok((tag, &input[header..end], &input[..end], &input[end..]))
+    Ok(Tlv {
+        tag,
+        content: &input[header..end],
+        whole: &input[..end],
+        rest: &input[end..],
+    })
 }
 
-fn expect(input: &[u8], tag: u8) -> Result<(&[u8], &[u8], &[u8]), DerError> {
-    let (found, content, whole, rest) = split_tlv(input)?;
-    if found != tag {
+fn expect(input: &[u8], tag: u8) -> Result<Tlv<'_>, DerError> {
+    let tlv = split_tlv(input)?;
+    if tlv.tag != tag {
         return Err(DerError("unexpected tag"));
     }
-    Ok((content, whole, rest))
+    Ok(tlv)
 }
 
 /// The content of a BIT STRING with no unused bits.
@@ -73,35 +90,32 @@ pub(crate) struct SignedCertificate<'a> {
 impl<'a> SignedCertificate<'a> {
     /// Cuts a DER certificate into TBS, algorithm and signature; nothing may follow it.
     pub(crate) fn parse(der: &'a [u8]) -> Result<Self, DerError> {
-        let (cert, _, trailing) = expect(der, SEQUENCE)?;
-        if !trailing.is_empty() {
+        let cert = expect(der, SEQUENCE)?;
+        if !cert.rest.is_empty() {
             return Err(DerError("data after the certificate"));
         }
-        let (_, tbs, rest) = expect(cert, SEQUENCE)?;
-        let (algorithm, _, rest) = expect(rest, SEQUENCE)?;
-        let (signature, _, rest) = expect(rest, BIT_STRING)?;
-        if !rest.is_empty() {
+        let tbs = expect(cert.content, SEQUENCE)?;
+        let algorithm = expect(tbs.rest, SEQUENCE)?;
+        let signature = expect(algorithm.rest, BIT_STRING)?;
+        if !signature.rest.is_empty() {
             return Err(DerError("data after the signature"));
         }
         Ok(Self {
-            tbs,
-            algorithm,
-            signature: whole_bytes(signature)?,
+            tbs: tbs.whole,
+            algorithm: algorithm.content,
+            signature: whole_bytes(signature.content)?,
         })
     }
 
     /// The content of the signature AlgorithmIdentifier inside the TBSCertificate, which must
     /// equal the outer one (RFC 5280 4.1.1.2).
     pub(crate) fn inner_algorithm(&self) -> Result<&'a [u8], DerError> {
-        let (tbs, _, _) = expect(self.tbs, SEQUENCE)?;
-        let (tag, _, _, mut rest) = split_tlv(tbs)?;
-        if tag != 0xa0 {
-            // no explicit version: the first field was the serial number
-            rest = tbs;
-        }
-        let (_, _, rest) = expect(rest, 0x02)?; // serial number
-        let (algorithm, _, _) = expect(rest, SEQUENCE)?;
-        Ok(algorithm)
+        let tbs = expect(self.tbs, SEQUENCE)?.content;
+        let first = split_tlv(tbs)?;
+        // an explicit version comes first; without it, the first field is the serial number
+        let serial_and_on = if first.tag == 0xa0 { first.rest } else { tbs };
+        let serial = expect(serial_and_on, 0x02)?;
+        Ok(expect(serial.rest, SEQUENCE)?.content)
     }
 }
 
@@ -117,12 +131,12 @@ pub(crate) struct PublicKeyParts<'a> {
 impl<'a> PublicKeyParts<'a> {
     /// Cuts an encoded SubjectPublicKeyInfo.
     pub(crate) fn parse(spki: &'a [u8]) -> Result<Self, DerError> {
-        let (content, _, _) = expect(spki, SEQUENCE)?;
-        let (algorithm, _, rest) = expect(content, SEQUENCE)?;
-        let (key, _, _) = expect(rest, BIT_STRING)?;
+        let content = expect(spki, SEQUENCE)?.content;
+        let algorithm = expect(content, SEQUENCE)?;
+        let key = expect(algorithm.rest, BIT_STRING)?;
         Ok(Self {
-            algorithm,
-            key: whole_bytes(key)?,
+            algorithm: algorithm.content,
+            key: whole_bytes(key.content)?,
         })
     }
 }
@@ -138,8 +152,16 @@ mod tests {
         assert!(split_tlv(&[0x30, 0x81, 0x05, 0, 0, 0, 0, 0]).is_err()); // non-minimal
         assert!(split_tlv(&[0x30, 0x80, 0x00, 0x00]).is_err()); // indefinite
         assert!(split_tlv(&[0x30, 0x82, 0x00, 0x81]).is_err()); // leading zero
-        let (tag, content, whole, rest) = split_tlv(&[0x04, 0x01, 0xaa, 0xbb]).unwrap();
-        assert_eq!((tag, content, whole, rest), (4, &[0xaa][..], &[4, 1, 0xaa][..], &[0xbb][..]));
+        let tlv = split_tlv(&[0x04, 0x01, 0xaa, 0xbb]).unwrap();
+        assert_eq!(
+            tlv,
+            Tlv {
+                tag: 4,
+                content: &[0xaa],
+                whole: &[4, 1, 0xaa],
+                rest: &[0xbb]
+            }
+        );
     }
 
     #[test]

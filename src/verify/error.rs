@@ -244,7 +244,9 @@ pub enum VerifyError {
     #[error("gave up building a path after {0} signature checks")]
     PathBuildingBudget(u32),
     /// No crypto provider to check signatures with.
-    #[error("no rustls crypto provider: enable the `ring` or `aws-lc-rs` feature or install a process default")]
+    #[error(
+        "no rustls crypto provider: enable the `ring` or `aws-lc-rs` feature or install a process default"
+    )]
     NoCryptoProvider,
 }
 

@@ -108,7 +108,9 @@ impl SvidVerifier {
     }
 
     /// A verifier using exactly these signature algorithms.
-    pub fn with_algorithms(algorithms: &'static [&'static dyn SignatureVerificationAlgorithm]) -> Self {
+    pub fn with_algorithms(
+        algorithms: &'static [&'static dyn SignatureVerificationAlgorithm],
+    ) -> Self {
         Self { algorithms }
     }
 
@@ -155,7 +157,13 @@ impl SvidVerifier {
             }
         }
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        path::validate(&parsed, bundle.anchors(), trust_domain, now, self.algorithms)?;
+        path::validate(
+            &parsed,
+            bundle.anchors(),
+            trust_domain,
+            now,
+            self.algorithms,
+        )?;
         let not_after = parsed[0].x509.validity().not_after.timestamp();
         Ok(VerifiedSvid {
             spiffe_id,

@@ -130,12 +130,12 @@ impl NameConstraints {
                     _ => Ok(()),
                 })
             }
-            GeneralName::IPAddress(ip) => self.check_form(Form::Ip, &format!("{ip:?}"), |s| {
-                match s {
+            GeneralName::IPAddress(ip) => {
+                self.check_form(Form::Ip, &format!("{ip:?}"), |s| match s {
                     Subtree::Ip { address, mask } => ip_matches(ip, address, mask),
                     _ => false,
-                }
-            }),
+                })
+            }
             other => self.check_form(form_of(other), &format!("{other:?}"), |_| false),
         }
     }
@@ -170,7 +170,9 @@ impl NameConstraints {
         }
         let mut permitted = self.permitted.iter().filter(of_form).peekable();
         if permitted.peek().is_some() && !permitted.any(&matches) {
-            return Err(Violation(format!("{shown:?} is outside the permitted subtrees")));
+            return Err(Violation(format!(
+                "{shown:?} is outside the permitted subtrees"
+            )));
         }
         Ok(())
     }

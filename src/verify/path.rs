@@ -126,7 +126,12 @@ impl Search<'_, '_> {
                 self.now,
             )?;
         }
-        check_time(Position::Root, anchor.not_before, anchor.not_after, self.now)?;
+        check_time(
+            Position::Root,
+            anchor.not_before,
+            anchor.not_after,
+            self.now,
+        )?;
 
         // Intermediates below a CA, not counting self-issued ones (RFC 5280 6.1.4 (l)).
         let counted_below = |ca_index: usize| -> u32 {
@@ -155,7 +160,12 @@ impl Search<'_, '_> {
     }
 }
 
-fn check_time(position: Position, not_before: i64, not_after: i64, now: i64) -> Result<(), VerifyError> {
+fn check_time(
+    position: Position,
+    not_before: i64,
+    not_after: i64,
+    now: i64,
+) -> Result<(), VerifyError> {
     if now < not_before {
         return Err(VerifyError::NotYetValid {
             position,
@@ -188,13 +198,13 @@ fn check_names(
     below: &[&ParsedCert<'_>],
 ) -> Result<(), VerifyError> {
     for cert in below {
-        constraints
-            .check(&cert.x509)
-            .map_err(|violation| VerifyError::NameConstraintViolation {
+        constraints.check(&cert.x509).map_err(|violation| {
+            VerifyError::NameConstraintViolation {
                 position,
                 constrained: cert.position,
                 reason: violation.0,
-            })?;
+            }
+        })?;
     }
     Ok(())
 }
@@ -223,6 +233,9 @@ fn verify_signature(
 pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("unix time {unix}"))
 }

@@ -203,7 +203,8 @@ pub fn uri_san(value: &str, critical: bool) -> CustomExtension {
 
 /// An extension nobody knows, criticality chosen.
 pub fn unknown_extension(critical: bool) -> CustomExtension {
-    let mut ext = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
+    let mut ext =
+        CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
     ext.set_criticality(critical);
     ext
 }

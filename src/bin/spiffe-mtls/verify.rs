@@ -52,8 +52,8 @@ fn parse_bundle_arg(value: &str) -> Result<(TrustDomain, PathBuf), String> {
 fn parse_time(value: &str) -> Result<UnixTime, String> {
     let time = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("{value:?} is not an RFC 3339 time: {e}"))?;
-    let secs = u64::try_from(time.unix_timestamp())
-        .map_err(|_| format!("{value:?} is before 1970"))?;
+    let secs =
+        u64::try_from(time.unix_timestamp()).map_err(|_| format!("{value:?} is before 1970"))?;
     Ok(UnixTime::since_unix_epoch(Duration::from_secs(secs)))
 }
 
@@ -91,9 +91,9 @@ fn load_chain(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Runs the command and returns the contract's exit code.
 pub fn run(args: &Args) -> ExitCode {
-    let (chain, bundles) = match load_chain(&args.chain).and_then(|chain| {
-        load_bundles(&args.bundle).map(|bundles| (chain, bundles))
-    }) {
+    let (chain, bundles) = match load_chain(&args.chain)
+        .and_then(|chain| load_bundles(&args.bundle).map(|bundles| (chain, bundles)))
+    {
         Ok(loaded) => loaded,
         Err(message) => return fail(USAGE, message),
     };
