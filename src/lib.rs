@@ -42,6 +42,7 @@
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;
+pub mod dev_server;
 mod pem;
 pub mod spiffe_id;
 pub mod svid;
@@ -56,3 +57,8 @@ pub use pem::{PemError, pem_certificates};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
 pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};
+
+/// The README's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

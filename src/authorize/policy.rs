@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{AuthorizeError, Authorizer, any, any_of, id_prefix, member_of, one_of};
+use super::{AuthorizeError, Authorizer, any, any_of, id, id_prefix, member_of, one_of};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Why a policy file cannot be used.
@@ -66,11 +66,20 @@ struct RuleLists {
 impl RuleLists {
     /// A peer matching any list is allowed.
     fn into_authorizer(self) -> Authorizer {
-        any_of([
-            one_of(self.ids),
-            any_of(self.id_prefixes.into_iter().map(id_prefix)),
-            member_of(self.trust_domains),
-        ])
+        let mut rules = Vec::new();
+        match self.ids.len() {
+            0 => {}
+            1 => rules.extend(self.ids.into_iter().map(id)),
+            _ => rules.push(one_of(self.ids)),
+        }
+        rules.extend(self.id_prefixes.into_iter().map(id_prefix));
+        if !self.trust_domains.is_empty() {
+            rules.push(member_of(self.trust_domains));
+        }
+        match rules.len() {
+            1 => rules.remove(0),
+            _ => any_of(rules),
+        }
     }
 }
 
@@ -149,9 +158,15 @@ impl Policy {
     /// # Errors
     /// [`AuthorizeError`] naming the peer and why.
     pub fn authorize_route(&self, route: &str, id: &SpiffeId) -> Result<(), AuthorizeError> {
-        self.connect.authorize(id)?;
+        self.connect.authorize(id).map_err(|e| AuthorizeError {
+            rule: format!("connection rule {}", e.rule),
+            ..e
+        })?;
         match self.routes.get(route) {
-            Some(rule) => rule.authorize(id),
+            Some(rule) => rule.authorize(id).map_err(|e| AuthorizeError {
+                rule: format!("route {route:?} allows {}", e.rule),
+                ..e
+            }),
             None => Err(AuthorizeError {
                 id: id.clone(),
                 rule: format!("route {route:?} is not in the policy"),

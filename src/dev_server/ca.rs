@@ -1,0 +1,216 @@
+//! The development CA: a self-signed root that issues X.509-SVIDs.
+
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::bundle::X509Bundle;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::svid::{SvidError, X509Svid};
+
+/// How far validity starts before "now", for clocks that lag a little.
+const BACKDATE: Duration = Duration::from_secs(10);
+
+/// Why the development CA could not issue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevCaError {
+    /// rcgen refused the parameters or failed to generate a key.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A validity bound is out of the representable range.
+    #[error("validity time out of range")]
+    TimeOutOfRange,
+    /// The issued SVID does not load (a bug: the CA issues profile-conformant SVIDs).
+    #[error("issued SVID does not load: {0}")]
+    Svid(#[from] SvidError),
+}
+
+/// What to issue: the ID, its DNS names and its validity.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SvidRequest {
+    /// The SPIFFE ID of the SVID.
+    pub id: SpiffeId,
+    /// DNS SANs beside the URI SAN (optional).
+    pub dns_names: Vec<String>,
+    /// Start of validity (before it, the SVID is not valid).
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+impl SvidRequest {
+    /// An SVID for `id` valid from now (less a few seconds of clock slack) for `ttl`.
+    pub fn new(id: SpiffeId, ttl: Duration) -> Self {
+        let now = SystemTime::now();
+        Self {
+            id,
+            dns_names: Vec::new(),
+            not_before: now - BACKDATE,
+            not_after: now + ttl,
+        }
+    }
+
+    /// Adds DNS SANs.
+    pub fn with_dns_names(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.dns_names.extend(names);
+        self
+    }
+
+    /// Sets the validity period.
+    pub fn valid_between(mut self, not_before: SystemTime, not_after: SystemTime) -> Self {
+        self.not_before = not_before;
+        self.not_after = not_after;
+        self
+    }
+}
+
+/// An in-memory CA of one trust domain.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+///
+/// let ca = DevCa::new("example.org".parse()?, Duration::from_secs(3600))?;
+/// let id = "spiffe://example.org/agent/server".parse()?;
+/// let svid = ca.issue(&SvidRequest::new(id, Duration::from_secs(600)))?;
+/// assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/agent/server");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DevCa {
+    trust_domain: TrustDomain,
+    params: CertificateParams,
+    key: KeyPair,
+    root: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn offset(time: SystemTime) -> Result<time::OffsetDateTime, DevCaError> {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| DevCaError::TimeOutOfRange)?
+        .as_secs();
+    let secs = i64::try_from(secs).map_err(|_| DevCaError::TimeOutOfRange)?;
+    time::OffsetDateTime::from_unix_timestamp(secs).map_err(|_| DevCaError::TimeOutOfRange)
+}
+
+impl DevCa {
+    /// A new root for `trust_domain`, valid from now for `ttl`.
+    ///
+    /// # Errors
+    /// [`DevCaError`] when key generation or signing fails.
+    pub fn new(trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
+        let now = SystemTime::now();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "spiffe-mtls dev server");
+        dn.push(DnType::CommonName, format!("{trust_domain} dev CA"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![SanType::URI(trust_domain.id_string().try_into()?)];
+        params.not_before = offset(now - BACKDATE)?;
+        params.not_after = offset(now + ttl)?;
+        let key = KeyPair::generate()?;
+        let root = params.self_signed(&key)?.der().clone();
+        Ok(Self {
+            trust_domain,
+            params,
+            key,
+            root,
+        })
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The root certificate.
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// A bundle holding this root.
+    pub fn bundle(&self) -> X509Bundle {
+        X509Bundle::new(self.trust_domain.clone(), [self.root.clone()])
+            .expect("the CA's own root parses")
+    }
+
+    /// Issues an X.509-SVID (chain of the leaf alone, a fresh P-256 key) for `request`.
+    ///
+    /// The leaf follows the X.509-SVID profile: one URI SAN, not a CA, critical key usage
+    /// with digitalSignature, serverAuth and clientAuth. The ID need not belong to this
+    /// CA's trust domain (tests use that to forge cross-domain SVIDs).
+    ///
+    /// # Errors
+    /// [`DevCaError`] when key generation or signing fails.
+    pub fn issue(&self, request: &SvidRequest) -> Result<X509Svid, DevCaError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "spiffe-mtls dev server");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.subject_alt_names = vec![SanType::URI(request.id.to_string().try_into()?)];
+        for name in &request.dns_names {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(name.as_str().try_into()?));
+        }
+        params.not_before = offset(request.not_before)?;
+        params.not_after = offset(request.not_after)?;
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let leaf = params.signed_by(&key, &issuer)?.der().clone();
+        let key_der = PrivatePkcs8KeyDer::from(key.serialize_der());
+        Ok(X509Svid::from_der(vec![leaf], key_der.into())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::SvidVerifier;
+    use rustls_pki_types::UnixTime;
+
+    #[test]
+    fn issued_svids_pass_the_verifier() {
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let id: SpiffeId = "spiffe://example.org/agent/server".parse().unwrap();
+        let svid = ca
+            .issue(
+                &SvidRequest::new(id.clone(), Duration::from_secs(60))
+                    .with_dns_names(["localhost".to_string()]),
+            )
+            .unwrap();
+        let bundles = [ca.bundle()].into_iter().collect();
+        let verified = SvidVerifier::new()
+            .unwrap()
+            .verify(svid.chain(), &bundles, UnixTime::now())
+            .unwrap();
+        assert_eq!(verified.spiffe_id(), &id);
+    }
+}
