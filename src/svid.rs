@@ -12,7 +12,7 @@ use rustls_pki_types::{
 
 use crate::pem::{self, PemError};
 use crate::spiffe_id::SpiffeId;
-use crate::verify::{ParsedCert, Position, VerifyError, check_leaf, check_signing};
+use crate::verify::{ParsedCert, VerifyError, check_leaf, check_signing};
 
 /// Why a certificate chain and key are not a usable X.509-SVID.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -125,11 +125,7 @@ impl X509Svid {
         if chain.is_empty() {
             return Err(SvidError::NoCertificates);
         }
-        let parsed = chain
-            .iter()
-            .enumerate()
-            .map(|(i, der)| ParsedCert::parse(der, Position::of(i)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed = ParsedCert::parse_chain(&chain)?;
         let spiffe_id = check_leaf(&parsed[0])?;
         for cert in &parsed[1..] {
             check_signing(cert)?;

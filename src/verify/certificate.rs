@@ -63,6 +63,17 @@ impl<'a> ParsedCert<'a> {
         Ok(cert)
     }
 
+    /// Parses every certificate of a chain, leaf first.
+    pub(crate) fn parse_chain(
+        chain: &'a [rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<Vec<Self>, VerifyError> {
+        chain
+            .iter()
+            .enumerate()
+            .map(|(i, der)| Self::parse(der, Position::of(i)))
+            .collect()
+    }
+
     fn check_extensions(&self) -> Result<(), VerifyError> {
         let position = self.position;
         let extensions = self.x509.extensions();

@@ -134,11 +134,7 @@ impl SvidVerifier {
                 max: MAX_CHAIN_LENGTH,
             });
         }
-        let parsed = chain
-            .iter()
-            .enumerate()
-            .map(|(i, der)| ParsedCert::parse(der, Position::of(i)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed = ParsedCert::parse_chain(chain)?;
         let spiffe_id = check_leaf(&parsed[0])?;
         let trust_domain = spiffe_id.trust_domain();
         let bundle = bundles
