@@ -47,6 +47,7 @@ mod pem;
 pub mod spiffe_id;
 pub mod svid;
 pub mod verify;
+pub mod workload;
 
 /// The rustls this crate is built against, so users never mix versions.
 pub use rustls;

@@ -1,0 +1,16 @@
+//! The SPIFFE Workload API: generated gRPC types, endpoint addresses and a client.
+//!
+//! The gRPC code is generated at build time from `proto/workload.proto` by a pure-Rust
+//! protobuf compiler (no system `protoc`).
+
+mod address;
+mod client;
+
+pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
+pub use client::{WORKLOAD_HEADER, WorkloadError, connect, request};
+
+/// The generated messages, client and server of the `SpiffeWorkloadAPI` service.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("_");
+}
