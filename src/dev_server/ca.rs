@@ -88,6 +88,7 @@ pub struct DevCa {
     params: CertificateParams,
     key: KeyPair,
     root: CertificateDer<'static>,
+    not_after: SystemTime,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -123,7 +124,10 @@ impl DevCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.subject_alt_names = vec![SanType::URI(trust_domain.id_string().try_into()?)];
         params.not_before = offset(now - BACKDATE)?;
-        params.not_after = offset(now + ttl)?;
+        // whole seconds, as the certificate stores them
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(offset(now + ttl)?.unix_timestamp().unsigned_abs());
+        params.not_after = offset(not_after)?;
         let key = KeyPair::generate()?;
         let root = params.self_signed(&key)?.der().clone();
         Ok(Self {
@@ -131,6 +135,7 @@ impl DevCa {
             params,
             key,
             root,
+            not_after,
         })
     }
 
@@ -144,6 +149,11 @@ impl DevCa {
         &self.root
     }
 
+    /// When the root expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
     /// A bundle holding this root.
     pub fn bundle(&self) -> X509Bundle {
         X509Bundle::new(self.trust_domain.clone(), [self.root.clone()])
@@ -154,7 +164,8 @@ impl DevCa {
     ///
     /// The leaf follows the X.509-SVID profile: one URI SAN, not a CA, critical key usage
     /// with digitalSignature, serverAuth and clientAuth. The ID need not belong to this
-    /// CA's trust domain (tests use that to forge cross-domain SVIDs).
+    /// CA's trust domain (tests use that to forge cross-domain SVIDs). The validity is cut
+    /// to end no later than the CA's.
     ///
     /// # Errors
     /// [`DevCaError`] when key generation or signing fails.
@@ -180,7 +191,7 @@ impl DevCa {
                 .push(SanType::DnsName(name.as_str().try_into()?));
         }
         params.not_before = offset(request.not_before)?;
-        params.not_after = offset(request.not_after)?;
+        params.not_after = offset(request.not_after.min(self.not_after))?;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);

@@ -1,9 +1,37 @@
-//! A development SPIFFE identity provider.
+//! A SPIRE-compatible development Workload API server.
 //!
-//! [`DevCa`] is an in-memory certificate authority for one trust domain (EC P-256, made with
-//! rcgen) that issues X.509-SVIDs following the profile, which pass this crate's own
-//! verifier. It is the signing part of the SPIRE-compatible development Workload API server.
+//! [`DevServer`] serves the SPIFFE Workload API on a Unix socket (or TCP on loopback): it
+//! attests callers by their socket credentials, matches them to registration entries
+//! ([`DevServerConfig`]), and streams X.509-SVIDs and bundles that it issues from an
+//! in-memory CA ([`DevCa`], EC P-256), rotating each SVID at half its lifetime and the CA with
+//! overlap. Its handle drives it for tests: rotate now, rotate the CA, replace entries, fail
+//! the next calls, end the streams, shut down.
+//!
+//! # Example
+//! ```no_run
+//! use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = DevServerConfig::one_identity(
+//!     "example.org".parse()?,
+//!     "spiffe://example.org/agent/server".parse()?,
+//!     Duration::from_secs(3600),
+//! )?;
+//! let server = DevServer::start(config, "unix:///tmp/agent.sock".parse()?, DevServerOptions::default()).await?;
+//! server.rotate_svids().await;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod attest;
 mod ca;
+mod config;
+mod issuer;
+mod server;
+mod service;
 
+pub use attest::{Caller, Selector};
 pub use ca::{DevCa, DevCaError, SvidRequest};
+pub use config::{ConfigError, DEFAULT_SVID_TTL, DevServerConfig, Entry, parse_duration};
+pub use server::{DevServer, DevServerError, DevServerOptions};

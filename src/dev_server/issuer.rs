@@ -1,0 +1,279 @@
+//! The issuing side of the dev server: CAs, the SVID of each entry, rotation, and the
+//! snapshots that the Workload API streams send.
+//!
+//! Rotation rules:
+//! - each SVID is re-issued at half its lifetime;
+//! - a CA rotation first publishes the new root beside the old one, and only after
+//!   `ca_propagation` starts signing with it, so peers hold the new root before any SVID signed
+//!   by it is served; the old root leaves the bundle when the last SVID it signed has expired.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::ca::{DevCa, DevCaError, SvidRequest};
+use super::config::{ConfigError, DevServerConfig, Entry};
+use crate::bundle::X509Bundle;
+use crate::spiffe_id::TrustDomain;
+use crate::svid::X509Svid;
+
+/// Everything the streams need, as of one moment. Each stream message is built from one.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) trust_domain: TrustDomain,
+    /// The entries, with the current SVID of each, in file order.
+    pub(crate) issued: Vec<(Entry, Arc<X509Svid>)>,
+    /// The roots of the local trust domain (more than one during a CA rotation).
+    pub(crate) roots: Vec<CertificateDer<'static>>,
+    /// Federated trust domains' bundles.
+    pub(crate) federated: Vec<X509Bundle>,
+}
+
+/// A request to the issuer task, answered once its snapshot is published.
+pub(crate) enum Command {
+    RotateSvids(oneshot::Sender<()>),
+    RotateCa(oneshot::Sender<()>),
+    ReplaceEntries(Vec<Entry>, oneshot::Sender<Result<(), ConfigError>>),
+}
+
+/// How the issuer runs.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuerSettings {
+    pub(crate) ca_ttl: Duration,
+    pub(crate) ca_propagation: Duration,
+    pub(crate) federated: Vec<X509Bundle>,
+}
+
+/// Half a CA lifetime: when its successor is prepared.
+fn settings_half(settings: &IssuerSettings) -> Duration {
+    settings.ca_ttl / 2
+}
+
+struct Ca {
+    ca: DevCa,
+    /// Latest expiry of an SVID this CA signed.
+    last_expiry: SystemTime,
+}
+
+/// The issuer's state; only its task touches it.
+pub(crate) struct Issuer {
+    config: DevServerConfig,
+    settings: IssuerSettings,
+    /// Trusted CAs, oldest first; the signing one is `cas[signing]`.
+    cas: Vec<Ca>,
+    signing: usize,
+    /// When a prepared CA starts signing.
+    activate_at: Option<Instant>,
+    /// When the signing CA reaches half its lifetime and a successor is prepared.
+    ca_rotate_at: Instant,
+    /// Per entry: its SVID and when to re-issue it.
+    issued: Vec<(Arc<X509Svid>, Instant)>,
+    publish: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Issuer {
+    /// Issues every entry's SVID and publishes the first snapshot.
+    pub(crate) fn start(
+        config: DevServerConfig,
+        settings: IssuerSettings,
+    ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), DevCaError> {
+        let ca = DevCa::new(config.trust_domain.clone(), settings.ca_ttl)?;
+        let cas = vec![Ca {
+            ca,
+            last_expiry: SystemTime::UNIX_EPOCH,
+        }];
+        let placeholder = Arc::new(Snapshot {
+            trust_domain: config.trust_domain.clone(),
+            issued: Vec::new(),
+            roots: Vec::new(),
+            federated: Vec::new(),
+        });
+        let (publish, snapshots) = watch::channel(placeholder);
+        let mut issuer = Self {
+            config,
+            settings: settings.clone(),
+            cas,
+            signing: 0,
+            activate_at: None,
+            ca_rotate_at: Instant::now() + settings_half(&settings),
+            issued: Vec::new(),
+            publish,
+        };
+        issuer.reissue_all()?;
+        issuer.publish();
+        Ok((issuer, snapshots))
+    }
+
+    fn issue(&mut self, entry: &Entry) -> Result<(Arc<X509Svid>, Instant), DevCaError> {
+        let signer = &mut self.cas[self.signing];
+        let request = SvidRequest::new(entry.spiffe_id.clone(), entry.ttl)
+            .with_dns_names(entry.dns_names.iter().cloned());
+        let mut svid = signer.ca.issue(&request)?;
+        if let Some(hint) = &entry.hint {
+            svid = svid.with_hint(hint.clone());
+        }
+        signer.last_expiry = signer.last_expiry.max(svid.expires_at());
+        Ok((Arc::new(svid), Instant::now() + entry.ttl / 2))
+    }
+
+    fn reissue_all(&mut self) -> Result<(), DevCaError> {
+        let entries = self.config.entries.clone();
+        self.issued = entries
+            .iter()
+            .map(|entry| self.issue(entry))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let snapshot = Snapshot {
+            trust_domain: self.config.trust_domain.clone(),
+            issued: self
+                .config
+                .entries
+                .iter()
+                .cloned()
+                .zip(self.issued.iter().map(|(svid, _)| Arc::clone(svid)))
+                .collect(),
+            roots: self.cas.iter().map(|c| c.ca.root().clone()).collect(),
+            federated: self.settings.federated.clone(),
+        };
+        self.publish.send_replace(Arc::new(snapshot));
+    }
+
+    /// Prepares a new CA: it joins the bundle now and signs after the propagation delay.
+    fn prepare_ca(&mut self) -> Result<(), DevCaError> {
+        let ca = DevCa::new(self.config.trust_domain.clone(), self.settings.ca_ttl)?;
+        self.cas.push(Ca {
+            ca,
+            last_expiry: SystemTime::UNIX_EPOCH,
+        });
+        self.activate_at = Some(Instant::now() + self.settings.ca_propagation);
+        self.ca_rotate_at = Instant::now() + settings_half(&self.settings);
+        Ok(())
+    }
+
+    /// Switches to the newest CA and re-issues every SVID with it.
+    fn activate_ca(&mut self) -> Result<(), DevCaError> {
+        self.activate_at = None;
+        self.signing = self.cas.len() - 1;
+        self.reissue_all()
+    }
+
+    /// Drops CAs that no longer sign and whose SVIDs have all expired.
+    fn retire_cas(&mut self) -> bool {
+        let now = SystemTime::now();
+        let before = self.cas.len();
+        let signing_root = self.cas[self.signing].ca.root().clone();
+        let mut index = 0;
+        self.cas.retain(|c| {
+            let keep = index >= self.signing || c.last_expiry > now;
+            index += 1;
+            keep
+        });
+        self.signing = self
+            .cas
+            .iter()
+            .position(|c| c.ca.root() == &signing_root)
+            .unwrap_or(self.cas.len() - 1);
+        self.cas.len() != before
+    }
+
+    /// The next moment something is due: an SVID rotation, a CA activation or retirement.
+    fn next_deadline(&self) -> Instant {
+        let now_wall = SystemTime::now();
+        let now = Instant::now();
+        let retirement = self.cas[..self.signing]
+            .iter()
+            .map(|c| now + c.last_expiry.duration_since(now_wall).unwrap_or_default());
+        self.issued
+            .iter()
+            .map(|(_, at)| *at)
+            .chain(self.activate_at)
+            .chain(self.activate_at.is_none().then_some(self.ca_rotate_at))
+            .chain(retirement)
+            .min()
+            .unwrap_or_else(|| now + Duration::from_secs(3600))
+    }
+
+    /// Does what is due at `now`; returns whether anything changed.
+    fn on_deadline(&mut self) -> Result<bool, DevCaError> {
+        let now = Instant::now();
+        let mut changed = false;
+        if self.activate_at.is_none() && self.ca_rotate_at <= now {
+            self.prepare_ca()?;
+            changed = true;
+        }
+        if self.activate_at.is_some_and(|at| at <= now) {
+            self.activate_ca()?;
+            changed = true;
+        }
+        for i in 0..self.issued.len() {
+            if self.issued[i].1 <= now {
+                let entry = self.config.entries[i].clone();
+                self.issued[i] = self.issue(&entry)?;
+                changed = true;
+            }
+        }
+        changed |= self.retire_cas();
+        Ok(changed)
+    }
+
+    /// Runs until every command sender is gone.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            let deadline = self.next_deadline();
+            let result = tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(command) => self.on_command(command),
+                },
+                () = tokio::time::sleep_until(deadline) => self.on_deadline().map(|changed| {
+                    if changed {
+                        self.publish();
+                    }
+                }),
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "dev server could not issue; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) -> Result<(), DevCaError> {
+        match command {
+            Command::RotateSvids(done) => {
+                self.reissue_all()?;
+                self.publish();
+                let _ = done.send(());
+            }
+            Command::RotateCa(done) => {
+                self.prepare_ca()?;
+                self.publish();
+                let _ = done.send(());
+            }
+            Command::ReplaceEntries(entries, done) => {
+                let config = DevServerConfig {
+                    trust_domain: self.config.trust_domain.clone(),
+                    entries,
+                };
+                match config.validate() {
+                    Ok(()) => {
+                        self.config = config;
+                        self.reissue_all()?;
+                        self.publish();
+                        let _ = done.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

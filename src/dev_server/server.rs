@@ -1,0 +1,268 @@
+//! Starting the dev server on a socket, and the handle that drives it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::Code;
+
+use super::ca::DevCaError;
+use super::config::{ConfigError, DevServerConfig, Entry};
+use super::issuer::{Command, Issuer, IssuerSettings, Snapshot};
+use super::service::{Faults, WorkloadService};
+use crate::bundle::X509Bundle;
+use crate::svid::X509Svid;
+use crate::workload::EndpointAddress;
+use crate::workload::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+
+/// Why the dev server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevServerError {
+    /// Another server is live on the socket.
+    #[error("a server is already listening on {0}")]
+    SocketInUse(String),
+    /// The socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The CA could not issue.
+    #[error(transparent)]
+    Ca(#[from] DevCaError),
+}
+
+/// Options beyond the registration entries.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DevServerOptions {
+    /// Lifetime of each CA (a successor is prepared at half of it). Default 24 h.
+    pub ca_ttl: Duration,
+    /// How long a new CA's root is published before it signs SVIDs. Default 1 s.
+    pub ca_propagation: Duration,
+    /// Bundles of federated trust domains, sent to every caller.
+    pub federated: Vec<X509Bundle>,
+}
+
+impl Default for DevServerOptions {
+    fn default() -> Self {
+        Self {
+            ca_ttl: Duration::from_secs(24 * 3600),
+            ca_propagation: Duration::from_secs(1),
+            federated: Vec::new(),
+        }
+    }
+}
+
+/// A running dev server. Dropping it stops the server without waiting; prefer
+/// [`DevServer::shutdown`], which also removes the socket file.
+pub struct DevServer {
+    address: EndpointAddress,
+    commands: mpsc::Sender<Command>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    faults: Arc<Mutex<Faults>>,
+    end_streams: watch::Sender<u64>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DevServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevServer")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a socket file nobody listens on; refuses when a server answers on it.
+async fn clear_stale_socket(path: &std::path::Path) -> Result<(), DevServerError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        return Err(DevServerError::SocketInUse(path.display().to_string()));
+    }
+    std::fs::remove_file(path).map_err(|source| DevServerError::Bind {
+        address: path.display().to_string(),
+        source,
+    })
+}
+
+impl DevServer {
+    /// Starts serving `config` on `address` (`tcp://127.0.0.1:0` picks a free port).
+    ///
+    /// # Errors
+    /// [`DevServerError`] when the address is in use or cannot be bound, or the CA fails.
+    pub async fn start(
+        config: DevServerConfig,
+        address: EndpointAddress,
+        options: DevServerOptions,
+    ) -> Result<Self, DevServerError> {
+        let settings = IssuerSettings {
+            ca_ttl: options.ca_ttl,
+            ca_propagation: options.ca_propagation,
+            federated: options.federated,
+        };
+        let (issuer, snapshots) = Issuer::start(config, settings)?;
+        let (commands, command_rx) = mpsc::channel(8);
+        tokio::spawn(issuer.run(command_rx));
+
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let (end_streams, end_rx) = watch::channel(0);
+        let service = SpiffeWorkloadApiServer::new(WorkloadService {
+            snapshots: snapshots.clone(),
+            faults: Arc::clone(&faults),
+            end_streams: end_rx,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let bind_error = |source| DevServerError::Bind {
+            address: address.to_string(),
+            source,
+        };
+        let router = tonic::transport::Server::builder().add_service(service);
+        let (address, server) = match &address {
+            EndpointAddress::Unix(path) => {
+                clear_stale_socket(path).await?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(bind_error)?;
+                }
+                let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+                let incoming = UnixListenerStream::new(listener);
+                let task = tokio::spawn(async move {
+                    if let Err(error) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                    {
+                        tracing::error!(%error, "dev server stopped");
+                    }
+                });
+                (address.clone(), task)
+            }
+            EndpointAddress::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                let incoming = TcpListenerStream::new(listener);
+                let task = tokio::spawn(async move {
+                    if let Err(error) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                    {
+                        tracing::error!(%error, "dev server stopped");
+                    }
+                });
+                (EndpointAddress::Tcp(bound), task)
+            }
+        };
+        Ok(Self {
+            address,
+            commands,
+            snapshots,
+            faults,
+            end_streams,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// Where the server listens (with the real port for `tcp://...:0`).
+    pub fn address(&self) -> &EndpointAddress {
+        &self.address
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (done, wait) = oneshot::channel();
+        self.commands.send(make(done)).await.ok()?;
+        wait.await.ok()
+    }
+
+    /// Re-issues every SVID now and pushes them on the open streams; returns once pushed.
+    pub async fn rotate_svids(&self) {
+        self.command(Command::RotateSvids).await;
+    }
+
+    /// Starts a CA rotation: the new root is pushed in the bundle now (returns then), and SVIDs
+    /// signed by it follow after [`DevServerOptions::ca_propagation`].
+    pub async fn rotate_ca(&self) {
+        self.command(Command::RotateCa).await;
+    }
+
+    /// Replaces the registration entries and pushes the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when an entry is invalid; the old entries stay.
+    pub async fn replace_entries(&self, entries: Vec<Entry>) -> Result<(), ConfigError> {
+        self.command(|done| Command::ReplaceEntries(entries, done))
+            .await
+            .unwrap_or(Ok(()))
+    }
+
+    /// Makes the next `count` calls fail with `code` (after the header check).
+    pub fn fail_next_calls(&self, code: Code, count: usize) {
+        if let Ok(mut faults) = self.faults.lock() {
+            faults.fail_next(code, count);
+        }
+    }
+
+    /// Ends every open stream (clients see the stream close and reconnect).
+    pub fn end_streams(&self) {
+        self.end_streams.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// The current roots of the local trust domain.
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        self.snapshots.borrow().roots.clone()
+    }
+
+    /// The current SVID of each entry, in entry order.
+    pub fn svids(&self) -> Vec<Arc<X509Svid>> {
+        self.snapshots
+            .borrow()
+            .issued
+            .iter()
+            .map(|(_, svid)| Arc::clone(svid))
+            .collect()
+    }
+
+    /// Ends the streams, stops serving and removes the socket file.
+    pub async fn shutdown(mut self) {
+        self.stop_now().await;
+    }
+
+    async fn stop_now(&mut self) {
+        self.end_streams();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        if let EndpointAddress::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.end_streams();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let EndpointAddress::Unix(path) = &self.address {
+            if self.server.is_some() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The `SpiffeWorkloadAPI` gRPC service of the dev server.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Request, Response, Status};
+
+use super::attest::Caller;
+use super::issuer::Snapshot;
+use crate::workload::WORKLOAD_HEADER;
+use crate::workload::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::workload::proto::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
+    X509svidResponse,
+};
+
+/// Calls the handle asked to fail: a status code and how many more calls get it.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pending: Option<(Code, usize)>,
+}
+
+impl Faults {
+    pub(crate) fn fail_next(&mut self, code: Code, count: usize) {
+        self.pending = (count > 0).then_some((code, count));
+    }
+
+    fn take(&mut self) -> Option<Code> {
+        let (code, count) = self.pending.as_mut()?;
+        let code = *code;
+        *count -= 1;
+        if *count == 0 {
+            self.pending = None;
+        }
+        Some(code)
+    }
+}
+
+/// The service: reads snapshots, answers each caller with what its selectors entitle it to.
+#[derive(Clone)]
+pub(crate) struct WorkloadService {
+    pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub(crate) faults: Arc<Mutex<Faults>>,
+    /// Bumped to end every open stream.
+    pub(crate) end_streams: watch::Receiver<u64>,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn concat(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
+    certs
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
+}
+
+fn no_identity() -> Status {
+    Status::permission_denied("no identity issued")
+}
+
+/// The X.509-SVID response for a caller, or `None` when no entry matches it.
+fn svid_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509svidResponse> {
+    let bundle = concat(&snapshot.roots);
+    let svids: Vec<X509svid> = snapshot
+        .issued
+        .iter()
+        .filter(|(entry, _)| caller.matches(&entry.selectors))
+        .map(|(entry, svid)| X509svid {
+            spiffe_id: entry.spiffe_id.to_string(),
+            x509_svid: concat(svid.chain()),
+            x509_svid_key: svid.private_key().secret_der().to_vec(),
+            bundle: bundle.clone(),
+            hint: entry.hint.clone().unwrap_or_default(),
+        })
+        .collect();
+    if svids.is_empty() {
+        return None;
+    }
+    Some(X509svidResponse {
+        svids,
+        crl: Vec::new(),
+        federated_bundles: federated(snapshot),
+    })
+}
+
+fn federated(snapshot: &Snapshot) -> HashMap<String, Vec<u8>> {
+    snapshot
+        .federated
+        .iter()
+        .map(|b| {
+            let roots: Vec<_> = b.roots().cloned().collect();
+            (b.trust_domain().id_string(), concat(&roots))
+        })
+        .collect()
+}
+
+/// The bundles response for a caller, or `None` when no entry matches it.
+fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509BundlesResponse> {
+    if !snapshot
+        .issued
+        .iter()
+        .any(|(entry, _)| caller.matches(&entry.selectors))
+    {
+        return None;
+    }
+    let mut bundles = federated(snapshot);
+    bundles.insert(snapshot.trust_domain.id_string(), concat(&snapshot.roots));
+    Some(X509BundlesResponse {
+        crl: Vec::new(),
+        bundles,
+    })
+}
+
+impl WorkloadService {
+    /// The header rule, injected faults, then attestation.
+    fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let header = request.metadata().get(WORKLOAD_HEADER);
+        if header.is_none_or(|value| value != "true") {
+            return Err(Status::invalid_argument(
+                "security header missing from request",
+            ));
+        }
+        if let Some(code) = self.faults.lock().ok().and_then(|mut f| f.take()) {
+            return Err(Status::new(
+                code,
+                "failure injected by the dev server handle",
+            ));
+        }
+        Ok(request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred.as_ref())
+            .map_or_else(Caller::anonymous, Caller::from_credentials))
+    }
+
+    /// A stream that sends `build(snapshot)` now and at every new snapshot, until the client
+    /// leaves, the streams are ended, or the caller loses its identity.
+    fn stream<T: Send + 'static>(
+        &self,
+        caller: Caller,
+        build: fn(&Snapshot, &Caller) -> Option<T>,
+    ) -> Result<ResponseStream<T>, Status> {
+        let mut snapshots = self.snapshots.clone();
+        let first = build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity)?;
+        let mut end = self.end_streams.clone();
+        end.mark_unchanged();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut next = Ok(first);
+            loop {
+                let last = next.is_err();
+                if tx.send(next).await.is_err() || last {
+                    return;
+                }
+                tokio::select! {
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = end.changed() => return,
+                    () = tx.closed() => return,
+                }
+                next = build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity);
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+const JWT_UNIMPLEMENTED: &str = "JWT-SVIDs are not implemented by the spiffe-mtls dev server";
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadService {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let caller = self.admit(&request)?;
+        Ok(Response::new(self.stream(caller, svid_response)?))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let caller = self.admit(&request)?;
+        Ok(Response::new(self.stream(caller, bundles_response)?))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        self.admit(&request)?;
+        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        self.admit(&request)?;
+        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        self.admit(&request)?;
+        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+    }
+}
