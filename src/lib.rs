@@ -44,6 +44,7 @@ pub mod bundle;
 pub mod crypto;
 pub mod dev_server;
 mod pem;
+pub mod source;
 pub mod spiffe_id;
 pub mod svid;
 pub mod verify;
@@ -54,7 +55,7 @@ pub use rustls;
 
 pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
 pub use bundle::{BundleError, BundleSet, X509Bundle};
-pub use pem::{PemError, pem_certificates};
+pub use pem::{PemError, pem_certificates, pem_encode, pem_encode_certificates};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
 pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};

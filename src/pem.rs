@@ -47,6 +47,29 @@ pub fn pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, Pe
         .collect())
 }
 
+/// PEM text of one DER object under `label` (e.g. `CERTIFICATE`, `PRIVATE KEY`).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        text.push_str(&String::from_utf8_lossy(line));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
+}
+
+/// PEM text of certificates, in order.
+pub fn pem_encode_certificates<'a, 'b: 'a>(
+    certs: impl IntoIterator<Item = &'a CertificateDer<'b>>,
+) -> String {
+    certs
+        .into_iter()
+        .map(|der| pem_encode("CERTIFICATE", der))
+        .collect()
+}
+
 /// A label for a section kind, for messages.
 pub(crate) fn describe(kind: SectionKind) -> &'static str {
     match kind {
@@ -64,6 +87,14 @@ pub(crate) fn describe(kind: SectionKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_what_it_decodes() {
+        let der = CertificateDer::from((0u8..200).collect::<Vec<u8>>());
+        let text = pem_encode_certificates([&der]);
+        assert!(text.lines().all(|l| l.len() <= 64));
+        assert_eq!(pem_certificates(text.as_bytes()).unwrap(), vec![der]);
+    }
 
     #[test]
     fn tells_blank_from_not_pem() {

@@ -169,6 +169,17 @@ impl DevServerConfig {
     /// # Errors
     /// [`ConfigError`] naming the line or entry at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_default_ttl(text, DEFAULT_SVID_TTL)
+    }
+
+    /// Parses a TOML configuration; `default_ttl` applies when the file sets no `svid_ttl`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the line or entry at fault.
+    pub fn from_toml_with_default_ttl(
+        text: &str,
+        default_ttl: Duration,
+    ) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             line: e.span().map_or(1, |span| {
                 text.as_bytes()[..span.start.min(text.len())]
@@ -184,7 +195,7 @@ impl DevServerConfig {
                 line: 1,
                 message: format!("svid_ttl: {message}"),
             })?,
-            None => DEFAULT_SVID_TTL,
+            None => default_ttl,
         };
         let entries = file
             .entries
@@ -217,17 +228,18 @@ impl DevServerConfig {
         Ok(config)
     }
 
-    /// Reads and parses a TOML configuration file.
+    /// Reads and parses a TOML configuration file; `default_ttl` as in
+    /// [`DevServerConfig::from_toml_with_default_ttl`].
     ///
     /// # Errors
     /// [`ConfigError`] when unreadable or invalid.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn load(path: impl AsRef<Path>, default_ttl: Duration) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        Self::from_toml_with_default_ttl(&text, default_ttl)
     }
 
     fn entry_error(&self, index: usize, reason: impl Into<String>) -> ConfigError {
@@ -258,12 +270,10 @@ impl DevServerConfig {
             if entry.spiffe_id.path().is_empty() {
                 return Err(self.entry_error(i, "a workload ID needs a path"));
             }
-            if let Some(hint) = &entry.hint {
-                if hint.is_empty() || !hints.insert(hint.as_str()) {
-                    return Err(
-                        self.entry_error(i, format!("hint {hint:?} is empty or not unique"))
-                    );
-                }
+            if let Some(hint) = &entry.hint
+                && (hint.is_empty() || !hints.insert(hint.as_str()))
+            {
+                return Err(self.entry_error(i, format!("hint {hint:?} is empty or not unique")));
             }
             for name in &entry.dns_names {
                 if name.is_empty() || !name.is_ascii() || name.contains(['/', ' ', ':']) {

@@ -234,6 +234,13 @@ impl DevServer {
             .collect()
     }
 
+    /// Waits for the next push (an SVID or CA rotation, or new entries).
+    pub async fn next_push(&self) {
+        let mut pushes = self.snapshots.clone();
+        pushes.mark_unchanged();
+        let _ = pushes.changed().await;
+    }
+
     /// Ends the streams, stops serving and removes the socket file.
     pub async fn shutdown(mut self) {
         self.stop_now().await;
@@ -259,10 +266,10 @@ impl Drop for DevServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let EndpointAddress::Unix(path) = &self.address {
-            if self.server.is_some() {
-                let _ = std::fs::remove_file(path);
-            }
+        if let EndpointAddress::Unix(path) = &self.address
+            && self.server.is_some()
+        {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

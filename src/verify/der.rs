@@ -76,6 +76,17 @@ fn whole_bytes(bit_string: &[u8]) -> Result<&[u8], DerError> {
     }
 }
 
+/// Splits bytes into consecutive whole DER elements (concatenated certificates).
+pub(crate) fn split_sequence(mut bytes: &[u8]) -> Result<Vec<&[u8]>, DerError> {
+    let mut parts = Vec::new();
+    while !bytes.is_empty() {
+        let tlv = split_tlv(bytes)?;
+        parts.push(tlv.whole);
+        bytes = tlv.rest;
+    }
+    Ok(parts)
+}
+
 /// The parts of a certificate that its issuer signed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SignedCertificate<'a> {

@@ -31,6 +31,11 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime}
 
 pub(crate) use anchor::Anchor;
 pub(crate) use certificate::ParsedCert;
+
+/// Splits concatenated DER elements; the message says what is wrong.
+pub(crate) fn split_der_sequence(bytes: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    der::split_sequence(bytes).map_err(|e| e.0)
+}
 pub use error::{ErrorKind, Position, VerifyError};
 pub(crate) use profile::{check_leaf, check_signing};
 

@@ -4,11 +4,16 @@
 //! - `demo`: the verifier and an authorization policy at work on SVIDs issued in memory.
 //! - `verify`: checks a certificate chain as an X.509-SVID against trust bundles, and
 //!   optionally authorizes its SPIFFE ID.
+//! - `dev-server`: a SPIRE-compatible Workload API for development and tests.
+//! - `fetch`, `watch`: read the Workload API (the dev server's or a SPIRE agent's).
 #![forbid(unsafe_code)]
 
 mod demo;
+mod dev_server;
+mod fetch;
 mod verify;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +31,30 @@ enum Command {
     /// Show the verifier and a policy at work on SVIDs issued in memory.
     Demo,
     Verify(verify::Args),
+    DevServer(dev_server::Args),
+    Fetch(fetch::FetchArgs),
+    Watch(fetch::WatchArgs),
+}
+
+/// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1.
+pub(crate) fn runtime(work: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -33,5 +62,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo => demo::run(),
         Command::Verify(args) => verify::run(&args),
+        Command::DevServer(args) => dev_server::run(&args),
+        Command::Fetch(args) => fetch::fetch(&args),
+        Command::Watch(args) => fetch::watch(&args),
     }
 }

@@ -1,0 +1,138 @@
+//! `spiffe-mtls dev-server`: a SPIRE-compatible Workload API for development and tests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions, parse_duration};
+use spiffe_mtls::workload::EndpointAddress;
+use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, pem_encode_certificates};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The socket used when --socket is not given.
+pub const DEFAULT_SOCKET: &str = "unix:///tmp/spiffe-mtls/agent.sock";
+
+/// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
+///
+/// SIGUSR1 rotates every SVID now, SIGUSR2 rotates the CA now; SIGTERM or Ctrl-C stops the
+/// server and removes the socket.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to listen: unix:///abs/path, a bare absolute path, or tcp://127.0.0.1:PORT.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, value_parser = EndpointAddress::parse_lenient)]
+    socket: EndpointAddress,
+    /// Registration entries (TOML). Without it, --trust-domain and --id give one identity to
+    /// any caller.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["trust_domain", "id"])]
+    config: Option<PathBuf>,
+    /// The trust domain (one-identity mode).
+    #[arg(long, value_name = "TD", requires = "id")]
+    trust_domain: Option<TrustDomain>,
+    /// The SPIFFE ID given to any caller (one-identity mode).
+    #[arg(long, value_name = "SPIFFE_ID", requires = "trust_domain")]
+    id: Option<SpiffeId>,
+    /// SVID lifetime (rotation at half of it); the default for entries without `ttl`.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    svid_ttl: Duration,
+    /// A federated trust domain's bundle (PEM or SPIFFE bundle JSON), sent to every caller.
+    #[arg(long, value_name = "TD=FILE", value_parser = parse_federate)]
+    federate: Vec<(TrustDomain, PathBuf)>,
+    /// Write the local bundle as PEM here, and again at every CA change.
+    #[arg(long, value_name = "FILE")]
+    write_bundle: Option<PathBuf>,
+}
+
+fn parse_federate(value: &str) -> Result<(TrustDomain, PathBuf), String> {
+    let (td, file) = value
+        .split_once('=')
+        .filter(|(_, file)| !file.is_empty())
+        .ok_or_else(|| format!("{value:?} is not TD=FILE"))?;
+    Ok((td.parse().map_err(|e| format!("{e}"))?, PathBuf::from(file)))
+}
+
+fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String> {
+    let config = match (&args.config, &args.trust_domain, &args.id) {
+        (Some(path), _, _) => {
+            DevServerConfig::load(path, args.svid_ttl).map_err(|e| e.to_string())?
+        }
+        (None, Some(td), Some(id)) => {
+            DevServerConfig::one_identity(td.clone(), id.clone(), args.svid_ttl)
+                .map_err(|e| e.to_string())?
+        }
+        _ => return Err("give --config FILE, or --trust-domain TD and --id SPIFFE_ID".into()),
+    };
+    let mut options = DevServerOptions::default();
+    for (td, path) in &args.federate {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bundle = X509Bundle::parse(td.clone(), &bytes)
+            .map_err(|e| format!("federated bundle {}: {e}", path.display()))?;
+        options.federated.push(bundle);
+    }
+    Ok((config, options))
+}
+
+fn write_bundle(server: &DevServer, path: &PathBuf) -> Result<(), String> {
+    let roots = server.roots();
+    let text = pem_encode_certificates(roots.iter());
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub fn run(args: &Args) -> ExitCode {
+    let (config, options) = match configure(args) {
+        Ok(configured) => configured,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::runtime(async move {
+        let trust_domain = config.trust_domain.clone();
+        let server = DevServer::start(config, args.socket.clone(), options)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(path) = &args.write_bundle {
+            write_bundle(&server, path)?;
+        }
+        println!(
+            "spiffe-mtls dev server for trust domain {trust_domain} listening on {}",
+            server.address()
+        );
+        println!("export SPIFFE_ENDPOINT_SOCKET={}", server.address());
+        let signals = |kind| signal(kind).map_err(|e| format!("cannot watch signals: {e}"));
+        let (mut usr1, mut usr2) = (
+            signals(SignalKind::user_defined1())?,
+            signals(SignalKind::user_defined2())?,
+        );
+        let (mut term, mut int) = (
+            signals(SignalKind::terminate())?,
+            signals(SignalKind::interrupt())?,
+        );
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    server.rotate_svids().await;
+                    println!("rotated every SVID");
+                }
+                _ = usr2.recv() => {
+                    server.rotate_ca().await;
+                    println!("rotating the CA: new root published");
+                }
+                () = server.next_push(), if args.write_bundle.is_some() => {
+                    if let Some(path) = &args.write_bundle {
+                        write_bundle(&server, path)?;
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        server.shutdown().await;
+        println!("dev server stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,224 @@
+//! `spiffe-mtls fetch` and `spiffe-mtls watch`: read the Workload API like a workload does.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use spiffe_mtls::source::X509Context;
+use spiffe_mtls::workload::proto::X509svidRequest;
+use spiffe_mtls::workload::{EndpointAddress, WorkloadError, connect, request};
+use spiffe_mtls::{X509Svid, pem_encode, pem_encode_certificates};
+
+/// Where the Workload API is: --socket, else SPIFFE_ENDPOINT_SOCKET.
+#[derive(clap::Args)]
+pub struct SocketArg {
+    /// unix:///abs/path, a bare absolute path, or tcp://IP:PORT (default: $SPIFFE_ENDPOINT_SOCKET).
+    #[arg(long, value_name = "ADDR", value_parser = EndpointAddress::parse_lenient)]
+    socket: Option<EndpointAddress>,
+}
+
+impl SocketArg {
+    fn address(&self) -> Result<EndpointAddress, String> {
+        match &self.socket {
+            Some(address) => Ok(address.clone()),
+            None => EndpointAddress::from_env().map_err(|e| format!("no --socket given and {e}")),
+        }
+    }
+}
+
+/// Fetch the X.509 context once: SVIDs and bundles.
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Write svid.N.pem, svid.N.key, bundle.N.pem and federated_bundle.N.M.pem here.
+    #[arg(long, value_name = "DIR")]
+    write: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = spiffe_mtls::dev_server::parse_duration)]
+    timeout: Duration,
+}
+
+/// Print one line per Workload API update.
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Stop after this many updates (default: run until interrupted).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix time {secs}"))
+}
+
+fn serial(svid: &X509Svid) -> String {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(svid.leaf())
+        .map(|(_, cert)| {
+            cert.raw_serial().iter().fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            })
+        })
+        .unwrap_or_default()
+}
+
+fn trust_domains(context: &X509Context) -> String {
+    let mut names: Vec<&str> = context
+        .bundles()
+        .iter()
+        .map(|b| b.trust_domain().as_str())
+        .collect();
+    names.sort_unstable();
+    names.join(",")
+}
+
+/// Opens the X.509-SVID stream.
+async fn open(
+    address: &EndpointAddress,
+) -> Result<tonic::Streaming<spiffe_mtls::workload::proto::X509svidResponse>, String> {
+    let mut client = connect(address).await.map_err(|e| e.to_string())?;
+    let response = client
+        .fetch_x509svid(request(X509svidRequest {}))
+        .await
+        .map_err(|status| WorkloadError::from(status).to_string())?;
+    Ok(response.into_inner())
+}
+
+async fn next_context(
+    stream: &mut tonic::Streaming<spiffe_mtls::workload::proto::X509svidResponse>,
+) -> Result<Option<X509Context>, String> {
+    match stream.message().await {
+        Ok(Some(response)) => X509Context::try_from(response)
+            .map(Some)
+            .map_err(|e| format!("invalid update: {e}")),
+        Ok(None) => Ok(None),
+        Err(status) => Err(WorkloadError::from(status).to_string()),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+fn write_files(dir: &Path, context: &X509Context) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut put = |name: String, text: String, private: bool| -> Result<(), String> {
+        let path = dir.join(name);
+        let result = if private {
+            write_private(&path, &text)
+        } else {
+            std::fs::write(&path, text)
+        };
+        result.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    for (i, svid) in context.svids().iter().enumerate() {
+        put(
+            format!("svid.{i}.pem"),
+            pem_encode_certificates(svid.chain()),
+            false,
+        )?;
+        put(
+            format!("svid.{i}.key"),
+            pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
+            true,
+        )?;
+        let own = svid.spiffe_id().trust_domain();
+        if let Some(bundle) = context.bundles().get(own) {
+            put(
+                format!("bundle.{i}.pem"),
+                pem_encode_certificates(bundle.roots()),
+                false,
+            )?;
+        }
+        let mut federated: Vec<_> = context
+            .bundles()
+            .iter()
+            .filter(|b| b.trust_domain() != own)
+            .collect();
+        federated.sort_by(|a, b| a.trust_domain().cmp(b.trust_domain()));
+        for (m, bundle) in federated.into_iter().enumerate() {
+            put(
+                format!("federated_bundle.{i}.{m}.pem"),
+                pem_encode_certificates(bundle.roots()),
+                false,
+            )?;
+        }
+    }
+    Ok(written)
+}
+
+/// `fetch`: prints the context, optionally writes it to files.
+pub fn fetch(args: &FetchArgs) -> ExitCode {
+    crate::runtime(async move {
+        let address = args.socket.address()?;
+        let fetched = tokio::time::timeout(args.timeout, async {
+            let mut stream = open(&address).await?;
+            next_context(&mut stream)
+                .await?
+                .ok_or_else(|| "the Workload API closed the stream without an update".to_string())
+        })
+        .await
+        .map_err(|_| format!("no update from {address} within {:?}", args.timeout))??;
+        for (i, svid) in fetched.svids().iter().enumerate() {
+            println!(
+                "svid[{i}] {} hint={} expires={}",
+                svid.spiffe_id(),
+                svid.hint().unwrap_or("-"),
+                rfc3339(svid.expires_at())
+            );
+        }
+        println!("bundles: {}", trust_domains(&fetched));
+        if let Some(dir) = &args.write {
+            for path in write_files(dir, &fetched)? {
+                println!("wrote {}", path.display());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `watch`: one line per update: ID, serial, not-after, bundle trust domains.
+pub fn watch(args: &WatchArgs) -> ExitCode {
+    crate::runtime(async move {
+        let address = args.socket.address()?;
+        let mut stream = open(&address).await?;
+        let mut seen = 0u64;
+        while args.count.is_none_or(|count| seen < count) {
+            let Some(context) = next_context(&mut stream).await? else {
+                return Err("the Workload API closed the stream".into());
+            };
+            let svid = context.default_svid();
+            println!(
+                "{} serial={} not_after={} bundles={}",
+                svid.spiffe_id(),
+                serial(svid),
+                rfc3339(svid.expires_at()),
+                trust_domains(&context)
+            );
+            seen += 1;
+        }
+        Ok(())
+    })
+}

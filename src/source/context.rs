@@ -1,0 +1,166 @@
+//! The X.509 context: the SVIDs of a workload and the bundles it trusts, as one Workload API
+//! update delivers them.
+
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::bundle::{BundleError, BundleSet, X509Bundle};
+use crate::spiffe_id::{IdError, TrustDomain};
+use crate::svid::{SvidError, X509Svid};
+use crate::workload::proto::X509svidResponse;
+
+/// Why a Workload API update is not a usable context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The update holds no SVID.
+    #[error("the update holds no SVID")]
+    NoSvid,
+    /// An SVID is invalid.
+    #[error("SVID #{index}: {error}")]
+    Svid {
+        /// Index in the update.
+        index: usize,
+        /// What is wrong.
+        error: SvidError,
+    },
+    /// The ID the server states differs from the certificate's.
+    #[error("SVID #{index}: the response says {stated} but the certificate holds {actual}")]
+    IdMismatch {
+        /// Index in the update.
+        index: usize,
+        /// The stated ID.
+        stated: String,
+        /// The certificate's ID.
+        actual: String,
+    },
+    /// Two SVIDs share a hint.
+    #[error("hint {0:?} appears on more than one SVID")]
+    DuplicateHint(String),
+    /// A bundle or its key is invalid.
+    #[error("bundle of {trust_domain}: {error}")]
+    Bundle {
+        /// The key in the update.
+        trust_domain: String,
+        /// What is wrong.
+        error: BundleError,
+    },
+    /// A bundle key is not a trust domain.
+    #[error("bundle key: {0}")]
+    TrustDomain(#[from] IdError),
+    /// Concatenated DER does not split into certificates.
+    #[error("{0}")]
+    Der(String),
+}
+
+/// A workload's SVIDs (the first is the default) and its trusted bundles.
+#[derive(Debug, Clone)]
+pub struct X509Context {
+    svids: Vec<X509Svid>,
+    bundles: BundleSet,
+}
+
+impl X509Context {
+    /// A context of these SVIDs (at least one) and bundles.
+    ///
+    /// # Errors
+    /// [`ContextError::NoSvid`] without SVIDs; [`ContextError::DuplicateHint`].
+    pub fn new(svids: Vec<X509Svid>, bundles: BundleSet) -> Result<Self, ContextError> {
+        if svids.is_empty() {
+            return Err(ContextError::NoSvid);
+        }
+        let mut hints = std::collections::HashSet::new();
+        for hint in svids.iter().filter_map(X509Svid::hint) {
+            if !hints.insert(hint) {
+                return Err(ContextError::DuplicateHint(hint.to_owned()));
+            }
+        }
+        Ok(Self { svids, bundles })
+    }
+
+    /// The default SVID (the first).
+    pub fn default_svid(&self) -> &X509Svid {
+        &self.svids[0]
+    }
+
+    /// Every SVID, the default first.
+    pub fn svids(&self) -> &[X509Svid] {
+        &self.svids
+    }
+
+    /// The SVID with this hint.
+    pub fn svid_by_hint(&self, hint: &str) -> Option<&X509Svid> {
+        self.svids.iter().find(|s| s.hint() == Some(hint))
+    }
+
+    /// The trusted bundles: the SVIDs' own trust domain and federated ones.
+    pub fn bundles(&self) -> &BundleSet {
+        &self.bundles
+    }
+}
+
+/// Splits concatenated DER certificates.
+///
+/// # Errors
+/// A message when the bytes do not split into whole DER elements.
+pub(crate) fn split_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    crate::verify::split_der_sequence(bytes)
+        .map(|parts| {
+            parts
+                .into_iter()
+                .map(|p| CertificateDer::from(p.to_vec()))
+                .collect()
+        })
+        .map_err(|e| format!("concatenated certificates: {e}"))
+}
+
+/// The trust domain of a bundle key: `spiffe://td` (as SPIRE sends) or a bare name.
+fn bundle_trust_domain(key: &str) -> Result<TrustDomain, IdError> {
+    match key.strip_prefix("spiffe://") {
+        Some(name) => TrustDomain::new(name),
+        None => TrustDomain::new(key),
+    }
+}
+
+fn bundle(key: &str, der: &[u8]) -> Result<X509Bundle, ContextError> {
+    let trust_domain = bundle_trust_domain(key)?;
+    let roots = split_certificates(der).map_err(ContextError::Der)?;
+    X509Bundle::new(trust_domain, roots).map_err(|error| ContextError::Bundle {
+        trust_domain: key.to_owned(),
+        error,
+    })
+}
+
+impl TryFrom<X509svidResponse> for X509Context {
+    type Error = ContextError;
+
+    /// Checks every SVID (profile, key, stated ID) and every bundle of an update.
+    fn try_from(response: X509svidResponse) -> Result<Self, ContextError> {
+        let mut bundles = BundleSet::new();
+        let mut svids = Vec::with_capacity(response.svids.len());
+        for (index, item) in response.svids.into_iter().enumerate() {
+            let chain = split_certificates(&item.x509_svid).map_err(ContextError::Der)?;
+            let key = PrivatePkcs8KeyDer::from(item.x509_svid_key).into();
+            let mut svid = X509Svid::from_der(chain, key)
+                .map_err(|error| ContextError::Svid { index, error })?;
+            if svid.spiffe_id().to_string() != item.spiffe_id {
+                return Err(ContextError::IdMismatch {
+                    index,
+                    stated: item.spiffe_id,
+                    actual: svid.spiffe_id().to_string(),
+                });
+            }
+            if !item.hint.is_empty() {
+                svid = svid.with_hint(item.hint);
+            }
+            let trust_domain = svid.spiffe_id().trust_domain().clone();
+            if bundles.get(&trust_domain).is_none() {
+                bundles.insert(bundle(trust_domain.as_str(), &item.bundle)?);
+            }
+            svids.push(svid);
+        }
+        for (key, der) in &response.federated_bundles {
+            bundles.insert(bundle(key, der)?);
+        }
+        Self::new(svids, bundles)
+    }
+}
