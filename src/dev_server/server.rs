@@ -60,6 +60,26 @@ impl Default for DevServerOptions {
     }
 }
 
+impl DevServerOptions {
+    /// Sets the CA lifetime.
+    pub fn with_ca_ttl(mut self, ttl: Duration) -> Self {
+        self.ca_ttl = ttl;
+        self
+    }
+
+    /// Sets how long a new root is published before it signs.
+    pub fn with_ca_propagation(mut self, delay: Duration) -> Self {
+        self.ca_propagation = delay;
+        self
+    }
+
+    /// Adds a federated trust domain's bundle.
+    pub fn with_federated(mut self, bundle: X509Bundle) -> Self {
+        self.federated.push(bundle);
+        self
+    }
+}
+
 /// A running dev server. Dropping it stops the server without waiting; prefer
 /// [`DevServer::shutdown`], which also removes the socket file.
 pub struct DevServer {
