@@ -43,6 +43,15 @@ async fn start(
     (dir, server)
 }
 
+/// A one-identity server with default options.
+async fn start_one() -> (tempfile::TempDir, DevServer) {
+    start(
+        one_identity(Duration::from_secs(3600)),
+        DevServerOptions::default(),
+    )
+    .await
+}
+
 async fn client(server: &DevServer) -> SpiffeWorkloadApiClient<Channel> {
     connect(server.address()).await.unwrap()
 }

@@ -114,6 +114,32 @@ async fn clear_stale_socket(path: &std::path::Path) -> Result<(), DevServerError
     })
 }
 
+/// Serves `router` on `incoming` connections until `shutdown` resolves.
+fn serve<IO, IE>(
+    router: tonic::transport::server::Router,
+    incoming: impl tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        if let Err(error) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(%error, "dev server stopped");
+        }
+    })
+}
+
 impl DevServer {
     /// Starts serving `config` on `address` (`tcp://127.0.0.1:0` picks a free port).
     ///
@@ -156,15 +182,7 @@ impl DevServer {
                     std::fs::create_dir_all(dir).map_err(bind_error)?;
                 }
                 let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
-                let incoming = UnixListenerStream::new(listener);
-                let task = tokio::spawn(async move {
-                    if let Err(error) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                    {
-                        tracing::error!(%error, "dev server stopped");
-                    }
-                });
+                let task = serve(router, UnixListenerStream::new(listener), shutdown);
                 (address.clone(), task)
             }
             EndpointAddress::Tcp(addr) => {
@@ -172,15 +190,7 @@ impl DevServer {
                     .await
                     .map_err(bind_error)?;
                 let bound = listener.local_addr().map_err(bind_error)?;
-                let incoming = TcpListenerStream::new(listener);
-                let task = tokio::spawn(async move {
-                    if let Err(error) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                    {
-                        tracing::error!(%error, "dev server stopped");
-                    }
-                });
+                let task = serve(router, TcpListenerStream::new(listener), shutdown);
                 (EndpointAddress::Tcp(bound), task)
             }
         };
