@@ -92,11 +92,7 @@ fn my_uid() -> u32 {
 
 #[tokio::test]
 async fn one_identity_for_any_caller() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     let context = next(&mut stream).await;
     assert_eq!(context.default_svid().spiffe_id().to_string(), SERVER_ID);
@@ -112,11 +108,7 @@ async fn one_identity_for_any_caller() {
 
 #[tokio::test]
 async fn the_header_is_required() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let mut client = client(&server).await;
     let status = client
         .fetch_x509svid(tonic::Request::new(X509svidRequest {}))
@@ -136,11 +128,7 @@ async fn the_header_is_required() {
 
 #[tokio::test]
 async fn jwt_calls_are_unimplemented() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let status = client(&server)
         .await
         .fetch_jwtsvid(request(JwtsvidRequest {
@@ -231,11 +219,7 @@ async fn unmatched_caller_is_denied() {
 
 #[tokio::test]
 async fn losing_the_identity_ends_the_stream_with_permission_denied() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     next(&mut stream).await;
     let nobody = Entry::for_anyone(
@@ -254,11 +238,7 @@ async fn losing_the_identity_ends_the_stream_with_permission_denied() {
 
 #[tokio::test]
 async fn rotation_pushes_arrive_within_100_ms() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     let first = next(&mut stream).await;
     let mut worst = Duration::ZERO;
@@ -344,11 +324,7 @@ async fn ca_rotation_never_serves_an_unverifiable_svid() {
 
 #[tokio::test]
 async fn injected_failures_then_recovery() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     server.fail_next_calls(Code::Unavailable, 2);
     assert_eq!(
         open_stream(&server).await.unwrap_err().code(),
@@ -365,11 +341,7 @@ async fn injected_failures_then_recovery() {
 
 #[tokio::test]
 async fn ending_the_streams() {
-    let (_dir, server) = start(
-        one_identity(Duration::from_secs(3600)),
-        DevServerOptions::default(),
-    )
-    .await;
+    let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     next(&mut stream).await;
     server.end_streams();
