@@ -1,0 +1,69 @@
+//! A client we did not write: the `spiffe` crate's `X509Source` fetches from the dev server and
+//! follows its rotations.
+
+use std::time::Duration;
+
+use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+use spiffe_mtls::workload::EndpointAddress;
+
+#[tokio::test]
+async fn spiffe_crate_x509_source_fetches_and_follows_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let config = DevServerConfig::one_identity(
+        "example.org".parse().unwrap(),
+        "spiffe://example.org/agent/rust".parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let server = DevServer::start(
+        config,
+        EndpointAddress::Unix(socket.clone()),
+        DevServerOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let source = tokio::time::timeout(
+        Duration::from_secs(10),
+        spiffe::X509Source::builder()
+            .endpoint(format!("unix://{}", socket.display()))
+            .build(),
+    )
+    .await
+    .expect("first update within 10 s")
+    .expect("source");
+    let svid = source.svid().unwrap();
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/agent/rust"
+    );
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    let bundle = source
+        .bundle_set()
+        .unwrap()
+        .get(&td)
+        .expect("bundle of example.org");
+    let roots: Vec<Vec<u8>> = bundle
+        .authorities()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    let served: Vec<Vec<u8>> = server.roots().iter().map(|c| c.to_vec()).collect();
+    assert_eq!(roots, served);
+
+    // a rotation reaches the source
+    let before = svid.leaf().as_bytes().to_vec();
+    let mut updates = source.updated();
+    server.rotate_svids().await;
+    tokio::time::timeout(Duration::from_secs(5), updates.changed())
+        .await
+        .expect("update within 5 s")
+        .expect("source alive");
+    let after = source.svid().unwrap().leaf().as_bytes().to_vec();
+    assert_ne!(before, after);
+    assert_eq!(after, server.svids()[0].leaf().to_vec());
+
+    source.shutdown().await;
+    server.shutdown().await;
+}
