@@ -25,6 +25,7 @@
 //! ```
 
 mod attest;
+mod authority;
 mod ca;
 mod config;
 mod issuer;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::Code;
 
@@ -182,7 +183,10 @@ impl DevServer {
                     std::fs::create_dir_all(dir).map_err(bind_error)?;
                 }
                 let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
-                let task = serve(router, UnixListenerStream::new(listener), shutdown);
+                // every connection through the :authority shim (see `authority`)
+                let incoming = UnixListenerStream::new(listener)
+                    .map(|accepted| accepted.map(super::authority::shim));
+                let task = serve(router, incoming, shutdown);
                 (address.clone(), task)
             }
             EndpointAddress::Tcp(addr) => {

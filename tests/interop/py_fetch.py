@@ -17,12 +17,12 @@ def main(address: str) -> None:
         for svid in context.x509_svids:
             leaf = svid.leaf
             print(f"svid {svid.spiffe_id} {leaf.serial_number:x}")
-        for bundle in context.x509_bundle_set.bundles.values():
+        for bundle in sorted(context.x509_bundle_set.bundles, key=lambda b: str(b.trust_domain)):
             print(f"bundle {bundle.trust_domain}")
         bundles = client.fetch_x509_bundles()
         print(f"fetch-bundles {len(bundles.bundles)}")
     with X509Source(socket_path=address) as source:
-        print(f"x509-source {source.svid.spiffe_id}")
+        print(f"x509-source {source.get_x509_context().default_svid.spiffe_id}")
 
 
 if __name__ == "__main__":
