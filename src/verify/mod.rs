@@ -79,16 +79,21 @@ impl VerifiedSvid {
 /// Verifies X.509-SVID chains with the signature algorithms of one crypto provider.
 ///
 /// # Example
-/// ```no_run
+/// ```
+/// use std::time::Duration;
+/// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+/// use spiffe_mtls::rustls::pki_types::UnixTime;
 /// use spiffe_mtls::{BundleSet, SvidVerifier};
-/// use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
 ///
-/// # fn chain() -> Vec<CertificateDer<'static>> { unimplemented!() }
-/// # fn bundles() -> BundleSet { unimplemented!() }
+/// let ca = DevCa::new("example.org".parse()?, Duration::from_secs(3600))?;
+/// let id = "spiffe://example.org/agent/client".parse()?;
+/// let peer = ca.issue(&SvidRequest::new(id, Duration::from_secs(600)))?;
+/// let bundles: BundleSet = [ca.bundle()].into_iter().collect();
+///
 /// let verifier = SvidVerifier::new()?;
-/// let svid = verifier.verify(&chain(), &bundles(), UnixTime::now())?;
-/// println!("peer is {}", svid.spiffe_id());
-/// # Ok::<(), spiffe_mtls::VerifyError>(())
+/// let svid = verifier.verify(peer.chain(), &bundles, UnixTime::now())?;
+/// assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/agent/client");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SvidVerifier {
