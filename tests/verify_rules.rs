@@ -685,6 +685,24 @@ fn intermediate_path_length_zero_forbids_another_intermediate() {
     verify(&leaf.chain, &bundles([root.bundle("example.org")])).expect("valid");
 }
 
+#[test]
+fn path_depth_is_capped_at_eight_intermediates() {
+    let chain_of = |intermediates: usize| {
+        let root = Ca::root("example.org");
+        let mut cas: Vec<Ca> = Vec::new();
+        for i in 0..intermediates {
+            let parent = cas.last().unwrap_or(&root);
+            let next = parent.intermediate(&format!("intermediate {i}"), |_| {});
+            cas.push(next);
+        }
+        let mut leaf = cas.last().unwrap_or(&root).leaf(ID);
+        leaf.chain.extend(cas.iter().rev().map(|ca| ca.der.clone()));
+        verify(&leaf.chain, &bundles([root.bundle("example.org")]))
+    };
+    chain_of(8).expect("eight intermediates are allowed");
+    assert_rejected(chain_of(9), VerifyError::PathTooDeep { max: 8 });
+}
+
 // ---- name constraints ----
 
 fn constrained_root(

@@ -277,17 +277,22 @@ impl DevServer {
 
     /// Ends the streams, stops serving and removes the socket file.
     pub async fn shutdown(mut self) {
-        self.stop_now().await;
+        self.signal_stop();
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        self.remove_socket();
     }
 
-    async fn stop_now(&mut self) {
+    /// Ends the open streams and tells the server task to stop.
+    fn signal_stop(&mut self) {
         self.end_streams();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        }
+    }
+
+    fn remove_socket(&self) {
         if let EndpointAddress::Unix(path) = &self.address {
             let _ = std::fs::remove_file(path);
         }
@@ -295,15 +300,11 @@ impl DevServer {
 }
 
 impl Drop for DevServer {
+    /// Stops without waiting; the socket is removed unless `shutdown` already did.
     fn drop(&mut self) {
-        self.end_streams();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let EndpointAddress::Unix(path) = &self.address
-            && self.server.is_some()
-        {
-            let _ = std::fs::remove_file(path);
+        self.signal_stop();
+        if self.server.is_some() {
+            self.remove_socket();
         }
     }
 }

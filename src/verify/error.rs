@@ -240,6 +240,12 @@ pub enum VerifyError {
         /// Which name and why.
         reason: String,
     },
+    /// The path to a root would need more intermediates than allowed.
+    #[error("no path to a root within {max} intermediate certificates")]
+    PathTooDeep {
+        /// The most intermediates a path may hold.
+        max: usize,
+    },
     /// Path building gave up (too many candidate issuers).
     #[error("gave up building a path after {0} signature checks")]
     PathBuildingBudget(u32),
@@ -256,9 +262,11 @@ impl VerifyError {
         use VerifyError::*;
         match self {
             Malformed { .. } => ErrorKind::Malformed,
-            NoBundle { .. } | EmptyBundle { .. } | UnknownIssuer { .. } | PathBuildingBudget(_) => {
-                ErrorKind::UnknownIssuer
-            }
+            NoBundle { .. }
+            | EmptyBundle { .. }
+            | UnknownIssuer { .. }
+            | PathTooDeep { .. }
+            | PathBuildingBudget(_) => ErrorKind::UnknownIssuer,
             BadSignature { .. } | UnsupportedSignatureAlgorithm { .. } => ErrorKind::BadSignature,
             NotYetValid { .. } | Expired { .. } => ErrorKind::Expired,
             NoCryptoProvider => ErrorKind::Setup,

@@ -70,6 +70,9 @@ impl Search<'_, '_> {
             }
         }
         if path.len() > MAX_INTERMEDIATES {
+            self.note(VerifyError::PathTooDeep {
+                max: MAX_INTERMEDIATES,
+            });
             return false;
         }
         for next in 1..self.chain.len() {
