@@ -2,9 +2,11 @@
 //! profile when loaded.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::SectionKind;
 use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
@@ -57,14 +59,27 @@ pub enum SvidError {
 /// println!("{} until {:?}", svid.spiffe_id(), svid.expires_at());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct X509Svid {
     spiffe_id: SpiffeId,
     chain: Vec<CertificateDer<'static>>,
     key: SecretKey,
+    certified: Arc<CertifiedKey>,
     not_after: i64,
     hint: Option<String>,
 }
+
+impl PartialEq for X509Svid {
+    /// Same ID, chain, key and hint (the loaded signing key follows from the key).
+    fn eq(&self, other: &Self) -> bool {
+        self.spiffe_id == other.spiffe_id
+            && self.chain == other.chain
+            && self.key == other.key
+            && self.hint == other.hint
+    }
+}
+
+impl Eq for X509Svid {}
 
 /// The private key in DER, cloned explicitly (key types do not derive `Clone`).
 #[derive(PartialEq, Eq)]
@@ -143,10 +158,12 @@ impl X509Svid {
         }
         let not_after = parsed[0].x509.validity().not_after.timestamp();
         drop(parsed);
+        let certified = Arc::new(CertifiedKey::new(chain.clone(), signing_key));
         Ok(Self {
             spiffe_id,
             chain,
             key: SecretKey(key),
+            certified,
             not_after,
             hint: None,
         })
@@ -176,6 +193,13 @@ impl X509Svid {
     /// The private key of the leaf.
     pub fn private_key(&self) -> &PrivateKeyDer<'static> {
         &self.key.0
+    }
+
+    /// The chain with its signing key loaded, ready for a rustls certificate resolver.
+    ///
+    /// Built once when the SVID is loaded, by the crypto provider that checked the key.
+    pub fn certified_key(&self) -> &Arc<CertifiedKey> {
+        &self.certified
     }
 
     /// The Workload API hint, if any.

@@ -1,7 +1,11 @@
 //! The X.509 context: the SVIDs of a workload and the bundles it trusts, as one Workload API
 //! update delivers them.
 
+use std::time::SystemTime;
+
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use super::SourceError;
 
 use crate::bundle::{BundleError, BundleSet, X509Bundle};
 use crate::spiffe_id::{IdError, TrustDomain};
@@ -95,6 +99,70 @@ impl X509Context {
     /// The trusted bundles: the SVIDs' own trust domain and federated ones.
     pub fn bundles(&self) -> &BundleSet {
         &self.bundles
+    }
+
+    /// This context without the SVIDs expired at `now`.
+    ///
+    /// # Errors
+    /// [`SourceError::Expired`] when the default SVID has expired: another SVID does not
+    /// silently take its place.
+    pub fn unexpired_at(&self, now: SystemTime) -> Result<Self, SourceError> {
+        let default = self.default_svid();
+        if default.is_expired_at(now) {
+            return Err(SourceError::Expired {
+                spiffe_id: default.spiffe_id().clone(),
+                expired_at: default.expires_at(),
+            });
+        }
+        Ok(Self {
+            svids: self
+                .svids
+                .iter()
+                .filter(|svid| !svid.is_expired_at(now))
+                .cloned()
+                .collect(),
+            bundles: self.bundles.clone(),
+        })
+    }
+}
+
+impl TryFrom<&spiffe::X509Context> for X509Context {
+    type Error = ContextError;
+
+    /// Re-checks a context the `spiffe` crate accepted against this crate's stricter rules.
+    fn try_from(context: &spiffe::X509Context) -> Result<Self, ContextError> {
+        let mut svids = Vec::with_capacity(context.svids().len());
+        for (index, svid) in context.svids().iter().enumerate() {
+            let chain = svid
+                .cert_chain()
+                .iter()
+                .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
+                .collect();
+            let key = PrivatePkcs8KeyDer::from(svid.private_key().as_bytes().to_vec()).into();
+            let mut ours = X509Svid::from_der(chain, key)
+                .map_err(|error| ContextError::Svid { index, error })?;
+            if let Some(hint) = svid.hint().filter(|hint| !hint.is_empty()) {
+                ours = ours.with_hint(hint);
+            }
+            svids.push(ours);
+        }
+        let mut bundles = BundleSet::new();
+        for (trust_domain, bundle) in context.bundle_set().iter() {
+            let roots: Vec<CertificateDer<'static>> = bundle
+                .authorities()
+                .iter()
+                .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
+                .collect();
+            let name = trust_domain.to_string();
+            let trust_domain = bundle_trust_domain(&name)?;
+            bundles.insert(X509Bundle::new(trust_domain, roots).map_err(|error| {
+                ContextError::Bundle {
+                    trust_domain: name,
+                    error,
+                }
+            })?);
+        }
+        Self::new(svids, bundles)
     }
 }
 

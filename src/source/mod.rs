@@ -1,5 +1,53 @@
-//! Where SVIDs and bundles come from, and the context they form.
+//! Where SVIDs and bundles come from: the [`X509Source`] trait and its implementations.
+//!
+//! | Source | Material from | Updates |
+//! |---|---|---|
+//! | [`WorkloadApiSource`] | a SPIFFE Workload API (SPIRE agent, the dev server) | streamed, reconnects |
+//! | [`FileSource`] | PEM files (`spiffe-mtls fetch --write`, spiffe-helper) | polled, reloaded atomically |
+//! | [`StaticSource`] | memory | [`StaticSource::replace`] |
+//!
+//! Every source fails closed: an SVID past its notAfter is never handed out, and an update
+//! that does not validate is dropped while the last good context stays in place.
 
+mod cell;
 mod context;
+mod error;
+mod file;
+mod static_source;
+mod workload;
 
+use std::sync::Arc;
+
+pub use cell::Updates;
 pub use context::{ContextError, X509Context};
+pub use error::SourceError;
+pub use file::{FilePaths, FileSource};
+pub use static_source::StaticSource;
+pub use workload::{WorkloadApiSource, WorkloadApiSourceBuilder};
+
+/// The current X.509 context of a workload: its SVIDs and the bundles it trusts.
+///
+/// Reads are lock-free (an atomic pointer load) and cheap enough for every TLS handshake.
+/// [`X509Source::updates`] tells when the context changed.
+pub trait X509Source: std::fmt::Debug + Send + Sync {
+    /// The current context, without SVIDs that have expired.
+    ///
+    /// # Errors
+    /// [`SourceError::Expired`] when the default SVID has expired (the source fails closed
+    /// rather than present or trust a stale identity), [`SourceError::Withdrawn`] when the
+    /// Workload API withdrew the identity, [`SourceError::Closed`] after shutdown.
+    fn x509_context(&self) -> Result<Arc<X509Context>, SourceError>;
+
+    /// A handle that wakes on every change of the context or of its availability.
+    fn updates(&self) -> Updates;
+}
+
+impl<S: X509Source + ?Sized> X509Source for Arc<S> {
+    fn x509_context(&self) -> Result<Arc<X509Context>, SourceError> {
+        (**self).x509_context()
+    }
+
+    fn updates(&self) -> Updates {
+        (**self).updates()
+    }
+}

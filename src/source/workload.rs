@@ -1,0 +1,269 @@
+//! The Workload API source: the `spiffe` crate's streaming `X509Source`, re-checked by this
+//! crate's stricter rules and held behind the lock-free [`SourceCell`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::cell::SourceCell;
+use super::{SourceError, Updates, X509Context, X509Source};
+use crate::workload::proto::X509svidRequest;
+use crate::workload::{EndpointAddress, WorkloadError, connect, request};
+
+/// How long [`WorkloadApiSourceBuilder::build`] waits for the first update by default.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between two reconnection attempts by default.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The first pause after a failed connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// How long the diagnosis of a failed start may take.
+const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings of a [`WorkloadApiSource`].
+#[derive(Debug, Clone)]
+pub struct WorkloadApiSourceBuilder {
+    address: Option<EndpointAddress>,
+    timeout: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for WorkloadApiSourceBuilder {
+    fn default() -> Self {
+        Self {
+            address: None,
+            timeout: DEFAULT_START_TIMEOUT,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+impl WorkloadApiSourceBuilder {
+    /// The Workload API endpoint (default: `SPIFFE_ENDPOINT_SOCKET`).
+    #[must_use]
+    pub fn address(mut self, address: EndpointAddress) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// How long to wait for the first usable update (default 10 s).
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest pause between reconnection attempts (default 1 s).
+    #[must_use]
+    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff.max(MIN_BACKOFF);
+        self
+    }
+
+    /// Connects and waits for the first update that passes this crate's checks.
+    ///
+    /// # Errors
+    /// Why no context arrived: [`SourceError::Address`], [`SourceError::NoSocket`],
+    /// [`SourceError::Unreachable`], [`SourceError::NoIdentity`], [`SourceError::Refused`],
+    /// [`SourceError::Invalid`] or [`SourceError::Timeout`].
+    pub async fn build(self) -> Result<WorkloadApiSource, SourceError> {
+        let address = match self.address {
+            Some(address) => address,
+            None => EndpointAddress::from_env()?,
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let inner = spiffe::X509Source::builder()
+            .endpoint(address.to_string())
+            .reconnect_backoff(MIN_BACKOFF, self.max_backoff)
+            .initial_sync_timeout(self.timeout)
+            .build()
+            .await;
+        let inner = match inner {
+            Ok(inner) => inner,
+            Err(error) => return Err(diagnose(&address, self.timeout, &error).await),
+        };
+        let mut updates = inner.updated();
+        let first = loop {
+            let converted = current(&inner);
+            match converted {
+                Ok(context) => break context,
+                Err(error) => {
+                    let waited = tokio::time::timeout_at(deadline, updates.changed()).await;
+                    if !matches!(waited, Ok(Ok(_))) {
+                        inner.shutdown().await;
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let cell = Arc::new(SourceCell::new(first));
+        let task = tokio::spawn(follow(inner.clone(), updates, Arc::clone(&cell)));
+        Ok(WorkloadApiSource {
+            cell,
+            inner,
+            address,
+            task,
+        })
+    }
+}
+
+/// An [`X509Source`] streaming from a SPIFFE Workload API (a SPIRE agent, the dev server).
+///
+/// Built on the `spiffe` crate's `X509Source`, which keeps a stream open, reconnects with
+/// backoff (capped at 1 s by default) and validates updates. Each update is then checked
+/// again by this crate's X.509-SVID profile rules; one that fails is dropped and the last
+/// good context stays current. When the Workload API goes away the last context stays in use
+/// until its default SVID expires, then reads fail closed. A PermissionDenied from the
+/// Workload API (the workload's registration was removed) withdraws the identity at once,
+/// until an identity is issued again.
+///
+/// ```no_run
+/// use spiffe_mtls::source::{WorkloadApiSource, X509Source};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // SPIFFE_ENDPOINT_SOCKET, e.g. unix:///run/spire/agent.sock
+/// let source = WorkloadApiSource::builder().build().await?;
+/// println!("I am {}", source.x509_context()?.default_svid().spiffe_id());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WorkloadApiSource {
+    cell: Arc<SourceCell>,
+    inner: spiffe::X509Source,
+    address: EndpointAddress,
+    task: JoinHandle<()>,
+}
+
+impl WorkloadApiSource {
+    /// Settings: address, start timeout, backoff.
+    pub fn builder() -> WorkloadApiSourceBuilder {
+        WorkloadApiSourceBuilder::default()
+    }
+
+    /// Connects to `address` with the default settings.
+    ///
+    /// # Errors
+    /// As [`WorkloadApiSourceBuilder::build`].
+    pub async fn connect(address: EndpointAddress) -> Result<Self, SourceError> {
+        Self::builder().address(address).build().await
+    }
+
+    /// The endpoint this source streams from.
+    pub fn address(&self) -> &EndpointAddress {
+        &self.address
+    }
+
+    /// Closes the stream; reads fail with [`SourceError::Closed`] afterwards.
+    pub async fn shutdown(&self) {
+        self.task.abort();
+        self.inner.shutdown().await;
+        self.cell.close();
+    }
+}
+
+impl Drop for WorkloadApiSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl X509Source for WorkloadApiSource {
+    fn x509_context(&self) -> Result<Arc<X509Context>, SourceError> {
+        self.cell.read()
+    }
+
+    fn updates(&self) -> Updates {
+        self.cell.updates()
+    }
+}
+
+/// The `spiffe` source's current context, checked by this crate.
+fn current(inner: &spiffe::X509Source) -> Result<X509Context, SourceError> {
+    let state = inner.state();
+    if let Some(reason) = state.withdrawal() {
+        return Err(SourceError::Withdrawn(reason.to_string()));
+    }
+    let context = state
+        .context()
+        .map_err(|e| SourceError::Invalid(e.to_string()))?;
+    Ok(X509Context::try_from(context.as_ref())?)
+}
+
+/// Mirrors every change of the `spiffe` source into the cell, until it closes.
+async fn follow(
+    inner: spiffe::X509Source,
+    mut updates: spiffe::x509_source::X509SourceUpdates,
+    cell: Arc<SourceCell>,
+) {
+    while updates.changed().await.is_ok() {
+        match current(&inner) {
+            Ok(context) => cell.publish(context),
+            Err(SourceError::Withdrawn(reason)) => {
+                tracing::warn!(%reason, "the Workload API withdrew the identity");
+                cell.withdraw(reason);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "dropping a Workload API update; keeping the last good context");
+            }
+        }
+    }
+    cell.close();
+}
+
+/// Explains a failed start: asks the endpoint once more and names what went wrong.
+async fn diagnose(
+    address: &EndpointAddress,
+    timeout: Duration,
+    error: &spiffe::X509SourceError,
+) -> SourceError {
+    let address_text = address.to_string();
+    if let EndpointAddress::Unix(path) = address
+        && !path.exists()
+    {
+        return SourceError::NoSocket(path.clone());
+    }
+    let probe = tokio::time::timeout(DIAGNOSIS_TIMEOUT, probe(address)).await;
+    match probe {
+        Ok(Err(WorkloadError::Connect { reason, .. })) => SourceError::Unreachable {
+            address: address_text,
+            reason,
+        },
+        Ok(Err(WorkloadError::Status(status)))
+            if status.code() == tonic::Code::PermissionDenied =>
+        {
+            SourceError::NoIdentity {
+                address: address_text,
+                reason: status.message().to_owned(),
+            }
+        }
+        Ok(Err(WorkloadError::Status(status))) => SourceError::Refused {
+            address: address_text,
+            reason: format!("{}: {}", status.code(), status.message()),
+        },
+        Ok(Err(WorkloadError::InvalidResponse(reason))) => SourceError::Invalid(reason),
+        Ok(Err(other)) => SourceError::Timeout {
+            address: address_text,
+            after: timeout,
+            reason: other.to_string(),
+        },
+        Ok(Ok(())) | Err(_) => SourceError::Timeout {
+            address: address_text,
+            after: timeout,
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// One fetch of the first update, checked like the source checks it.
+async fn probe(address: &EndpointAddress) -> Result<(), WorkloadError> {
+    let mut client = connect(address).await?;
+    let mut stream = client
+        .fetch_x509svid(request(X509svidRequest {}))
+        .await?
+        .into_inner();
+    let response = stream.message().await?.ok_or(WorkloadError::StreamEnded)?;
+    X509Context::try_from(response)
+        .map(drop)
+        .map_err(|e| WorkloadError::InvalidResponse(e.to_string()))
+}
