@@ -43,15 +43,18 @@ pub mod authorize;
 pub mod bundle;
 pub mod crypto;
 pub mod dev_server;
+pub mod net;
 mod pem;
 pub mod source;
 pub mod spiffe_id;
 pub mod svid;
+pub mod tls;
 pub mod verify;
 pub mod workload;
 
 /// The rustls this crate is built against, so users never mix versions.
 pub use rustls;
+pub use tokio_rustls;
 
 pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
 pub use bundle::{BundleError, BundleSet, X509Bundle};

@@ -1,0 +1,136 @@
+//! A TLS stream whose peer has been verified, and the handshakes that make one.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+
+use super::HANDSHAKE_TIMEOUT;
+use crate::tls::PeerIdentity;
+
+/// A TLS connection and the verified identity of its peer.
+#[derive(Debug)]
+pub struct MtlsStream<IO> {
+    stream: TlsStream<IO>,
+    peer: PeerIdentity,
+}
+
+impl<IO> MtlsStream<IO> {
+    /// The peer's identity.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The TLS stream.
+    pub fn get_ref(&self) -> &TlsStream<IO> {
+        &self.stream
+    }
+
+    /// The TLS stream and the peer.
+    pub fn into_parts(self) -> (TlsStream<IO>, PeerIdentity) {
+        (self.stream, self.peer)
+    }
+}
+
+fn no_identity() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the peer presented no SPIFFE ID (was the config made by spiffe_mtls::tls?)",
+    )
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+}
+
+/// Runs the server side of a handshake on `io` with a config from
+/// [`crate::tls::server_config`].
+///
+/// # Errors
+/// The handshake's error (the peer was refused, say), or a timeout after
+/// [`HANDSHAKE_TIMEOUT`].
+pub async fn accept<IO>(config: Arc<ServerConfig>, io: IO) -> io::Result<MtlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
+        .await
+        .map_err(|_| timed_out())??;
+    let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
+    Ok(MtlsStream {
+        stream: TlsStream::Server(stream),
+        peer,
+    })
+}
+
+/// Runs the client side of a handshake on `io` with a config from
+/// [`crate::tls::client_config`]. `server_name` is sent as SNI (an IP address sends none); the
+/// server is authorized by its SPIFFE ID, not by this name.
+///
+/// # Errors
+/// As [`accept`].
+pub async fn connect<IO>(
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    io: IO,
+) -> io::Result<MtlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(config).connect(server_name, io),
+    )
+    .await
+    .map_err(|_| timed_out())??;
+    let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
+    Ok(MtlsStream {
+        stream: TlsStream::Client(stream),
+        peer,
+    })
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MtlsStream<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,215 @@
+//! Hot-reloading rustls configs for mutual TLS between SPIFFE workloads.
+//!
+//! A config is built once from a [source](crate::source) and an [`Authorizer`]. At every
+//! handshake it presents the source's current SVID and verifies the peer against the current
+//! bundle of the peer's own trust domain, then authorizes the peer's SPIFFE ID: a rotated SVID
+//! or bundle is used by the next handshake, with no restart.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use spiffe_mtls::{authorize, tls};
+//! # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+//! # use spiffe_mtls::source::{StaticSource, X509Context};
+//! # let ca = DevCa::new("example.org".parse()?, std::time::Duration::from_secs(3600))?;
+//! # let svid = ca.issue(&SvidRequest::new("spiffe://example.org/server".parse()?, std::time::Duration::from_secs(600)))?;
+//! # let source = StaticSource::new(X509Context::new(vec![svid], [ca.bundle()].into_iter().collect())?);
+//!
+//! // Clients of example.org only; the server presents the source's SVID.
+//! let config = tls::server_config(source, authorize::member_of(["example.org".parse()?]))
+//!     .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+//!     .build()?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
+//! signing key and the bundles' parsed roots are prepared once per update. Session resumption
+//! is off, so every connection is verified and authorized in full. Every decision is an audit
+//! event (see [`AUDIT_TARGET`]).
+
+mod audit;
+mod identity;
+mod resolver;
+mod verifier;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
+
+pub use audit::{AUDIT_TARGET, Side};
+pub use identity::PeerIdentity;
+
+use crate::authorize::Authorizer;
+use crate::source::X509Source;
+use resolver::SvidResolver;
+use verifier::{PeerCheck, SpiffeClientVerifier, SpiffeServerVerifier};
+
+/// Why a config could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// No crypto provider is installed or enabled by a feature.
+    #[error("no rustls crypto provider: install one or enable the `ring` or `aws-lc-rs` feature")]
+    NoCryptoProvider,
+    /// rustls refused the settings (a protocol version the provider cannot do, say).
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Settings both builders share.
+#[derive(Debug)]
+struct Settings {
+    source: Arc<dyn X509Source>,
+    authorizer: Authorizer,
+    provider: Option<Arc<CryptoProvider>>,
+    alpn: Vec<Vec<u8>>,
+    versions: &'static [&'static SupportedProtocolVersion],
+    hint: Option<String>,
+}
+
+impl Settings {
+    fn new(source: Arc<dyn X509Source>, authorizer: Authorizer) -> Self {
+        Self {
+            source,
+            authorizer,
+            provider: None,
+            alpn: Vec::new(),
+            versions: rustls::DEFAULT_VERSIONS,
+            hint: None,
+        }
+    }
+
+    fn provider(&self) -> Result<Arc<CryptoProvider>, TlsConfigError> {
+        self.provider
+            .clone()
+            .or_else(crate::crypto::default_provider)
+            .ok_or(TlsConfigError::NoCryptoProvider)
+    }
+
+    fn parts(
+        &self,
+        side: Side,
+    ) -> Result<(Arc<CryptoProvider>, PeerCheck, SvidResolver), TlsConfigError> {
+        let provider = self.provider()?;
+        let check = PeerCheck::new(
+            Arc::clone(&self.source),
+            self.authorizer.clone(),
+            &provider,
+            side,
+        );
+        let resolver = SvidResolver::new(Arc::clone(&self.source), self.hint.clone());
+        Ok((provider, check, resolver))
+    }
+}
+
+macro_rules! shared_setters {
+    () => {
+        /// The ALPN protocols to offer, most preferred first (`h2`, `http/1.1`, ...).
+        #[must_use]
+        pub fn alpn_protocols(mut self, protocols: impl IntoIterator<Item = Vec<u8>>) -> Self {
+            self.settings.alpn = protocols.into_iter().collect();
+            self
+        }
+
+        /// The crypto provider (default: the process default, else the `ring` or `aws-lc-rs`
+        /// feature's).
+        #[must_use]
+        pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
+            self.settings.provider = Some(provider);
+            self
+        }
+
+        /// The TLS versions (default: TLS 1.3 and 1.2).
+        #[must_use]
+        pub fn protocol_versions(
+            mut self,
+            versions: &'static [&'static SupportedProtocolVersion],
+        ) -> Self {
+            self.settings.versions = versions;
+            self
+        }
+
+        /// Presents the SVID with this Workload API hint instead of the default SVID.
+        #[must_use]
+        pub fn svid_hint(mut self, hint: impl Into<String>) -> Self {
+            self.settings.hint = Some(hint.into());
+            self
+        }
+    };
+}
+
+/// Builds a [`ServerConfig`] that requires client certificates; see [`server_config`].
+#[derive(Debug)]
+pub struct ServerConfigBuilder {
+    settings: Settings,
+}
+
+impl ServerConfigBuilder {
+    shared_setters!();
+
+    /// The config. Resumption is off: no session cache, no tickets.
+    ///
+    /// # Errors
+    /// [`TlsConfigError`] without a crypto provider or with versions it cannot do.
+    pub fn build(self) -> Result<ServerConfig, TlsConfigError> {
+        let (provider, check, resolver) = self.settings.parts(Side::Server)?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(self.settings.versions)?
+            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier(check)))
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = self.settings.alpn;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(config)
+    }
+}
+
+/// Builds a [`ClientConfig`] that presents an SVID; see [`client_config`].
+#[derive(Debug)]
+pub struct ClientConfigBuilder {
+    settings: Settings,
+}
+
+impl ClientConfigBuilder {
+    shared_setters!();
+
+    /// The config. Resumption is off.
+    ///
+    /// # Errors
+    /// As [`ServerConfigBuilder::build`].
+    pub fn build(self) -> Result<ClientConfig, TlsConfigError> {
+        let (provider, check, resolver) = self.settings.parts(Side::Client)?;
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(self.settings.versions)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(check)))
+            .with_client_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = self.settings.alpn;
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(config)
+    }
+}
+
+/// A server config: presents `source`'s SVID, requires a client SVID that verifies against
+/// the client's trust domain bundle in `source`, and lets in the IDs `authorizer` allows.
+pub fn server_config(
+    source: impl X509Source + 'static,
+    authorizer: Authorizer,
+) -> ServerConfigBuilder {
+    ServerConfigBuilder {
+        settings: Settings::new(Arc::new(source), authorizer),
+    }
+}
+
+/// A client config: presents `source`'s SVID and accepts a server whose SVID verifies against
+/// its trust domain bundle in `source` and whose ID `authorizer` allows. The server name
+/// given to rustls is used for SNI only.
+pub fn client_config(
+    source: impl X509Source + 'static,
+    authorizer: Authorizer,
+) -> ClientConfigBuilder {
+    ClientConfigBuilder {
+        settings: Settings::new(Arc::new(source), authorizer),
+    }
+}
