@@ -43,7 +43,9 @@ impl Material {
             .ca
             .issue(&SvidRequest::new(id.parse().unwrap(), HOUR))
             .unwrap();
-        StaticSource::new(X509Context::new(vec![svid], [self.ca.bundle()].into_iter().collect()).unwrap())
+        StaticSource::new(
+            X509Context::new(vec![svid], [self.ca.bundle()].into_iter().collect()).unwrap(),
+        )
     }
 }
 
@@ -54,18 +56,24 @@ async fn who(Extension(peer): Extension<PeerIdentity>) -> String {
 #[tokio::test]
 async fn an_axum_handler_sees_the_client_id() {
     let material = Material::new();
-    let server_config = tls::server_config(material.source(SERVER), authorize::id(CLIENT.parse().unwrap()))
-        .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
-        .build()
-        .unwrap();
+    let server_config = tls::server_config(
+        material.source(SERVER),
+        authorize::id(CLIENT.parse().unwrap()),
+    )
+    .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+    .build()
+    .unwrap();
     let app = axum::Router::new().route("/whoami", get(who));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(net::serve_http(listener, Arc::new(server_config), app));
 
-    let client_config = tls::client_config(material.source(CLIENT), authorize::id(SERVER.parse().unwrap()))
-        .build()
-        .unwrap();
+    let client_config = tls::client_config(
+        material.source(CLIENT),
+        authorize::id(SERVER.parse().unwrap()),
+    )
+    .build()
+    .unwrap();
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let stream = net::connect(
         Arc::new(client_config),
@@ -151,10 +159,13 @@ impl SpiffeWorkloadApi for EchoIdentity {
 #[tokio::test]
 async fn a_tonic_handler_sees_the_client_id() {
     let material = Material::new();
-    let server_config = tls::server_config(material.source(SERVER), authorize::id(CLIENT.parse().unwrap()))
-        .alpn_protocols([b"h2".to_vec()])
-        .build()
-        .unwrap();
+    let server_config = tls::server_config(
+        material.source(SERVER),
+        authorize::id(CLIENT.parse().unwrap()),
+    )
+    .alpn_protocols([b"h2".to_vec()])
+    .build()
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(
@@ -163,9 +174,12 @@ async fn a_tonic_handler_sees_the_client_id() {
             .serve_with_incoming(net::incoming(listener, Arc::new(server_config))),
     );
 
-    let client_config = tls::client_config(material.source(CLIENT), authorize::id(SERVER.parse().unwrap()))
-        .build()
-        .unwrap();
+    let client_config = tls::client_config(
+        material.source(CLIENT),
+        authorize::id(SERVER.parse().unwrap()),
+    )
+    .build()
+    .unwrap();
     let channel = net::grpc_channel(&format!("https://{address}"), &client_config)
         .await
         .unwrap();
@@ -180,9 +194,12 @@ async fn a_tonic_handler_sees_the_client_id() {
     assert_eq!(answer.svids[0].spiffe_id, CLIENT);
 
     // A client the server does not authorize never reaches the handler.
-    let rogue = tls::client_config(material.source("spiffe://example.org/rogue"), authorize::any())
-        .build()
-        .unwrap();
+    let rogue = tls::client_config(
+        material.source("spiffe://example.org/rogue"),
+        authorize::any(),
+    )
+    .build()
+    .unwrap();
     let refused = match net::grpc_channel(&format!("https://{address}"), &rogue).await {
         Err(_) => true,
         Ok(channel) => SpiffeWorkloadApiClient::new(channel)

@@ -338,3 +338,33 @@ async fn resumption_is_off() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_verified_chain_is_refused_once_its_root_leaves_the_bundle() {
+    let authority = ca("example.org");
+    let bundle = authority.bundle();
+    let server_svid = issue(&authority, SERVER);
+    let server_source = source(server_svid.clone(), std::slice::from_ref(&bundle));
+    let pair = pair(
+        Arc::clone(&server_source),
+        id(CLIENT),
+        source(issue(&authority, CLIENT), std::slice::from_ref(&bundle)),
+        id(SERVER),
+    );
+    // Twice: the second handshake is served from the verification cache.
+    for _ in 0..2 {
+        let (server, _) = handshake(Arc::clone(&pair.server), Arc::clone(&pair.client)).await;
+        server.unwrap();
+    }
+    // The server now trusts another CA only: the client's chain no longer verifies.
+    let other = ca("example.org");
+    server_source.replace(
+        X509Context::new(vec![server_svid], [other.bundle()].into_iter().collect()).unwrap(),
+    );
+    let (server, _) = handshake(pair.server, pair.client).await;
+    let error = server.unwrap_err().to_string();
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("BadSignature"),
+        "{error}"
+    );
+}

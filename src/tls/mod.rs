@@ -28,6 +28,7 @@
 //! event (see [`AUDIT_TARGET`]).
 
 mod audit;
+mod cache;
 mod identity;
 mod resolver;
 mod verifier;
@@ -66,6 +67,7 @@ struct Settings {
     alpn: Vec<Vec<u8>>,
     versions: &'static [&'static SupportedProtocolVersion],
     hint: Option<String>,
+    cache: bool,
 }
 
 impl Settings {
@@ -77,6 +79,7 @@ impl Settings {
             alpn: Vec::new(),
             versions: rustls::DEFAULT_VERSIONS,
             hint: None,
+            cache: true,
         }
     }
 
@@ -97,6 +100,7 @@ impl Settings {
             self.authorizer.clone(),
             &provider,
             side,
+            self.cache,
         );
         let resolver = SvidResolver::new(Arc::clone(&self.source), self.hint.clone());
         Ok((provider, check, resolver))
@@ -127,6 +131,16 @@ macro_rules! shared_setters {
             versions: &'static [&'static SupportedProtocolVersion],
         ) -> Self {
             self.settings.versions = versions;
+            self
+        }
+
+        /// Whether a chain already verified against the current bundles is taken from a
+        /// cache (default: yes). A hit needs the same certificates, an unchanged source and a
+        /// time within every validity period of the path; the peer's handshake signature and
+        /// the authorization are checked every time.
+        #[must_use]
+        pub fn verification_cache(mut self, enabled: bool) -> Self {
+            self.settings.cache = enabled;
             self
         }
 

@@ -10,8 +10,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::audit::{self, Side};
+use super::cache::VerificationCache;
 use crate::authorize::Authorizer;
 use crate::source::X509Source;
+use crate::spiffe_id::SpiffeId;
 use crate::verify::{ErrorKind, SvidVerifier, VerifyError};
 
 /// The shared check of both verifiers.
@@ -22,6 +24,7 @@ pub(crate) struct PeerCheck {
     verifier: SvidVerifier,
     algorithms: WebPkiSupportedAlgorithms,
     side: Side,
+    cache: Option<VerificationCache>,
 }
 
 impl PeerCheck {
@@ -30,6 +33,7 @@ impl PeerCheck {
         authorizer: Authorizer,
         provider: &CryptoProvider,
         side: Side,
+        cache: bool,
     ) -> Self {
         Self {
             source,
@@ -37,6 +41,7 @@ impl PeerCheck {
             verifier: SvidVerifier::with_provider(provider),
             algorithms: provider.signature_verification_algorithms,
             side,
+            cache: cache.then(VerificationCache::new),
         }
     }
 
@@ -51,6 +56,14 @@ impl PeerCheck {
             audit::unverified(self.side, &format_args!("no trust bundles: {error}"));
             rustls::Error::General(format!("no trust bundles to verify the peer: {error}"))
         })?;
+        let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if let Some(hit) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
+        {
+            return self.authorize(hit.verified.spiffe_id());
+        }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
         chain.extend(
@@ -65,7 +78,15 @@ impl PeerCheck {
                 audit::unverified(self.side, &error);
                 certificate_error(error)
             })?;
-        let id = verified.spiffe_id();
+        let decision = self.authorize(verified.spiffe_id());
+        if let Some(cache) = &self.cache {
+            cache.insert(&context, verified);
+        }
+        decision
+    }
+
+    /// Applies the authorizer to a verified ID and records the decision.
+    fn authorize(&self, id: &SpiffeId) -> Result<(), rustls::Error> {
         if self.authorizer.is_allowed(id) {
             audit::accepted(self.side, id, &self.authorizer);
             Ok(())

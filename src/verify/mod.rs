@@ -51,6 +51,7 @@ pub struct VerifiedSvid {
     spiffe_id: SpiffeId,
     chain: Vec<CertificateDer<'static>>,
     not_after: i64,
+    path_validity: path::PathValidity,
 }
 
 impl VerifiedSvid {
@@ -73,6 +74,12 @@ impl VerifiedSvid {
     pub fn expires_at(&self) -> SystemTime {
         let secs = u64::try_from(self.not_after).unwrap_or(0);
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Whether every certificate of the validated path, root included, is within its
+    /// validity period at `now` (Unix seconds).
+    pub(crate) fn path_valid_at(&self, now: i64) -> bool {
+        (self.path_validity.from..=self.path_validity.until).contains(&now)
     }
 }
 
@@ -163,7 +170,7 @@ impl SvidVerifier {
             }
         }
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        path::validate(
+        let path_validity = path::validate(
             &parsed,
             bundle.anchors(),
             trust_domain,
@@ -175,6 +182,7 @@ impl SvidVerifier {
             spiffe_id,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
             not_after,
+            path_validity,
         })
     }
 }

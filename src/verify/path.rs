@@ -15,14 +15,23 @@ const MAX_INTERMEDIATES: usize = 8;
 /// The most signature checks one path search may spend on candidate issuers.
 const SIGNATURE_BUDGET: u32 = 64;
 
-/// Searches a path from `chain[0]` to one of `anchors` that passes every check.
+/// The times (Unix seconds, inclusive) between which every certificate of a validated path,
+/// its anchor included, is within its validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathValidity {
+    pub(crate) from: i64,
+    pub(crate) until: i64,
+}
+
+/// Searches a path from `chain[0]` to one of `anchors` that passes every check; returns the
+/// window in which that path's validity periods all hold.
 pub(crate) fn validate(
     chain: &[ParsedCert<'_>],
     anchors: &[Anchor],
     trust_domain: &TrustDomain,
     now: i64,
     algorithms: &[&dyn SignatureVerificationAlgorithm],
-) -> Result<(), VerifyError> {
+) -> Result<PathValidity, VerifyError> {
     let mut search = Search {
         chain,
         anchors,
@@ -30,10 +39,13 @@ pub(crate) fn validate(
         algorithms,
         budget: SIGNATURE_BUDGET,
         first_error: None,
+        found: None,
     };
     let mut path = vec![0];
-    if search.extend(&mut path) {
-        return Ok(());
+    if search.extend(&mut path)
+        && let Some(validity) = search.found
+    {
+        return Ok(validity);
     }
     Err(search
         .first_error
@@ -49,6 +61,7 @@ struct Search<'s, 'c> {
     algorithms: &'s [&'s dyn SignatureVerificationAlgorithm],
     budget: u32,
     first_error: Option<VerifyError>,
+    found: Option<PathValidity>,
 }
 
 impl Search<'_, '_> {
@@ -65,7 +78,10 @@ impl Search<'_, '_> {
                 continue;
             }
             match self.check_complete(path, anchor) {
-                Ok(()) => return true,
+                Ok(validity) => {
+                    self.found = Some(validity);
+                    return true;
+                }
                 Err(e) => self.note(e),
             }
         }
@@ -118,16 +134,21 @@ impl Search<'_, '_> {
     }
 
     /// The checks on a whole path whose signatures hold: validity, path length, names.
-    fn check_complete(&self, path: &[usize], anchor: &Anchor) -> Result<(), VerifyError> {
+    fn check_complete(&self, path: &[usize], anchor: &Anchor) -> Result<PathValidity, VerifyError> {
         let certs: Vec<&ParsedCert<'_>> = path.iter().map(|&i| &self.chain[i]).collect();
+        let mut window = PathValidity {
+            from: anchor.not_before,
+            until: anchor.not_after,
+        };
         for cert in &certs {
             let validity = cert.x509.validity();
-            check_time(
-                cert.position,
+            let (not_before, not_after) = (
                 validity.not_before.timestamp(),
                 validity.not_after.timestamp(),
-                self.now,
-            )?;
+            );
+            check_time(cert.position, not_before, not_after, self.now)?;
+            window.from = window.from.max(not_before);
+            window.until = window.until.min(not_after);
         }
         check_time(
             Position::Root,
@@ -159,7 +180,7 @@ impl Search<'_, '_> {
         if let Some(nc) = &anchor.name_constraints {
             check_names(Position::Root, nc, &certs)?;
         }
-        Ok(())
+        Ok(window)
     }
 }
 

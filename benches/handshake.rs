@@ -1,0 +1,342 @@
+//! Full mutual TLS handshakes in memory (no sockets): TLS 1.3, ECDSA P-256, resumption off,
+//! the same certificates for every contender, in one run.
+//!
+//! Run: `cargo bench --bench handshake`. Group `handshake`:
+//! - `rustls_static`: plain rustls with static certificates, a WebPki client verifier and a
+//!   chain-only server verifier (webpki, no name check): the floor;
+//! - `spiffe_mtls`: this crate's configs fed by a static source;
+//! - `spiffe_rustls`: the spiffe-rustls crate's configs fed by the dev server;
+//! - `spiffe_mtls_uncached`: this crate with its verification cache off, every chain verified
+//!   in full (what the first connection of a peer costs).
+//!
+//! Group `rotation`: `push_to_handshake`, the time from the dev server pushing a rotated SVID
+//! to the first handshake presenting it (this crate's configs on a Workload API source).
+//!
+//! The certificates come from the dev server (one CA, SVIDs for a server and a client entry),
+//! so all three contenders present and verify exactly the same chains.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+use spiffe_mtls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use spiffe_mtls::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use spiffe_mtls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use spiffe_mtls::rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use spiffe_mtls::rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
+    ServerConnection, SignatureScheme,
+};
+use spiffe_mtls::source::{StaticSource, WorkloadApiSource, X509Context, X509Source};
+use spiffe_mtls::workload::EndpointAddress;
+use spiffe_mtls::{authorize, rustls, tls};
+
+const SERVER: &str = "spiffe://example.org/bench/server";
+const CLIENT: &str = "spiffe://example.org/bench/client";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// One full handshake between fresh connections; panics if it fails.
+fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> Vec<u8> {
+    let name = ServerName::try_from("server.example.org").expect("name");
+    let mut client = ClientConnection::new(Arc::clone(client), name).expect("client");
+    let mut server = ServerConnection::new(Arc::clone(server)).expect("server");
+    let mut buffer = Vec::with_capacity(8192);
+    while client.is_handshaking() || server.is_handshaking() {
+        buffer.clear();
+        while client.wants_write() {
+            client.write_tls(&mut buffer).expect("client write");
+        }
+        let mut input = &buffer[..];
+        while !input.is_empty() {
+            server.read_tls(&mut input).expect("server read");
+        }
+        server.process_new_packets().expect("server handshake");
+        buffer.clear();
+        while server.wants_write() {
+            server.write_tls(&mut buffer).expect("server write");
+        }
+        let mut input = &buffer[..];
+        while !input.is_empty() {
+            client.read_tls(&mut input).expect("client read");
+        }
+        client.process_new_packets().expect("client handshake");
+    }
+    client.peer_certificates().expect("server certificate")[0].to_vec()
+}
+
+/// The floor's server verifier: webpki chain validation to the root, no name check (SPIFFE
+/// SVIDs need not carry DNS names).
+#[derive(Debug)]
+struct ChainOnly {
+    roots: RootCertStore,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn rustls_static(context: &X509Context) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for bundle in context.bundles().iter() {
+        for root in bundle.roots() {
+            roots.add(root.clone()).expect("root");
+        }
+    }
+    let server_svid = context.svid_by_hint("server").expect("server SVID");
+    let client_svid = context.svid_by_hint("client").expect("client SVID");
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), Arc::clone(&provider))
+            .build()
+            .expect("client verifier");
+    let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(TLS13)
+        .expect("versions")
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(
+            server_svid.chain().to_vec(),
+            server_svid.private_key().clone_key(),
+        )
+        .expect("server config");
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
+    let mut client = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(TLS13)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainOnly {
+            roots,
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_client_auth_cert(
+            client_svid.chain().to_vec(),
+            client_svid.private_key().clone_key(),
+        )
+        .expect("client config");
+    client.resumption = rustls::client::Resumption::disabled();
+    (Arc::new(server), Arc::new(client))
+}
+
+fn spiffe_mtls_configs(
+    server_source: impl X509Source + 'static,
+    client_source: impl X509Source + 'static,
+    cache: bool,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let server = tls::server_config(server_source, authorize::id(CLIENT.parse().expect("id")))
+        .verification_cache(cache)
+        .crypto_provider(provider())
+        .protocol_versions(TLS13)
+        .svid_hint("server")
+        .build()
+        .expect("server config");
+    let client = tls::client_config(client_source, authorize::id(SERVER.parse().expect("id")))
+        .verification_cache(cache)
+        .crypto_provider(provider())
+        .protocol_versions(TLS13)
+        .svid_hint("client")
+        .build()
+        .expect("client config");
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Picks the SVID with a hint, for spiffe-rustls.
+#[derive(Debug)]
+struct Hint(&'static str);
+
+impl spiffe::x509_source::SvidPicker for Hint {
+    fn pick_svid(&self, svids: &[Arc<spiffe::X509Svid>]) -> Option<usize> {
+        svids.iter().position(|svid| svid.hint() == Some(self.0))
+    }
+}
+
+async fn spiffe_rustls_configs(socket: &str) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let source = |hint| {
+        spiffe::X509Source::builder()
+            .endpoint(socket)
+            .picker(Hint(hint))
+            .build()
+    };
+    let server_source = source("server").await.expect("spiffe source");
+    let client_source = source("client").await.expect("spiffe source");
+    let server = spiffe_rustls::mtls_server(server_source)
+        .authorize(spiffe_rustls::authorizer::exact([CLIENT]).expect("authorizer"))
+        .with_config_customizer(|config: &mut ServerConfig| {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        })
+        .build()
+        .expect("spiffe-rustls server");
+    let client = spiffe_rustls::mtls_client(client_source)
+        .authorize(spiffe_rustls::authorizer::exact([SERVER]).expect("authorizer"))
+        .with_config_customizer(|config: &mut ClientConfig| {
+            config.resumption = rustls::client::Resumption::disabled();
+        })
+        .build()
+        .expect("spiffe-rustls client");
+    (Arc::new(server), Arc::new(client))
+}
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    server: DevServer,
+    socket: String,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.sock");
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.path()).expect("metadata").uid()
+    };
+    let config = DevServerConfig::from_toml(&format!(
+        r#"
+        trust_domain = "example.org"
+        svid_ttl = "1h"
+        [[entry]]
+        spiffe_id = "{SERVER}"
+        selectors = ["unix:uid:{uid}"]
+        hint = "server"
+        [[entry]]
+        spiffe_id = "{CLIENT}"
+        selectors = ["unix:uid:{uid}"]
+        hint = "client"
+        "#
+    ))
+    .expect("config");
+    let server = runtime
+        .block_on(DevServer::start(
+            config,
+            EndpointAddress::Unix(path.clone()),
+            DevServerOptions::default(),
+        ))
+        .expect("dev server");
+    Fixture {
+        runtime,
+        server,
+        socket: format!("unix://{}", path.display()),
+        _dir: dir,
+    }
+}
+
+fn bench_handshake(c: &mut Criterion) {
+    let fixture = fixture();
+    let source = fixture
+        .runtime
+        .block_on(WorkloadApiSource::connect(
+            fixture.socket.parse().expect("address"),
+        ))
+        .expect("source");
+    let context = source.x509_context().expect("context");
+    let static_source = Arc::new(StaticSource::new((*context).clone()));
+
+    let floor = rustls_static(&context);
+    let ours = spiffe_mtls_configs(Arc::clone(&static_source), Arc::clone(&static_source), true);
+    let ours_uncached = spiffe_mtls_configs(Arc::clone(&static_source), static_source, false);
+    let theirs = fixture
+        .runtime
+        .block_on(spiffe_rustls_configs(&fixture.socket));
+    // Same chains everywhere: each contender's client sees the same server leaf.
+    let leaf = handshake(&floor.0, &floor.1);
+    assert_eq!(handshake(&ours.0, &ours.1), leaf);
+    assert_eq!(handshake(&ours_uncached.0, &ours_uncached.1), leaf);
+    assert_eq!(handshake(&theirs.0, &theirs.1), leaf);
+
+    let mut group = c.benchmark_group("handshake");
+    group.bench_function("rustls_static", |b| {
+        b.iter(|| handshake(&floor.0, &floor.1))
+    });
+    group.bench_function("spiffe_mtls", |b| b.iter(|| handshake(&ours.0, &ours.1)));
+    group.bench_function("spiffe_rustls", |b| {
+        b.iter(|| handshake(&theirs.0, &theirs.1))
+    });
+    group.bench_function("spiffe_mtls_uncached", |b| {
+        b.iter(|| handshake(&ours_uncached.0, &ours_uncached.1));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("rotation");
+    group.sample_size(10);
+    let (server_config, client_config) = spiffe_mtls_configs(
+        Arc::new(source),
+        Arc::new(StaticSource::new((*context).clone())),
+        true,
+    );
+    group.bench_function("push_to_handshake", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let before = handshake(&server_config, &client_config);
+                fixture.runtime.block_on(fixture.server.rotate_svids());
+                let pushed = Instant::now();
+                while handshake(&server_config, &client_config) == before {
+                    assert!(
+                        pushed.elapsed() < Duration::from_secs(5),
+                        "rotation not seen"
+                    );
+                }
+                total += pushed.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+    fixture.runtime.block_on(fixture.server.shutdown());
+}
+
+criterion_group!(benches, bench_handshake);
+criterion_main!(benches);
