@@ -139,7 +139,7 @@ async fn no_failed_handshake_while_svids_and_ca_rotate() {
         while started.elapsed() < RUN {
             tokio::time::sleep(Duration::from_millis(200)).await;
             tick += 1;
-            if tick % 5 == 0 {
+            if tick.is_multiple_of(5) {
                 dev.rotate_ca().await;
             } else {
                 dev.rotate_svids().await;

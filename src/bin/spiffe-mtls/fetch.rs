@@ -51,7 +51,7 @@ pub struct WatchArgs {
     count: Option<u64>,
 }
 
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
         .ok()
@@ -62,7 +62,7 @@ fn rfc3339(time: SystemTime) -> String {
         .unwrap_or_else(|| format!("unix time {secs}"))
 }
 
-fn serial(svid: &X509Svid) -> String {
+pub(crate) fn serial(svid: &X509Svid) -> String {
     use x509_parser::prelude::FromDer;
     x509_parser::certificate::X509Certificate::from_der(svid.leaf())
         .map(|(_, cert)| {

@@ -1,7 +1,8 @@
 //! `spiffe-mtls`: SPIFFE identity and mutual TLS from the command line.
 //!
 //! Commands:
-//! - `demo`: the verifier and an authorization policy at work on SVIDs issued in memory.
+//! - `demo`: mutual TLS between two workloads of the embedded dev server while their SVIDs
+//!   rotate, and an unauthorized client refused.
 //! - `verify`: checks a certificate chain as an X.509-SVID against trust bundles, and
 //!   optionally authorizes its SPIFFE ID.
 //! - `dev-server`: a SPIRE-compatible Workload API for development and tests.
@@ -28,8 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the verifier and a policy at work on SVIDs issued in memory.
-    Demo,
+    /// Mutual TLS between two workloads while their SVIDs rotate (embedded dev server).
+    Demo(demo::Args),
     Verify(verify::Args),
     DevServer(dev_server::Args),
     Fetch(fetch::FetchArgs),
@@ -60,7 +61,7 @@ pub(crate) fn runtime(work: impl Future<Output = Result<(), String>>) -> ExitCod
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::DevServer(args) => dev_server::run(&args),
         Command::Fetch(args) => fetch::fetch(&args),
