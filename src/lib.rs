@@ -3,7 +3,8 @@
 //! SPIFFE workload identity and mutual TLS for Rust services and AI agents.
 //!
 //! This crate answers one question exactly: *is this certificate chain a valid X.509-SVID of a
-//! trust domain we trust, and is its SPIFFE ID allowed?*
+//! trust domain we trust, and is its SPIFFE ID allowed?*, and asks it at every handshake of
+//! rustls configs that follow rotating SVIDs and bundles.
 //!
 //! - [`SpiffeId`] and [`TrustDomain`] parse as strictly as the SPIFFE ID specification says
 //!   (an upper-case scheme or trust domain is rejected, not folded).
@@ -14,6 +15,12 @@
 //! - [`X509Svid`] loads an SVID (chain and private key) and checks it the same way.
 //! - [`authorize`] decides which verified SPIFFE IDs are allowed: per connection, per route and
 //!   per A2A skill, in code or from a TOML [`Policy`] file.
+//! - [`source`] keeps a workload's current SVIDs and bundles: from a Workload API (a SPIRE
+//!   agent, the [`dev_server`]), PEM files or memory; lock-free reads, change notification,
+//!   expired SVIDs never handed out.
+//! - [`tls`] builds hot-reloading rustls server and client configs from a source and an
+//!   authorizer; [`net`] runs them for tokio, hyper/axum and tonic and hands the verified
+//!   [`tls::PeerIdentity`] to handlers.
 //!
 //! ## Getting started
 //! ```no_run

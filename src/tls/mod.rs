@@ -18,7 +18,7 @@
 //! let config = tls::server_config(source, authorize::member_of(["example.org".parse()?]))
 //!     .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
 //!     .build()?;
-//! let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+//! let acceptor = spiffe_mtls::tokio_rustls::TlsAcceptor::from(Arc::new(config));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
