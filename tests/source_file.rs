@@ -25,6 +25,18 @@ fn issue(ca: &DevCa, id: &str) -> X509Svid {
         .unwrap()
 }
 
+/// An SVID of `spiffe://example.org/old` that expired a minute ago.
+fn expired_svid(ca: &DevCa) -> X509Svid {
+    let now = SystemTime::now();
+    ca.issue(
+        &SvidRequest::new("spiffe://example.org/old".parse().unwrap(), HOUR).valid_between(
+            now - Duration::from_secs(600),
+            now - Duration::from_secs(60),
+        ),
+    )
+    .unwrap()
+}
+
 /// Writes an SVID and its key in the `fetch --write` layout.
 fn write_svid(dir: &Path, svid: &X509Svid) {
     std::fs::write(
@@ -268,15 +280,7 @@ fn a_missing_file_is_named() {
 #[test]
 fn an_expired_default_svid_is_never_handed_out() {
     let authority = ca("example.org");
-    let now = SystemTime::now();
-    let expired = authority
-        .issue(
-            &SvidRequest::new("spiffe://example.org/old".parse().unwrap(), HOUR).valid_between(
-                now - Duration::from_secs(600),
-                now - Duration::from_secs(60),
-            ),
-        )
-        .unwrap();
+    let expired = expired_svid(&authority);
     let fresh = issue(&authority, "spiffe://example.org/fresh");
     let bundles = [authority.bundle()].into_iter().collect();
 
@@ -305,15 +309,7 @@ fn an_expired_default_svid_is_never_handed_out() {
 fn an_expired_svid_file_fails_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let authority = ca("example.org");
-    let now = SystemTime::now();
-    let expired = authority
-        .issue(
-            &SvidRequest::new("spiffe://example.org/old".parse().unwrap(), HOUR).valid_between(
-                now - Duration::from_secs(600),
-                now - Duration::from_secs(60),
-            ),
-        )
-        .unwrap();
+    let expired = expired_svid(&authority);
     write_svid(dir.path(), &expired);
     write_bundle(&dir.path().join("bundle.0.pem"), &[&authority]);
     let error = FileSource::open(FilePaths::fetch_layout(dir.path())).unwrap_err();
