@@ -1,6 +1,10 @@
 //! The dev server in-process: attestation, the header rule, streaming and rotation, faults,
 //! and socket handling.
 
+mod common;
+
+use common::my_uid;
+
 use std::time::{Duration, Instant};
 
 use spiffe_mtls::dev_server::{
@@ -81,13 +85,6 @@ fn assert_self_consistent(context: &X509Context) {
             .verify(svid.chain(), context.bundles(), UnixTime::now())
             .unwrap_or_else(|e| panic!("{} does not verify: {e}", svid.spiffe_id()));
     }
-}
-
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // the owner of a file this process creates is this process's uid
-    let file = tempfile::NamedTempFile::new().unwrap();
-    file.as_file().metadata().unwrap().uid()
 }
 
 #[tokio::test]

@@ -368,3 +368,64 @@ async fn a_verified_chain_is_refused_once_its_root_leaves_the_bundle() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_server_whose_svid_expired_presents_nothing() {
+    let authority = ca("example.org");
+    let now = std::time::SystemTime::now();
+    let expired = authority
+        .issue(
+            &SvidRequest::new(SERVER.parse().unwrap(), HOUR)
+                .valid_between(now - HOUR, now - Duration::from_secs(60)),
+        )
+        .unwrap();
+    let bundle = authority.bundle();
+    let pair = pair(
+        source(expired, std::slice::from_ref(&bundle)),
+        authorize::any(),
+        source(issue(&authority, CLIENT), &[bundle]),
+        id(SERVER),
+    );
+    let (server, client) = handshake(pair.server, pair.client).await;
+    assert!(server.is_err());
+    assert!(client.is_err());
+}
+
+#[tokio::test]
+async fn a_missing_svid_hint_fails_the_handshake() {
+    let authority = ca("example.org");
+    let bundle = authority.bundle();
+    let server = tls::server_config(
+        source(issue(&authority, SERVER), std::slice::from_ref(&bundle)),
+        authorize::any(),
+    )
+    .svid_hint("no-such-hint")
+    .build()
+    .unwrap();
+    let client = tls::client_config(source(issue(&authority, CLIENT), &[bundle]), id(SERVER))
+        .build()
+        .unwrap();
+    let (server, client) = handshake(Arc::new(server), Arc::new(client)).await;
+    assert!(server.is_err());
+    assert!(client.is_err());
+}
+
+#[tokio::test]
+async fn a_grpc_uri_needs_host_and_port() {
+    let authority = ca("example.org");
+    let config = tls::client_config(
+        source(issue(&authority, CLIENT), &[authority.bundle()]),
+        id(SERVER),
+    )
+    .build()
+    .unwrap();
+    for uri in ["https://localhost", "not a uri", "/path/only"] {
+        let error = spiffe_mtls::net::grpc_channel(uri, &config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, spiffe_mtls::net::GrpcChannelError::Uri(_)),
+            "{uri}: {error}"
+        );
+    }
+}

@@ -3,6 +3,10 @@
 //! presents the server SVID its source held while the handshake ran (so every handshake after
 //! a push presents the new certificate).
 
+mod common;
+
+use common::my_uid;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +22,6 @@ const SERVER: &str = "spiffe://example.org/load/server";
 const CLIENT: &str = "spiffe://example.org/load/client";
 const RUN: Duration = Duration::from_secs(5);
 const MAX_HANDSHAKES: usize = 50_000;
-
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    file.as_file().metadata().unwrap().uid()
-}
 
 fn config() -> DevServerConfig {
     let uid = my_uid();

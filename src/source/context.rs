@@ -147,20 +147,13 @@ impl TryFrom<&spiffe::X509Context> for X509Context {
             svids.push(ours);
         }
         let mut bundles = BundleSet::new();
-        for (trust_domain, bundle) in context.bundle_set().iter() {
-            let roots: Vec<CertificateDer<'static>> = bundle
+        for (trust_domain, theirs) in context.bundle_set().iter() {
+            let roots: Vec<CertificateDer<'static>> = theirs
                 .authorities()
                 .iter()
                 .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
                 .collect();
-            let name = trust_domain.to_string();
-            let trust_domain = bundle_trust_domain(&name)?;
-            bundles.insert(X509Bundle::new(trust_domain, roots).map_err(|error| {
-                ContextError::Bundle {
-                    trust_domain: name,
-                    error,
-                }
-            })?);
+            bundles.insert(bundle(trust_domain.as_ref(), roots)?);
         }
         Self::new(svids, bundles)
     }
@@ -189,13 +182,18 @@ fn bundle_trust_domain(key: &str) -> Result<TrustDomain, IdError> {
     }
 }
 
-fn bundle(key: &str, der: &[u8]) -> Result<X509Bundle, ContextError> {
+/// The bundle of the trust domain named by an update's `key`.
+fn bundle(key: &str, roots: Vec<CertificateDer<'static>>) -> Result<X509Bundle, ContextError> {
     let trust_domain = bundle_trust_domain(key)?;
-    let roots = split_certificates(der).map_err(ContextError::Der)?;
     X509Bundle::new(trust_domain, roots).map_err(|error| ContextError::Bundle {
         trust_domain: key.to_owned(),
         error,
     })
+}
+
+/// The bundle of `key` from concatenated DER roots.
+fn bundle_from_der(key: &str, der: &[u8]) -> Result<X509Bundle, ContextError> {
+    bundle(key, split_certificates(der).map_err(ContextError::Der)?)
 }
 
 impl TryFrom<X509svidResponse> for X509Context {
@@ -222,12 +220,12 @@ impl TryFrom<X509svidResponse> for X509Context {
             }
             let trust_domain = svid.spiffe_id().trust_domain().clone();
             if bundles.get(&trust_domain).is_none() {
-                bundles.insert(bundle(trust_domain.as_str(), &item.bundle)?);
+                bundles.insert(bundle_from_der(trust_domain.as_str(), &item.bundle)?);
             }
             svids.push(svid);
         }
         for (key, der) in &response.federated_bundles {
-            bundles.insert(bundle(key, der)?);
+            bundles.insert(bundle_from_der(key, der)?);
         }
         Self::new(svids, bundles)
     }

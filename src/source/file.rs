@@ -6,8 +6,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::cell::SourceCell;
 use super::{SourceError, Updates, X509Context, X509Source};
@@ -209,22 +207,17 @@ fn add_roots(
 
 /// The trust domain a CA certificate names in a `spiffe://` URI SAN, if any.
 fn named_trust_domain(cert: &CertificateDer<'_>) -> Result<Option<TrustDomain>, String> {
-    let (_, parsed) =
-        X509Certificate::from_der(cert).map_err(|e| format!("a root is not X.509: {e}"))?;
-    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+    let Some(uri) = crate::verify::first_spiffe_uri(cert).map_err(|e| format!("a root is {e}"))?
+    else {
         return Ok(None);
     };
-    for name in &san.value.general_names {
-        if let GeneralName::URI(uri) = name
-            && let Some(rest) = uri.strip_prefix("spiffe://")
-        {
-            let name = rest.split('/').next().unwrap_or_default();
-            return TrustDomain::new(name)
-                .map(Some)
-                .map_err(|e| format!("a root's URI SAN {uri}: {e}"));
-        }
-    }
-    Ok(None)
+    let name = uri["spiffe://".len()..]
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    TrustDomain::new(name)
+        .map(Some)
+        .map_err(|e| format!("a root's URI SAN {uri}: {e}"))
 }
 
 /// An [`X509Source`] over PEM files, reloaded when their content changes.

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -55,10 +53,5 @@ impl std::fmt::Display for PeerIdentity {
 
 /// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified.
 fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
-    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) => uri.parse().ok(),
-        _ => None,
-    })
+    crate::verify::first_spiffe_uri(leaf).ok()??.parse().ok()
 }

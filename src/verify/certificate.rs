@@ -148,3 +148,19 @@ impl<'a> ParsedCert<'a> {
         self.x509.subject().as_raw() == self.x509.issuer().as_raw()
     }
 }
+
+/// The first `spiffe://` URI SAN of a certificate, without other checks: for certificates
+/// already verified (a handshake's peer) or trusted by configuration (a bundle file's roots).
+///
+/// # Errors
+/// A message when the bytes are not an X.509 certificate.
+pub(crate) fn first_spiffe_uri(der: &[u8]) -> Result<Option<String>, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("not X.509: {e}"))?;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Ok(None);
+    };
+    Ok(san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+        _ => None,
+    }))
+}

@@ -30,7 +30,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 
 pub(crate) use anchor::Anchor;
-pub(crate) use certificate::ParsedCert;
+pub(crate) use certificate::{ParsedCert, first_spiffe_uri};
 
 /// Splits concatenated DER elements; the message says what is wrong.
 pub(crate) fn split_der_sequence(bytes: &[u8]) -> Result<Vec<&[u8]>, &'static str> {

@@ -228,3 +228,10 @@ pub fn pem(chain: &[CertificateDer<'_>]) -> String {
         })
         .collect()
 }
+
+/// This process's uid: the owner of a file it creates.
+pub fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().metadata().unwrap().uid()
+}
