@@ -13,6 +13,8 @@ mod cell;
 mod context;
 mod error;
 mod file;
+mod file_bundles;
+mod file_paths;
 mod static_source;
 mod workload;
 
@@ -21,7 +23,8 @@ use std::sync::Arc;
 pub use cell::Updates;
 pub use context::{ContextError, X509Context};
 pub use error::SourceError;
-pub use file::{FilePaths, FileSource};
+pub use file::{DEFAULT_POLL_INTERVAL, FileSource};
+pub use file_paths::{FilePaths, federated_bundle_file_name};
 pub use static_source::StaticSource;
 pub use workload::{WorkloadApiSource, WorkloadApiSourceBuilder};
 

@@ -1,15 +1,14 @@
 //! `spiffe-mtls fetch` and `spiffe-mtls watch`: read the Workload API like a workload does.
 
 use std::fmt::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use spiffe_mtls::X509Svid;
 use spiffe_mtls::source::X509Context;
 use spiffe_mtls::workload::proto::X509svidRequest;
 use spiffe_mtls::workload::{EndpointAddress, WorkloadError, connect, request};
-use spiffe_mtls::{X509Svid, pem_encode, pem_encode_certificates};
 
 /// Where the Workload API is: --socket, else SPIFFE_ENDPOINT_SOCKET.
 #[derive(clap::Args)]
@@ -33,7 +32,8 @@ impl SocketArg {
 pub struct FetchArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Write svid.N.pem, svid.N.key, bundle.N.pem and federated_bundle.N.M.pem here.
+    /// Write svid.N.pem, svid.N.key, bundle.N.pem and federated_bundle.N.td.<TRUST-DOMAIN>.pem
+    /// here (atomically; files of trust domains no longer federated are removed).
     #[arg(long, value_name = "DIR")]
     write: Option<PathBuf>,
     /// Give up after this long.
@@ -108,67 +108,6 @@ async fn next_context(
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
-}
-
-fn write_files(dir: &Path, context: &X509Context) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut written = Vec::new();
-    let mut put = |name: String, text: String, private: bool| -> Result<(), String> {
-        let path = dir.join(name);
-        let result = if private {
-            write_private(&path, &text)
-        } else {
-            std::fs::write(&path, text)
-        };
-        result.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        written.push(path);
-        Ok(())
-    };
-    for (i, svid) in context.svids().iter().enumerate() {
-        put(
-            format!("svid.{i}.pem"),
-            pem_encode_certificates(svid.chain()),
-            false,
-        )?;
-        put(
-            format!("svid.{i}.key"),
-            pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
-            true,
-        )?;
-        let own = svid.spiffe_id().trust_domain();
-        if let Some(bundle) = context.bundles().get(own) {
-            put(
-                format!("bundle.{i}.pem"),
-                pem_encode_certificates(bundle.roots()),
-                false,
-            )?;
-        }
-        let mut federated: Vec<_> = context
-            .bundles()
-            .iter()
-            .filter(|b| b.trust_domain() != own)
-            .collect();
-        federated.sort_by(|a, b| a.trust_domain().cmp(b.trust_domain()));
-        for (m, bundle) in federated.into_iter().enumerate() {
-            put(
-                format!("federated_bundle.{i}.{m}.pem"),
-                pem_encode_certificates(bundle.roots()),
-                false,
-            )?;
-        }
-    }
-    Ok(written)
-}
-
 /// `fetch`: prints the context, optionally writes it to files.
 pub fn fetch(args: &FetchArgs) -> ExitCode {
     crate::runtime(async move {
@@ -191,7 +130,11 @@ pub fn fetch(args: &FetchArgs) -> ExitCode {
         }
         println!("bundles: {}", trust_domains(&fetched));
         if let Some(dir) = &args.write {
-            for path in write_files(dir, &fetched)? {
+            let (written, removed) = crate::write_files::write_context(dir, &fetched)?;
+            for path in removed {
+                println!("removed {}", path.display());
+            }
+            for path in written {
                 println!("wrote {}", path.display());
             }
         }

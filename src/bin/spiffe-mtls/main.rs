@@ -13,6 +13,7 @@ mod demo;
 mod dev_server;
 mod fetch;
 mod verify;
+mod write_files;
 
 use std::future::Future;
 use std::process::ExitCode;
