@@ -4,15 +4,18 @@
 //! - `verify_authorize`: a leaf + one intermediate verified against the bundle, then
 //!   authorized by exact ID (what a server does per handshake);
 //! - `exact_id_lookup`: one exact-ID rule holding 1 and 100,000 IDs; the time must not grow
-//!   with the set (hash lookup, not a scan).
+//!   with the set (hash lookup, not a scan);
+//! - `hostile_extensions`: a leaf with 6,800 empty extensions (refused by size before
+//!   parsing), one with the most extensions allowed (64, verified), beside the plain leaf:
+//!   an unauthenticated peer must not buy more work than a normal handshake costs.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
 use spiffe_mtls::{BundleSet, SpiffeId, SvidVerifier, X509Bundle, authorize};
@@ -43,6 +46,11 @@ fn params(name: &str, ca: bool, uri: &str) -> CertificateParams {
 
 /// A root in a bundle set, and a leaf + intermediate chain below it (ECDSA P-256).
 fn chain_and_bundles() -> (Vec<CertificateDer<'static>>, BundleSet) {
+    chain_and_bundles_with(0)
+}
+
+/// As [`chain_and_bundles`], the leaf carrying `extra` empty non-critical extensions.
+fn chain_and_bundles_with(extra: u64) -> (Vec<CertificateDer<'static>>, BundleSet) {
     let root_params = params("root", true, "spiffe://example.org");
     let root_key = KeyPair::generate().expect("key");
     let root = root_params.self_signed(&root_key).expect("root");
@@ -52,7 +60,11 @@ fn chain_and_bundles() -> (Vec<CertificateDer<'static>>, BundleSet) {
         .signed_by(&int_key, &Issuer::from_params(&root_params, &root_key))
         .expect("intermediate");
     let leaf_key = KeyPair::generate().expect("key");
-    let leaf = params("leaf", false, ID)
+    let mut leaf_params = params("leaf", false, ID);
+    leaf_params.custom_extensions = (0..extra)
+        .map(|i| CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 2, i], vec![]))
+        .collect();
+    let leaf = leaf_params
         .signed_by(&leaf_key, &Issuer::from_params(&int_params, &int_key))
         .expect("leaf");
     let bundle =
@@ -99,5 +111,40 @@ fn exact_id_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify_authorize, exact_id_lookup);
+fn hostile_extensions(c: &mut Criterion) {
+    let verifier = SvidVerifier::new().expect("crypto provider");
+    let now = UnixTime::since_unix_epoch(Duration::from_secs(1_780_272_000)); // 2026-06-01
+    let mut group = c.benchmark_group("hostile_extensions");
+    let own = {
+        use x509_parser::prelude::FromDer;
+        let (chain, _) = chain_and_bundles();
+        let (_, leaf) =
+            x509_parser::certificate::X509Certificate::from_der(&chain[0]).expect("leaf");
+        leaf.extensions().len() as u64
+    };
+    let at_limit = spiffe_mtls::verify::MAX_EXTENSIONS as u64 - own;
+    for (name, extra, valid) in [
+        ("plain", 0, true),
+        ("64_extensions", at_limit, true),
+        ("6800_extensions", 6_800, false),
+    ] {
+        let (chain, bundles) = chain_and_bundles_with(extra);
+        assert_eq!(
+            verifier.verify(&chain, &bundles, now).is_ok(),
+            valid,
+            "{name}"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| verifier.verify(black_box(&chain), &bundles, now).is_ok())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    verify_authorize,
+    exact_id_lookup,
+    hostile_extensions
+);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use rcgen::{
     GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use spiffe_mtls::rustls::pki_types::CertificateDer;
-use spiffe_mtls::verify::{ErrorKind, Position};
+use spiffe_mtls::verify::{ErrorKind, MAX_CERTIFICATE_SIZE, MAX_EXTENSIONS, Position};
 use spiffe_mtls::{BundleSet, SvidVerifier, VerifiedSvid, VerifyError};
 use time::macros::datetime;
 
@@ -309,6 +309,110 @@ fn duplicate_extension() {
             oid: "2.5.29.15".into(),
         },
     );
+}
+
+/// `count` non-critical extensions with distinct OIDs and empty values.
+fn empty_extensions(count: u64) -> Vec<rcgen::CustomExtension> {
+    (0..count)
+        .map(|i| rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 2, i], vec![]))
+        .collect()
+}
+
+/// How many extensions the profile leaf of these tests carries by itself.
+fn profile_extensions() -> usize {
+    use x509_parser::prelude::FromDer;
+    let leaf = Ca::root("example.org").leaf(ID);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf.chain[0]).unwrap();
+    cert.extensions().len()
+}
+
+#[test]
+fn good_leaf_with_extensions_up_to_the_limit() {
+    let extra = (MAX_EXTENSIONS - profile_extensions()) as u64;
+    leaf_result(|p| p.custom_extensions = empty_extensions(extra)).expect("at the limit");
+}
+
+#[test]
+fn too_many_extensions() {
+    let extra = (MAX_EXTENSIONS + 1 - profile_extensions()) as u64;
+    assert_rejected(
+        leaf_result(|p| p.custom_extensions = empty_extensions(extra)),
+        VerifyError::TooManyExtensions {
+            position: Position::Leaf,
+            count: MAX_EXTENSIONS + 1,
+            max: MAX_EXTENSIONS,
+        },
+    );
+}
+
+#[test]
+fn duplicate_extension_after_many_others() {
+    assert_rejected(
+        leaf_result(|p| {
+            p.custom_extensions = empty_extensions(40);
+            p.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 55555, 2, 7],
+                    vec![],
+                ));
+        }),
+        VerifyError::DuplicateExtension {
+            position: Position::Leaf,
+            oid: "1.3.6.1.4.1.55555.2.7".into(),
+        },
+    );
+}
+
+/// The review's certificate: 6,800 empty extensions, refused before any of them is parsed.
+#[test]
+fn certificate_too_large() {
+    let result = leaf_result(|p| p.custom_extensions = empty_extensions(6_800));
+    match result {
+        Err(VerifyError::CertificateTooLarge {
+            position: Position::Leaf,
+            size,
+            max: MAX_CERTIFICATE_SIZE,
+        }) => assert!(size > MAX_CERTIFICATE_SIZE),
+        other => panic!("expected CertificateTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn good_certificate_at_the_size_limit() {
+    // One extension whose value pads the leaf to exactly the limit; ECDSA signatures vary by a
+    // byte or two, so the padding is adjusted until the size is exact.
+    let root = Ca::root("example.org");
+    let sign = |pad: usize| {
+        root.leaf_with(ID, |p| {
+            p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 55555, 3],
+                vec![0; pad],
+            )];
+        })
+    };
+    let mut pad = MAX_CERTIFICATE_SIZE - 1000;
+    let leaf = (0..20)
+        .find_map(|_| {
+            let leaf = sign(pad);
+            let size = leaf.chain[0].len();
+            if size == MAX_CERTIFICATE_SIZE {
+                return Some(leaf);
+            }
+            pad = pad + MAX_CERTIFICATE_SIZE
+                - size.min(MAX_CERTIFICATE_SIZE)
+                - size.saturating_sub(MAX_CERTIFICATE_SIZE);
+            None
+        })
+        .expect("a leaf of exactly the limit");
+    verify(&leaf.chain, &bundles([root.bundle("example.org")])).expect("at the limit");
+    let larger = (0..20)
+        .map(|_| sign(pad + 1))
+        .find(|leaf| leaf.chain[0].len() == MAX_CERTIFICATE_SIZE + 1)
+        .expect("a leaf one byte over the limit");
+    assert!(matches!(
+        verify(&larger.chain, &bundles([root.bundle("example.org")])),
+        Err(VerifyError::CertificateTooLarge { size, .. }) if size == MAX_CERTIFICATE_SIZE + 1
+    ));
 }
 
 #[test]

@@ -12,6 +12,13 @@ use x509_parser::prelude::FromDer;
 use super::der::SignedCertificate;
 use super::error::{Position, VerifyError};
 
+/// The largest certificate a presented chain may hold, in bytes. X.509-SVIDs are about 1 KiB;
+/// a larger one is refused before it is parsed.
+pub const MAX_CERTIFICATE_SIZE: usize = 16 * 1024;
+
+/// The most extensions a presented certificate may carry (an SVID has about six).
+pub const MAX_EXTENSIONS: usize = 64;
+
 /// A parsed certificate of the chain under verification.
 pub(crate) struct ParsedCert<'a> {
     pub(crate) x509: X509Certificate<'a>,
@@ -38,6 +45,15 @@ impl<'a> ParsedCert<'a> {
     /// the subject is empty.
     pub(crate) fn parse(der: &'a [u8], position: Position) -> Result<Self, VerifyError> {
         let malformed = |reason: String| VerifyError::Malformed { position, reason };
+        // Checked before any parsing: the work below is linear in the size, and a peer that
+        // has not yet proved anything chooses the size.
+        if der.len() > MAX_CERTIFICATE_SIZE {
+            return Err(VerifyError::CertificateTooLarge {
+                position,
+                size: der.len(),
+                max: MAX_CERTIFICATE_SIZE,
+            });
+        }
         let (rest, x509) =
             X509Certificate::from_der(der).map_err(|e| malformed(format!("not X.509: {e}")))?;
         if !rest.is_empty() {
@@ -77,9 +93,19 @@ impl<'a> ParsedCert<'a> {
     fn check_extensions(&self) -> Result<(), VerifyError> {
         let position = self.position;
         let extensions = self.x509.extensions();
-        for (i, ext) in extensions.iter().enumerate() {
+        if extensions.len() > MAX_EXTENSIONS {
+            return Err(VerifyError::TooManyExtensions {
+                position,
+                count: extensions.len(),
+                max: MAX_EXTENSIONS,
+            });
+        }
+        // One pass with a hash set: comparing each extension with all earlier ones was
+        // quadratic in a count the peer chooses.
+        let mut seen = std::collections::HashSet::with_capacity(extensions.len());
+        for ext in extensions {
             let oid = || ext.oid.to_id_string();
-            if extensions[..i].iter().any(|earlier| earlier.oid == ext.oid) {
+            if !seen.insert(ext.oid.as_bytes()) {
                 return Err(VerifyError::DuplicateExtension {
                     position,
                     oid: oid(),

@@ -70,6 +70,26 @@ pub enum VerifyError {
         /// The limit.
         max: usize,
     },
+    /// A certificate larger than [`MAX_CERTIFICATE_SIZE`](super::MAX_CERTIFICATE_SIZE) bytes.
+    #[error("{position} is {size} bytes, more than the limit of {max}")]
+    CertificateTooLarge {
+        /// Which certificate.
+        position: Position,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A certificate with more than [`MAX_EXTENSIONS`](super::MAX_EXTENSIONS) extensions.
+    #[error("{position} has {count} extensions, more than the limit of {max}")]
+    TooManyExtensions {
+        /// Which certificate.
+        position: Position,
+        /// Extensions found.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The bytes are not a DER X.509 certificate.
     #[error("{position} is malformed: {reason}")]
     Malformed {

@@ -30,6 +30,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 
 pub(crate) use anchor::Anchor;
+pub use certificate::{MAX_CERTIFICATE_SIZE, MAX_EXTENSIONS};
 pub(crate) use certificate::{ParsedCert, first_spiffe_uri};
 
 /// Splits concatenated DER elements; the message says what is wrong.
