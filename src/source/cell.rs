@@ -70,7 +70,23 @@ impl SourceCell {
         if now <= state.earliest_expiry {
             return Ok(Arc::clone(&state.context));
         }
-        state.context.unexpired_at(now).map(Arc::new)
+        self.drop_expired(&state, now)
+    }
+
+    /// Leaves the SVIDs expired at `now` out of the current context, once: the filtered
+    /// context replaces the state it came from, so later reads are pointer loads again (and
+    /// the verification cache, keyed by context, keeps its entries). A state replaced
+    /// meanwhile by a publish is left alone. Subscribers are not woken: an expiry is not new
+    /// material.
+    fn drop_expired(
+        &self,
+        state: &Arc<State>,
+        now: SystemTime,
+    ) -> Result<Arc<X509Context>, SourceError> {
+        let context = Arc::new(state.context.unexpired_at(now)?);
+        let filtered = Arc::new(State::new(Arc::clone(&context), None));
+        let _ = self.state.compare_and_swap(state, filtered);
+        Ok(context)
     }
 
     /// The context now.
@@ -137,5 +153,55 @@ impl Updates {
     /// The generation last seen.
     pub fn generation(&self) -> u64 {
         *self.receiver.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dev_server::{DevCa, SvidRequest};
+
+    fn svid(ca: &DevCa, id: &str, lifetime: Duration) -> crate::X509Svid {
+        ca.issue(&SvidRequest::new(id.parse().unwrap(), lifetime))
+            .unwrap()
+    }
+
+    #[test]
+    fn expired_svids_are_filtered_once_not_per_read() {
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let long = svid(&ca, "spiffe://example.org/a", Duration::from_secs(3000));
+        let short = svid(&ca, "spiffe://example.org/b", Duration::from_secs(60)).with_hint("short");
+        let short_expiry = short.expires_at();
+        let context = X509Context::new(vec![long, short], [ca.bundle()].into_iter().collect());
+        let cell = SourceCell::new(context.unwrap());
+        let before = cell.read_at(short_expiry).unwrap();
+        assert_eq!(before.svids().len(), 2);
+
+        let later = short_expiry + Duration::from_secs(1);
+        let first = cell.read_at(later).unwrap();
+        assert_eq!(first.svids().len(), 1);
+        assert!(first.svid_by_hint("short").is_none());
+        let second = cell.read_at(later).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "the filtered context is kept");
+        assert!(!Arc::ptr_eq(&before, &first));
+        assert_eq!(cell.updates().generation(), 0, "no one is woken");
+    }
+
+    #[test]
+    fn an_expired_default_svid_fails_closed_on_every_read() {
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let default = svid(&ca, "spiffe://example.org/a", Duration::from_secs(60));
+        let expiry = default.expires_at();
+        let context = X509Context::new(vec![default], [ca.bundle()].into_iter().collect());
+        let cell = SourceCell::new(context.unwrap());
+        for _ in 0..2 {
+            assert!(matches!(
+                cell.read_at(expiry + Duration::from_secs(1)),
+                Err(SourceError::Expired { .. })
+            ));
+        }
+        assert!(cell.read_at(expiry).is_ok());
     }
 }
