@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use super::SourceError;
+use super::limits::{UpdateLimits, UpdateShape};
 
 use crate::bundle::{BundleError, BundleSet, X509Bundle};
 use crate::spiffe_id::{IdError, TrustDomain};
@@ -54,6 +55,16 @@ pub enum ContextError {
     /// Concatenated DER does not split into certificates.
     #[error("{0}")]
     Der(String),
+    /// The update is past one of its [`UpdateLimits`].
+    #[error("{count} {what}, more than the limit of {max}")]
+    LimitExceeded {
+        /// What was counted.
+        what: &'static str,
+        /// How many the update holds.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// A workload's SVIDs (the first is the default) and its trusted bundles.
@@ -129,8 +140,46 @@ impl X509Context {
 impl TryFrom<&spiffe::X509Context> for X509Context {
     type Error = ContextError;
 
-    /// Re-checks a context the `spiffe` crate accepted against this crate's stricter rules.
+    /// As [`X509Context::from_spiffe`] with the default [`UpdateLimits`].
     fn try_from(context: &spiffe::X509Context) -> Result<Self, ContextError> {
+        Self::from_spiffe(context, &UpdateLimits::default())
+    }
+}
+
+impl X509Context {
+    /// Re-checks a context the `spiffe` crate accepted against this crate's stricter rules,
+    /// within `limits`.
+    ///
+    /// # Errors
+    /// [`ContextError::LimitExceeded`] before anything is parsed when the context is past a
+    /// limit; else the first SVID or bundle that breaks a rule.
+    pub fn from_spiffe(
+        context: &spiffe::X509Context,
+        limits: &UpdateLimits,
+    ) -> Result<Self, ContextError> {
+        let mut shape = UpdateShape {
+            svids: context.svids().len(),
+            bundles: context.bundle_set().len(),
+            ..UpdateShape::default()
+        };
+        for svid in context.svids() {
+            shape.chain_lengths.push(svid.cert_chain().len());
+            shape.bytes += svid.private_key().as_bytes().len();
+            shape.bytes += svid
+                .cert_chain()
+                .iter()
+                .map(|cert| cert.as_bytes().len())
+                .sum::<usize>();
+        }
+        for (_, bundle) in context.bundle_set().iter() {
+            shape.bundle_roots.push(bundle.authorities().len());
+            shape.bytes += bundle
+                .authorities()
+                .iter()
+                .map(|cert| cert.as_bytes().len())
+                .sum::<usize>();
+        }
+        limits.check_update(&shape)?;
         let mut svids = Vec::with_capacity(context.svids().len());
         for (index, svid) in context.svids().iter().enumerate() {
             let chain = svid
@@ -191,41 +240,77 @@ fn bundle(key: &str, roots: Vec<CertificateDer<'static>>) -> Result<X509Bundle, 
     })
 }
 
-/// The bundle of `key` from concatenated DER roots.
-fn bundle_from_der(key: &str, der: &[u8]) -> Result<X509Bundle, ContextError> {
-    bundle(key, split_certificates(der).map_err(ContextError::Der)?)
-}
-
 impl TryFrom<X509svidResponse> for X509Context {
     type Error = ContextError;
 
-    /// Checks every SVID (profile, key, stated ID) and every bundle of an update.
+    /// As [`X509Context::from_response`] with the default [`UpdateLimits`].
     fn try_from(response: X509svidResponse) -> Result<Self, ContextError> {
-        let mut bundles = BundleSet::new();
-        let mut svids = Vec::with_capacity(response.svids.len());
-        for (index, item) in response.svids.into_iter().enumerate() {
+        Self::from_response(response, &UpdateLimits::default())
+    }
+}
+
+impl X509Context {
+    /// Checks every SVID (profile, key, stated ID) and every bundle of a Workload API update,
+    /// within `limits`.
+    ///
+    /// # Errors
+    /// [`ContextError::LimitExceeded`] before any certificate is parsed when the update is
+    /// past a limit; else the first SVID or bundle that breaks a rule.
+    pub fn from_response(
+        response: X509svidResponse,
+        limits: &UpdateLimits,
+    ) -> Result<Self, ContextError> {
+        let mut shape = UpdateShape {
+            svids: response.svids.len(),
+            bundles: response.federated_bundles.len(),
+            ..UpdateShape::default()
+        };
+        UpdateLimits::check("SVIDs in the update", shape.svids, limits.max_svids)?;
+        UpdateLimits::check("bundles in the update", shape.bundles, limits.max_bundles)?;
+        let mut chains = Vec::with_capacity(response.svids.len());
+        for item in &response.svids {
+            shape.bytes += item.x509_svid.len() + item.x509_svid_key.len() + item.bundle.len();
+            UpdateLimits::check("bytes in the update", shape.bytes, limits.max_message_bytes)?;
             let chain = split_certificates(&item.x509_svid).map_err(ContextError::Der)?;
-            let key = PrivatePkcs8KeyDer::from(item.x509_svid_key).into();
+            shape.chain_lengths.push(chain.len());
+            chains.push(chain);
+        }
+        let mut federated = Vec::with_capacity(response.federated_bundles.len());
+        for (key, der) in &response.federated_bundles {
+            shape.bytes += der.len();
+            UpdateLimits::check("bytes in the update", shape.bytes, limits.max_message_bytes)?;
+            let roots = split_certificates(der).map_err(ContextError::Der)?;
+            shape.bundle_roots.push(roots.len());
+            federated.push((key.as_str(), roots));
+        }
+        limits.check_update(&shape)?;
+
+        let mut bundles = BundleSet::new();
+        let mut svids = Vec::with_capacity(chains.len());
+        for (index, (item, chain)) in response.svids.iter().zip(chains).enumerate() {
+            let key = PrivatePkcs8KeyDer::from(item.x509_svid_key.clone()).into();
             let mut svid = X509Svid::from_der(chain, key)
                 .map_err(|error| ContextError::Svid { index, error })?;
             if svid.spiffe_id().to_string() != item.spiffe_id {
                 return Err(ContextError::IdMismatch {
                     index,
-                    stated: item.spiffe_id,
+                    stated: item.spiffe_id.clone(),
                     actual: svid.spiffe_id().to_string(),
                 });
             }
             if !item.hint.is_empty() {
-                svid = svid.with_hint(item.hint);
+                svid = svid.with_hint(item.hint.clone());
             }
             let trust_domain = svid.spiffe_id().trust_domain().clone();
             if bundles.get(&trust_domain).is_none() {
-                bundles.insert(bundle_from_der(trust_domain.as_str(), &item.bundle)?);
+                let roots = split_certificates(&item.bundle).map_err(ContextError::Der)?;
+                UpdateLimits::check("roots in a bundle", roots.len(), limits.max_bundle_roots)?;
+                bundles.insert(bundle(trust_domain.as_str(), roots)?);
             }
             svids.push(svid);
         }
-        for (key, der) in &response.federated_bundles {
-            bundles.insert(bundle_from_der(key, der)?);
+        for (key, roots) in federated {
+            bundles.insert(bundle(key, roots)?);
         }
         Self::new(svids, bundles)
     }

@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod file_bundles;
 mod file_paths;
+mod limits;
 mod static_source;
 mod workload;
 
@@ -25,6 +26,7 @@ pub use context::{ContextError, X509Context};
 pub use error::SourceError;
 pub use file::{DEFAULT_POLL_INTERVAL, FileSource};
 pub use file_paths::{FilePaths, federated_bundle_file_name};
+pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, UpdateLimits};
 pub use static_source::StaticSource;
 pub use workload::{WorkloadApiSource, WorkloadApiSourceBuilder};
 

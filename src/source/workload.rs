@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::cell::SourceCell;
-use super::{SourceError, Updates, X509Context, X509Source};
+use super::{SourceError, UpdateLimits, Updates, X509Context, X509Source};
 use crate::workload::proto::X509svidRequest;
 use crate::workload::{EndpointAddress, WorkloadError, connect, request};
 
@@ -26,6 +26,7 @@ pub struct WorkloadApiSourceBuilder {
     address: Option<EndpointAddress>,
     timeout: Duration,
     max_backoff: Duration,
+    limits: UpdateLimits,
 }
 
 impl Default for WorkloadApiSourceBuilder {
@@ -34,6 +35,7 @@ impl Default for WorkloadApiSourceBuilder {
             address: None,
             timeout: DEFAULT_START_TIMEOUT,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            limits: UpdateLimits::default(),
         }
     }
 }
@@ -60,6 +62,14 @@ impl WorkloadApiSourceBuilder {
         self
     }
 
+    /// Bounds on each update (default [`UpdateLimits::default`]); an update past them is
+    /// dropped with a logged reason and the last good context stays.
+    #[must_use]
+    pub fn limits(mut self, limits: UpdateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Connects and waits for the first update that passes this crate's checks.
     ///
     /// # Errors
@@ -76,6 +86,7 @@ impl WorkloadApiSourceBuilder {
             .endpoint(address.to_string())
             .reconnect_backoff(MIN_BACKOFF, self.max_backoff)
             .initial_sync_timeout(self.timeout)
+            .resource_limits(self.limits.for_spiffe_crate())
             .build()
             .await;
         let inner = match inner {
@@ -84,7 +95,7 @@ impl WorkloadApiSourceBuilder {
         };
         let mut updates = inner.updated();
         let first = loop {
-            let converted = current(&inner);
+            let converted = current(&inner, &self.limits);
             match converted {
                 Ok(context) => break context,
                 Err(error) => {
@@ -97,7 +108,12 @@ impl WorkloadApiSourceBuilder {
             }
         };
         let cell = Arc::new(SourceCell::new(first));
-        let task = tokio::spawn(follow(inner.clone(), updates, Arc::clone(&cell)));
+        let task = tokio::spawn(follow(
+            inner.clone(),
+            updates,
+            Arc::clone(&cell),
+            self.limits,
+        ));
         Ok(WorkloadApiSource {
             cell,
             inner,
@@ -179,7 +195,7 @@ impl X509Source for WorkloadApiSource {
 }
 
 /// The `spiffe` source's current context, checked by this crate.
-fn current(inner: &spiffe::X509Source) -> Result<X509Context, SourceError> {
+fn current(inner: &spiffe::X509Source, limits: &UpdateLimits) -> Result<X509Context, SourceError> {
     let state = inner.state();
     if let Some(reason) = state.withdrawal() {
         return Err(SourceError::Withdrawn(reason.to_string()));
@@ -187,7 +203,7 @@ fn current(inner: &spiffe::X509Source) -> Result<X509Context, SourceError> {
     let context = state
         .context()
         .map_err(|e| SourceError::Invalid(e.to_string()))?;
-    Ok(X509Context::try_from(context.as_ref())?)
+    Ok(X509Context::from_spiffe(context.as_ref(), limits)?)
 }
 
 /// Mirrors every change of the `spiffe` source into the cell, until it closes.
@@ -195,9 +211,10 @@ async fn follow(
     inner: spiffe::X509Source,
     mut updates: spiffe::x509_source::X509SourceUpdates,
     cell: Arc<SourceCell>,
+    limits: UpdateLimits,
 ) {
     while updates.changed().await.is_ok() {
-        match current(&inner) {
+        match current(&inner, &limits) {
             Ok(context) => cell.publish(context),
             Err(SourceError::Withdrawn(reason)) => {
                 tracing::warn!(%reason, "the Workload API withdrew the identity");

@@ -10,6 +10,9 @@ use super::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 /// The gRPC metadata key every Workload API call must carry with the value `true`.
 pub const WORKLOAD_HEADER: &str = "workload.spiffe.io";
 
+/// The largest Workload API message the client decodes (tonic's default, made explicit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Why the Workload API could not be reached or answered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -65,7 +68,7 @@ pub async fn connect(
                 .map_err(|e| fail(&source_chain(&e)))?
         }
     };
-    Ok(SpiffeWorkloadApiClient::new(channel))
+    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// A request with the `workload.spiffe.io: true` metadata.

@@ -7,7 +7,7 @@ mod address;
 mod client;
 
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
-pub use client::{WORKLOAD_HEADER, WorkloadError, connect, request};
+pub use client::{MAX_MESSAGE_BYTES, WORKLOAD_HEADER, WorkloadError, connect, request};
 
 /// The generated messages, client and server of the `SpiffeWorkloadAPI` service.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
