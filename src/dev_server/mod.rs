@@ -28,11 +28,19 @@ mod attest;
 mod authority;
 mod ca;
 mod config;
+mod connection;
+mod hpack;
 mod issuer;
+mod peer;
+mod procfs;
 mod server;
 mod service;
+mod socket;
 
 pub use attest::{Caller, Selector};
+#[doc(hidden)]
+pub use authority::rewrite_client_bytes;
 pub use ca::{DevCa, DevCaError, SvidRequest};
 pub use config::{ConfigError, DEFAULT_SVID_TTL, DevServerConfig, Entry, parse_duration};
 pub use server::{DevServer, DevServerError, DevServerOptions};
+pub use socket::{DEFAULT_SOCKET_NAME, SocketDirError, default_socket_dir, ensure_private_dir};
