@@ -313,4 +313,30 @@ mod tests {
             (b"workload.spiffe.io".to_vec(), b"true".to_vec())
         );
     }
+
+    /// Why the walk exists: the decoder alone panics on the one-byte block, and lets a client
+    /// grow the table to a megabyte and expand one entry many times.
+    #[test]
+    fn the_plain_decoder_is_what_the_caps_protect_against() {
+        let panicked = std::panic::catch_unwind(|| {
+            let _ = fluke_hpack::Decoder::new().decode(&[0x3f]);
+        });
+        assert!(panicked.is_err(), "fluke-hpack no longer panics on 0x3f");
+        // a size update to 2 MiB
+        let mut block = fluke_hpack::encoder::encode_integer(2 << 20, 5);
+        block[0] |= 0x20;
+        block.extend(indexed_literal(b"x", &vec![b'a'; 1 << 20]));
+        block.extend(references(20));
+        let expanded: usize = fluke_hpack::Decoder::new()
+            .decode(&block)
+            .unwrap()
+            .iter()
+            .map(|(_, value)| value.len())
+            .sum();
+        assert_eq!(expanded, 21 << 20, "a 1 MiB block expands to 21 MiB");
+        assert_eq!(
+            BoundedDecoder::new().decode(&block),
+            Err(HpackError::TableSizeTooLarge(2 << 20))
+        );
+    }
 }
