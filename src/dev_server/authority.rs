@@ -257,8 +257,7 @@ impl ClientRewriter {
     }
 }
 
-/// For fuzzing: runs the shim's client-to-server rewriting over a whole byte stream (preface
-/// included).
+/// For fuzzing: runs the shim's client-to-server rewriting over a whole byte stream (preface included).
 ///
 /// It feeds `input` to the same state machine that each live Unix connection goes through and
 /// returns what the server would receive.

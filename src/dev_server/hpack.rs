@@ -149,6 +149,9 @@ pub(crate) fn check_structure(block: &[u8]) -> Result<(), HpackError> {
     Ok(())
 }
 
+/// A decoded header field: name and value.
+pub(crate) type Field = (Vec<u8>, Vec<u8>);
+
 /// The decoder of one connection's client header blocks; its dynamic table lives as long as
 /// the connection. After an error its state is undefined: the connection must close.
 pub(crate) struct BoundedDecoder {
@@ -168,7 +171,7 @@ impl BoundedDecoder {
     ///
     /// # Errors
     /// [`HpackError`] when the block is malformed or over a cap.
-    pub(crate) fn decode(&mut self, block: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HpackError> {
+    pub(crate) fn decode(&mut self, block: &[u8]) -> Result<Vec<Field>, HpackError> {
         check_structure(block)?;
         let mut fields = Vec::new();
         let mut size = 0usize;
