@@ -630,4 +630,58 @@ mod tests {
         input.extend(frame(HEADERS, END_HEADERS | PRIORITY, 1, &[0, 0]));
         assert!(matches!(refusal(&input), RewriteError::MalformedHeaders(1)));
     }
+
+    /// A small, bounded, deterministic stand-in for the fuzz target: mutated valid streams never
+    /// panic, and whatever is accepted is a stream of whole frames.
+    #[test]
+    fn mutated_streams_never_panic() {
+        let mut seeds = vec![
+            request_with_authority(b"tmp%2Fagent.sock", 0, b""),
+            request_with_authority(b"%2Fa.sock", PADDED | PRIORITY, &[2, 0, 0, 0, 3, 15, 0, 0]),
+        ];
+        let mut with_table = preface();
+        with_table.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0x3f, 0xe1, 0x1f, 0x40, 1, b'x', 1, b'y'],
+        ));
+        with_table.extend(frame(HEADERS, 0, 3, &[0xbe, 0xbe]));
+        with_table.extend(frame(CONTINUATION, END_HEADERS, 3, &[0x82]));
+        seeds.push(with_table);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].clone();
+            for _ in 0..=(random() % 4) {
+                let at = (random() as usize) % input.len();
+                match random() % 3 {
+                    0 => input[at] = random() as u8,
+                    1 => input.truncate(at.max(1)),
+                    _ => input.insert(at, random() as u8),
+                }
+            }
+            if let Ok(out) = rewrite_client_bytes(&input) {
+                accepted += 1;
+                let mut at = PREFACE.len();
+                while at < out.len() {
+                    let len = usize::from(out[at]) << 16
+                        | usize::from(out[at + 1]) << 8
+                        | usize::from(out[at + 2]);
+                    at += FRAME_HEADER_LEN + len;
+                }
+                assert_eq!(at, out.len(), "round {round}");
+            }
+        }
+        assert!(
+            accepted > 100,
+            "the mutations still reach the rewriting: {accepted}"
+        );
+    }
 }
