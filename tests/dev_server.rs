@@ -88,7 +88,7 @@ fn assert_self_consistent(context: &X509Context) {
 }
 
 #[tokio::test]
-async fn one_identity_for_any_caller() {
+async fn one_identity_for_the_servers_user() {
     let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     let context = next(&mut stream).await;
@@ -219,11 +219,11 @@ async fn losing_the_identity_ends_the_stream_with_permission_denied() {
     let (_dir, server) = start_one().await;
     let mut stream = open_stream(&server).await.unwrap();
     next(&mut stream).await;
-    let nobody = Entry::for_anyone(
+    let nobody = Entry::new(
         "spiffe://example.org/x".parse().unwrap(),
+        Selector::Uid(my_uid() + 1),
         Duration::from_secs(60),
-    )
-    .with_selectors([Selector::Uid(my_uid() + 1)]);
+    );
     server.replace_entries(vec![nobody]).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await

@@ -185,8 +185,11 @@ async fn a_permission_denied_period_withdraws_then_recovers() {
     let server = start_at(&address, Duration::from_secs(3600)).await;
     let source = source_for(&address).await;
     // The workload's registration goes away: the stream ends with PermissionDenied.
-    let nobody = Entry::for_anyone(ID.parse().unwrap(), Duration::from_secs(3600))
-        .with_selectors([Selector::Uid(u32::MAX - 1)]);
+    let nobody = Entry::new(
+        ID.parse().unwrap(),
+        Selector::Uid(u32::MAX - 1),
+        Duration::from_secs(3600),
+    );
     server.replace_entries(vec![nobody]).await.unwrap();
     wait_until(&source, Duration::from_secs(5), |c| {
         matches!(c, Err(SourceError::Withdrawn(_)))
@@ -197,10 +200,7 @@ async fn a_permission_denied_period_withdraws_then_recovers() {
     // The registration comes back, after two more refused calls.
     server.fail_next_calls(Code::PermissionDenied, 2);
     server
-        .replace_entries(vec![Entry::for_anyone(
-            ID.parse().unwrap(),
-            Duration::from_secs(3600),
-        )])
+        .replace_entries(one_identity(Duration::from_secs(3600)).entries)
         .await
         .unwrap();
     wait_until(&source, Duration::from_secs(10), Result::is_ok).await;

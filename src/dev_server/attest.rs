@@ -1,11 +1,14 @@
 //! Workload attestation by the caller's socket credentials (SO_PEERCRED), as SPIRE's `unix`
-//! workload attestor does: selectors `unix:uid:N`, `unix:gid:N` and `unix:path:/abs/exe`.
+//! workload attestor does: selectors `unix:uid:N`, `unix:gid:N` and `unix:path:/abs/exe`,
+//! taken from the connection's [`Peer`] record (bound to the connection at accept time; see
+//! `peer` for what is re-checked at each call, and the race that remains). A loopback TCP
+//! caller has only `unix:uid:N`; any other TCP caller has nothing and matches no entry.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use tokio::net::unix::UCred;
+use super::peer::{BindingError, Peer};
 
 /// A selector of a registration entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,21 +66,32 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller known by nothing (a TCP connection): only entries without selectors match.
+    /// A caller known by nothing (a TCP peer not on loopback): it matches no entry.
     pub fn anonymous() -> Self {
         Self::default()
     }
 
-    /// The selectors of a Unix socket peer; the executable from `/proc/<pid>/exe`.
-    pub fn from_credentials(cred: &UCred) -> Self {
-        let mut selectors = vec![Selector::Uid(cred.uid()), Selector::Gid(cred.gid())];
-        if let Some(exe) = cred
-            .pid()
-            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
-        {
-            selectors.push(Selector::Path(exe));
-        }
-        Self { selectors }
+    /// The selectors of a connection's peer, as recorded when the connection was accepted
+    /// (see [`Peer`]): uid, gid and the executable for a Unix socket peer, the socket owner's
+    /// uid for a loopback TCP peer. Checks first that the process that connected is still the
+    /// one there.
+    ///
+    /// # Errors
+    /// [`BindingError`] when it exited, its pid was reused, or it runs another executable.
+    pub(crate) fn attest(peer: &Peer) -> Result<Self, BindingError> {
+        peer.check()?;
+        let selectors = match peer {
+            Peer::Unix { uid, gid, process } => {
+                let mut selectors = vec![Selector::Uid(*uid), Selector::Gid(*gid)];
+                if let Some(exe) = process.as_ref().and_then(|p| p.exe.as_ref()) {
+                    selectors.push(Selector::Path(exe.path.clone()));
+                }
+                selectors
+            }
+            Peer::Tcp { uid: Some(uid), .. } => vec![Selector::Uid(*uid)],
+            Peer::Tcp { uid: None, .. } | Peer::Unknown => Vec::new(),
+        };
+        Ok(Self { selectors })
     }
 
     /// A caller with exactly these selectors (for tests).
@@ -90,9 +104,9 @@ impl Caller {
         &self.selectors
     }
 
-    /// Whether the caller has every one of `required`.
+    /// Whether the caller has every one of `required`; an empty `required` matches nobody.
     pub fn matches(&self, required: &[Selector]) -> bool {
-        required.iter().all(|s| self.selectors.contains(s))
+        !required.is_empty() && required.iter().all(|s| self.selectors.contains(s))
     }
 }
 
@@ -130,7 +144,30 @@ mod tests {
         assert!(caller.matches(&[Selector::Uid(1)]));
         assert!(caller.matches(&[Selector::Uid(1), Selector::Gid(2)]));
         assert!(!caller.matches(&[Selector::Uid(1), Selector::Gid(3)]));
-        assert!(caller.matches(&[]));
+        assert!(!caller.matches(&[]), "no selector matches nobody");
         assert!(!Caller::anonymous().matches(&[Selector::Uid(1)]));
+    }
+
+    #[test]
+    fn selectors_of_peers() {
+        let tcp = |uid| Peer::Tcp {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            uid,
+        };
+        assert_eq!(
+            Caller::attest(&tcp(Some(7))).unwrap().selectors(),
+            [Selector::Uid(7)]
+        );
+        assert_eq!(Caller::attest(&tcp(None)).unwrap(), Caller::anonymous());
+        assert_eq!(Caller::attest(&Peer::Unknown).unwrap(), Caller::anonymous());
+        let unix = Peer::Unix {
+            uid: 1,
+            gid: 2,
+            process: None,
+        };
+        assert_eq!(
+            Caller::attest(&unix).unwrap().selectors(),
+            [Selector::Uid(1), Selector::Gid(2)]
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The development server's registration entries: from a TOML file, or one identity for any
-//! caller.
+//! The development server's registration entries: from a TOML file, or one identity for the
+//! callers running as the server's own user.
 //!
 //! ```toml
 //! trust_domain = "example.org"
@@ -11,6 +11,10 @@
 //! hint = "server"                 # optional
 //! ttl = "10m"                     # optional
 //! ```
+//!
+//! Every entry needs at least one selector: an entry without any would give its identity to
+//! every caller, and is refused wherever entries come in (the file, the builder, the handle's
+//! `replace_entries`, the server's start).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -23,6 +27,10 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// The default SVID lifetime.
 pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);
+
+/// Why an entry without selectors is refused.
+const NO_SELECTOR: &str =
+    "an entry needs at least one selector (without one it would match every caller)";
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +70,7 @@ pub enum ConfigError {
 pub struct Entry {
     /// The SVID's SPIFFE ID.
     pub spiffe_id: SpiffeId,
-    /// All must match the caller; none matches any caller.
+    /// All must match the caller; at least one is required.
     pub selectors: Vec<Selector>,
     /// DNS SANs of the SVID.
     pub dns_names: Vec<String>,
@@ -73,11 +81,26 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An entry for `spiffe_id` with no selector: it matches any caller.
-    pub fn for_anyone(spiffe_id: SpiffeId, ttl: Duration) -> Self {
+    /// An entry giving `spiffe_id` to the callers that have `selector` (add more with
+    /// [`Entry::with_selectors`]; all must match).
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::dev_server::{Entry, Selector};
+    /// use std::time::Duration;
+    ///
+    /// let entry = Entry::new(
+    ///     "spiffe://example.org/agent/server".parse().unwrap(),
+    ///     Selector::Uid(1000),
+    ///     Duration::from_secs(3600),
+    /// )
+    /// .with_selectors(["unix:path:/usr/local/bin/agent-server".parse().unwrap()]);
+    /// assert_eq!(entry.selectors.len(), 2);
+    /// ```
+    pub fn new(spiffe_id: SpiffeId, selector: Selector, ttl: Duration) -> Self {
         Self {
             spiffe_id,
-            selectors: Vec::new(),
+            selectors: vec![selector],
             dns_names: Vec::new(),
             hint: None,
             ttl,
@@ -119,14 +142,14 @@ struct ConfigFile {
     trust_domain: TrustDomain,
     svid_ttl: Option<String>,
     #[serde(default, rename = "entry")]
-    entries: Vec<EntryFile>,
+    entries: Vec<toml::Spanned<EntryFile>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryFile {
     spiffe_id: SpiffeId,
-    selectors: Vec<Selector>,
+    selectors: toml::Spanned<Vec<Selector>>,
     #[serde(default)]
     dns_names: Vec<String>,
     hint: Option<String>,
@@ -147,18 +170,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl DevServerConfig {
-    /// One identity for any caller (the `--trust-domain TD --id ID` mode).
+    /// One identity for the callers running as this process's user: an entry with the selector
+    /// `unix:uid:<effective uid>` (the `--trust-domain TD --id ID` mode).
     ///
     /// # Errors
-    /// [`ConfigError::Entry`] when `id` is not in `trust_domain`.
+    /// [`ConfigError::Entry`] when `id` is not in `trust_domain` or this process's uid cannot
+    /// be read from `/proc/self/status`.
     pub fn one_identity(
         trust_domain: TrustDomain,
         id: SpiffeId,
         ttl: Duration,
     ) -> Result<Self, ConfigError> {
+        let uid = super::procfs::effective_uid().map_err(|e| ConfigError::Entry {
+            index: 1,
+            id: id.to_string(),
+            reason: format!("cannot read this process's uid: {e}"),
+        })?;
         let config = Self {
             trust_domain,
-            entries: vec![Entry::for_anyone(id, ttl)],
+            entries: vec![Entry::new(id, Selector::Uid(uid), ttl)],
         };
         config.validate()?;
         Ok(config)
@@ -180,14 +210,15 @@ impl DevServerConfig {
         text: &str,
         default_ttl: Duration,
     ) -> Result<Self, ConfigError> {
+        let line_of = |offset: usize| {
+            text.as_bytes()[..offset.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        };
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Invalid {
-            line: e.span().map_or(1, |span| {
-                text.as_bytes()[..span.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            }),
+            line: e.span().map_or(1, |span| line_of(span.start)),
             message: e.message().trim().to_owned(),
         })?;
         let default_ttl = match &file.svid_ttl {
@@ -202,6 +233,18 @@ impl DevServerConfig {
             .into_iter()
             .enumerate()
             .map(|(i, entry)| {
+                let entry_line = line_of(entry.span().start);
+                let entry = entry.into_inner();
+                if entry.selectors.get_ref().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        line: line_of(entry.selectors.span().start),
+                        message: format!(
+                            "entry #{} ({}, line {entry_line}): {NO_SELECTOR}",
+                            i + 1,
+                            entry.spiffe_id
+                        ),
+                    });
+                }
                 let ttl = match &entry.ttl {
                     Some(text) => parse_duration(text).map_err(|reason| ConfigError::Entry {
                         index: i + 1,
@@ -212,7 +255,7 @@ impl DevServerConfig {
                 };
                 Ok(Entry {
                     spiffe_id: entry.spiffe_id,
-                    selectors: entry.selectors,
+                    selectors: entry.selectors.into_inner(),
                     dns_names: entry.dns_names,
                     hint: entry.hint,
                     ttl,
@@ -223,7 +266,6 @@ impl DevServerConfig {
             trust_domain: file.trust_domain,
             entries,
         };
-        config.validate_file_entries()?;
         config.validate()?;
         Ok(config)
     }
@@ -250,18 +292,17 @@ impl DevServerConfig {
         }
     }
 
-    /// File entries need at least one selector (an entry without would match every caller).
-    fn validate_file_entries(&self) -> Result<(), ConfigError> {
-        match self.entries.iter().position(|e| e.selectors.is_empty()) {
-            Some(i) => Err(self.entry_error(i, "an entry needs at least one selector")),
-            None => Ok(()),
-        }
-    }
-
-    /// Every ID in the trust domain with a path, hints unique, DNS names valid.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Every entry with a selector, every ID in the trust domain with a path, hints unique, DNS
+    /// names valid.
+    ///
+    /// # Errors
+    /// [`ConfigError::Entry`] naming the first entry at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut hints = HashSet::new();
         for (i, entry) in self.entries.iter().enumerate() {
+            if entry.selectors.is_empty() {
+                return Err(self.entry_error(i, NO_SELECTOR));
+            }
             if entry.spiffe_id.trust_domain() != &self.trust_domain {
                 return Err(
                     self.entry_error(i, format!("not in trust domain {}", self.trust_domain))
@@ -338,7 +379,11 @@ selectors = ["unix:gid:1000"]
             ),
             (
                 "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"spiffe://example.org/a\"\nselectors = []\n",
-                "at least one selector",
+                "config line 4: entry #1 (spiffe://example.org/a, line 2): an entry needs at least one selector",
+            ),
+            (
+                "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"spiffe://example.org/a\"\n",
+                "config line 2: missing field `selectors`",
             ),
             (
                 "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"spiffe://example.org/a\"\nselectors = [\"unix:uid:1\"]\nttl = \"soon\"\n",
@@ -353,5 +398,25 @@ selectors = ["unix:gid:1000"]
             let err = DevServerConfig::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+
+    #[test]
+    fn every_entry_needs_a_selector() {
+        let mut config = DevServerConfig::one_identity(
+            "example.org".parse().unwrap(),
+            "spiffe://example.org/a".parse().unwrap(),
+            DEFAULT_SVID_TTL,
+        )
+        .unwrap();
+        assert!(matches!(
+            config.entries[0].selectors[..],
+            [Selector::Uid(_)]
+        ));
+        assert!(config.validate().is_ok());
+        config.entries[0].selectors.clear();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "entry #1 (spiffe://example.org/a): an entry needs at least one selector (without one it would match every caller)"
+        );
     }
 }

@@ -14,6 +14,7 @@ use super::ca::DevCaError;
 use super::config::{ConfigError, DevServerConfig, Entry};
 use super::issuer::{Command, Issuer, IssuerSettings, Snapshot};
 use super::service::{Faults, WorkloadService};
+use super::socket::{SocketDirError, create_private_dirs, set_socket_mode};
 use crate::bundle::X509Bundle;
 use crate::svid::X509Svid;
 use crate::workload::EndpointAddress;
@@ -37,6 +38,23 @@ pub enum DevServerError {
     /// The CA could not issue.
     #[error(transparent)]
     Ca(#[from] DevCaError),
+    /// The registration entries are invalid (an entry without selectors, for one).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The socket directory is not private to this user.
+    #[error(transparent)]
+    SocketDir(#[from] SocketDirError),
+    /// A TCP address that is not loopback, without [`DevServerOptions::allow_remote_tcp`].
+    #[error(
+        "refusing to listen on {address}: not a loopback address, and other hosts' callers cannot be attested (allow it with --allow-remote-tcp)"
+    )]
+    RemoteTcp {
+        /// The address.
+        address: std::net::SocketAddr,
+    },
+    /// A socket mode with bits beyond the permission bits.
+    #[error("socket mode {0:o} is not a permission mode (expected at most 0777)")]
+    SocketMode(u32),
 }
 
 /// Options beyond the registration entries.
@@ -49,6 +67,13 @@ pub struct DevServerOptions {
     pub ca_propagation: Duration,
     /// Bundles of federated trust domains, sent to every caller.
     pub federated: Vec<X509Bundle>,
+    /// Permission bits of the Unix socket file, set right after it is bound. Default `0o600`:
+    /// only this user can connect.
+    pub socket_mode: u32,
+    /// Whether a TCP address other than loopback may be used. Default `false`: callers on other
+    /// hosts cannot be attested (they match no entry), and the socket would be reachable from
+    /// the network.
+    pub allow_remote_tcp: bool,
 }
 
 impl Default for DevServerOptions {
@@ -57,6 +82,8 @@ impl Default for DevServerOptions {
             ca_ttl: Duration::from_secs(24 * 3600),
             ca_propagation: Duration::from_secs(1),
             federated: Vec::new(),
+            socket_mode: 0o600,
+            allow_remote_tcp: false,
         }
     }
 }
@@ -78,6 +105,48 @@ impl DevServerOptions {
     pub fn with_federated(mut self, bundle: X509Bundle) -> Self {
         self.federated.push(bundle);
         self
+    }
+
+    /// Sets the Unix socket file's permission bits (e.g. `0o660` to let the group connect).
+    pub fn with_socket_mode(mut self, mode: u32) -> Self {
+        self.socket_mode = mode;
+        self
+    }
+
+    /// Allows (or not) listening on a TCP address other than loopback.
+    pub fn with_allow_remote_tcp(mut self, allow: bool) -> Self {
+        self.allow_remote_tcp = allow;
+        self
+    }
+
+    /// Whether these options allow serving on `address`: a TCP address must be loopback unless
+    /// [`DevServerOptions::allow_remote_tcp`], and the socket mode must be permission bits.
+    /// [`DevServer::start`] checks this before binding anything.
+    ///
+    /// # Errors
+    /// [`DevServerError::RemoteTcp`] or [`DevServerError::SocketMode`].
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::dev_server::DevServerOptions;
+    ///
+    /// let anywhere = "tcp://0.0.0.0:8081".parse().unwrap();
+    /// assert!(DevServerOptions::default().check_address(&anywhere).is_err());
+    /// let options = DevServerOptions::default().with_allow_remote_tcp(true);
+    /// assert!(options.check_address(&anywhere).is_ok());
+    /// ```
+    pub fn check_address(&self, address: &EndpointAddress) -> Result<(), DevServerError> {
+        if self.socket_mode & !0o777 != 0 {
+            return Err(DevServerError::SocketMode(self.socket_mode));
+        }
+        match address {
+            EndpointAddress::Tcp(addr)
+                if !self.allow_remote_tcp && !addr.ip().to_canonical().is_loopback() =>
+            {
+                Err(DevServerError::RemoteTcp { address: *addr })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -144,13 +213,21 @@ where
 impl DevServer {
     /// Starts serving `config` on `address` (`tcp://127.0.0.1:0` picks a free port).
     ///
+    /// A Unix socket's missing parent directories are created with mode 0700, and the socket
+    /// file gets [`DevServerOptions::socket_mode`] (0600 by default) right after it is bound.
+    /// A TCP address must be loopback unless [`DevServerOptions::allow_remote_tcp`].
+    ///
     /// # Errors
-    /// [`DevServerError`] when the address is in use or cannot be bound, or the CA fails.
+    /// [`DevServerError`] when an entry is invalid, the address is not allowed, in use or
+    /// cannot be bound, or the CA fails.
     pub async fn start(
         config: DevServerConfig,
         address: EndpointAddress,
         options: DevServerOptions,
     ) -> Result<Self, DevServerError> {
+        config.validate()?;
+        options.check_address(&address)?;
+        let socket_mode = options.socket_mode;
         let settings = IssuerSettings {
             ca_ttl: options.ca_ttl,
             ca_propagation: options.ca_propagation,
@@ -180,12 +257,17 @@ impl DevServer {
             EndpointAddress::Unix(path) => {
                 clear_stale_socket(path).await?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(bind_error)?;
+                    create_private_dirs(dir).map_err(bind_error)?;
                 }
                 let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
-                // every connection through the :authority shim (see `authority`)
+                if let Err(error) = set_socket_mode(path, socket_mode) {
+                    drop(listener);
+                    let _ = std::fs::remove_file(path);
+                    return Err(bind_error(error));
+                }
+                // every connection through the :authority shim (see `authority`), its peer recorded
                 let incoming = UnixListenerStream::new(listener)
-                    .map(|accepted| accepted.map(super::authority::shim));
+                    .map(|accepted| accepted.map(super::connection::unix));
                 let task = serve(router, incoming, shutdown);
                 (address.clone(), task)
             }
@@ -194,7 +276,9 @@ impl DevServer {
                     .await
                     .map_err(bind_error)?;
                 let bound = listener.local_addr().map_err(bind_error)?;
-                let task = serve(router, TcpListenerStream::new(listener), shutdown);
+                let incoming = TcpListenerStream::new(listener)
+                    .map(|accepted| accepted.map(super::connection::tcp));
+                let task = serve(router, incoming, shutdown);
                 (EndpointAddress::Tcp(bound), task)
             }
         };

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use super::attest::Caller;
 use super::issuer::Snapshot;
+use super::peer::{BindingError, Peer};
 use crate::workload::WORKLOAD_HEADER;
 use crate::workload::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::workload::proto::{
@@ -62,6 +62,12 @@ fn concat(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
 
 fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
+}
+
+/// The refusal of a call whose connection is no longer held by the process that opened it.
+fn refused(peer: &Peer, error: &BindingError) -> Status {
+    tracing::warn!(?peer, %error, "Workload API call refused");
+    Status::permission_denied(format!("caller attestation failed: {error}"))
 }
 
 /// The X.509-SVID response for a caller, or `None` when no entry matches it.
@@ -118,8 +124,8 @@ fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509BundlesR
 }
 
 impl WorkloadService {
-    /// The header rule, injected faults, then attestation.
-    fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    /// The header rule, injected faults, then attestation of the connection's peer.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(Caller, Arc<Peer>), Status> {
         let header = request.metadata().get(WORKLOAD_HEADER);
         if header.is_none_or(|value| value != "true") {
             return Err(Status::invalid_argument(
@@ -132,18 +138,22 @@ impl WorkloadService {
                 "failure injected by the dev server handle",
             ));
         }
-        Ok(request
+        let peer = request
             .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred.as_ref())
-            .map_or_else(Caller::anonymous, Caller::from_credentials))
+            .get::<Arc<Peer>>()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Peer::Unknown));
+        let caller = Caller::attest(&peer).map_err(|error| refused(&peer, &error))?;
+        Ok((caller, peer))
     }
 
     /// A stream that sends `build(snapshot)` now and at every new snapshot, until the client
-    /// leaves, the streams are ended, or the caller loses its identity.
+    /// leaves, the streams are ended, or the caller loses its identity. Before each later
+    /// message the peer is checked again (see `peer`): a process that exec'd or exited ends its
+    /// stream with `PermissionDenied`.
     fn stream<T: Send + 'static>(
         &self,
-        caller: Caller,
+        (caller, peer): (Caller, Arc<Peer>),
         build: fn(&Snapshot, &Caller) -> Option<T>,
     ) -> Result<ResponseStream<T>, Status> {
         let mut snapshots = self.snapshots.clone();
@@ -167,7 +177,12 @@ impl WorkloadService {
                     _ = end.changed() => return,
                     () = tx.closed() => return,
                 }
-                next = build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity);
+                next = match peer.check() {
+                    Ok(()) => {
+                        build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity)
+                    }
+                    Err(error) => Err(refused(&peer, &error)),
+                };
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))

@@ -274,9 +274,9 @@ fn parse(id: &str) -> Result<spiffe_mtls::SpiffeId, String> {
     id.parse().map_err(|e| format!("{id}: {e}"))
 }
 
-/// A fresh private directory for the socket.
+/// A private directory for the socket (created 0700; refused if another user made it first).
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("spiffe-mtls-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    spiffe_mtls::dev_server::ensure_private_dir(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
 }

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions, parse_duration};
+use spiffe_mtls::dev_server::{
+    DEFAULT_SOCKET_NAME, DevServer, DevServerConfig, DevServerOptions, default_socket_dir,
+    ensure_private_dir, parse_duration,
+};
 use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, pem_encode_certificates};
 use tokio::signal::unix::{SignalKind, signal};
-
-/// The socket used when --socket is not given.
-pub const DEFAULT_SOCKET: &str = "unix:///tmp/spiffe-mtls/agent.sock";
 
 /// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
 ///
@@ -19,16 +19,25 @@ pub const DEFAULT_SOCKET: &str = "unix:///tmp/spiffe-mtls/agent.sock";
 #[derive(clap::Args)]
 pub struct Args {
     /// Where to listen: unix:///abs/path, a bare absolute path, or tcp://127.0.0.1:PORT.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, value_parser = EndpointAddress::parse_lenient)]
-    socket: EndpointAddress,
+    /// Default: agent.sock in a directory private to this user, $XDG_RUNTIME_DIR/spiffe-mtls
+    /// or else /tmp/spiffe-mtls-UID (created 0700; refused if another user owns it or it is
+    /// open to group or others).
+    #[arg(long, value_name = "ADDR", value_parser = EndpointAddress::parse_lenient)]
+    socket: Option<EndpointAddress>,
+    /// Permission bits of the Unix socket file, in octal.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Allow a TCP address other than loopback (callers on other hosts match no entry).
+    #[arg(long)]
+    allow_remote_tcp: bool,
     /// Registration entries (TOML). Without it, --trust-domain and --id give one identity to
-    /// any caller.
+    /// the callers running as this user (selector unix:uid:<your uid>).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["trust_domain", "id"])]
     config: Option<PathBuf>,
     /// The trust domain (one-identity mode).
     #[arg(long, value_name = "TD", requires = "id")]
     trust_domain: Option<TrustDomain>,
-    /// The SPIFFE ID given to any caller (one-identity mode).
+    /// The SPIFFE ID given to callers running as this user (one-identity mode).
     #[arg(long, value_name = "SPIFFE_ID", requires = "trust_domain")]
     id: Option<SpiffeId>,
     /// SVID lifetime (rotation at half of it); the default for entries without `ttl`.
@@ -40,6 +49,24 @@ pub struct Args {
     /// Write the local bundle as PEM here, and again at every CA change.
     #[arg(long, value_name = "FILE")]
     write_bundle: Option<PathBuf>,
+}
+
+fn parse_mode(value: &str) -> Result<u32, String> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{value:?} is not an octal permission mode such as 0600 or 0660"))
+}
+
+/// The address to serve: --socket, or the private default directory (created or checked).
+fn address(args: &Args) -> Result<EndpointAddress, String> {
+    if let Some(socket) = &args.socket {
+        return Ok(socket.clone());
+    }
+    let dir = default_socket_dir().map_err(|e| e.to_string())?;
+    ensure_private_dir(&dir).map_err(|e| e.to_string())?;
+    Ok(EndpointAddress::Unix(dir.join(DEFAULT_SOCKET_NAME)))
 }
 
 fn parse_federate(value: &str) -> Result<(TrustDomain, PathBuf), String> {
@@ -61,7 +88,9 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
         }
         _ => return Err("give --config FILE, or --trust-domain TD and --id SPIFFE_ID".into()),
     };
-    let mut options = DevServerOptions::default();
+    let mut options = DevServerOptions::default()
+        .with_socket_mode(args.socket_mode)
+        .with_allow_remote_tcp(args.allow_remote_tcp);
     for (td, path) in &args.federate {
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -92,7 +121,7 @@ pub fn run(args: &Args) -> ExitCode {
     };
     crate::runtime(async move {
         let trust_domain = config.trust_domain.clone();
-        let server = DevServer::start(config, args.socket.clone(), options)
+        let server = DevServer::start(config, address(args)?, options)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(path) = &args.write_bundle {
