@@ -319,8 +319,8 @@ fn an_accepted_handshake_records_one_acceptance_per_side_after_the_signature() {
 
 #[test]
 fn a_cache_hit_still_records_one_acceptance_per_handshake_after_the_signature() {
-    // The same configs twice: the second handshake of each side presents the same chain
-    // against the same unchanged source, a verification cache hit.
+    // The same configs again and again: from the second round on, each side's verifier sees
+    // the same chain against the same unchanged source, a verification cache hit.
     for versions in [TLS13, TLS12] {
         let ca = ca("example.org");
         let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), versions);
@@ -360,7 +360,14 @@ fn a_refused_certificate_records_one_denial_with_the_reason() {
     // A chain of a CA the server does not trust, and a trust domain it holds no bundle for.
     let stranger = ca("example.org");
     let foreign = ca("other.org");
-    for (issuer, id) in [(&stranger, CLIENT), (&foreign, "spiffe://other.org/client")] {
+    for (issuer, id, reason) in [
+        (&stranger, CLIENT, "does not verify with its issuer's key"),
+        (
+            &foreign,
+            "spiffe://other.org/client",
+            "no bundle for trust domain other.org",
+        ),
+    ] {
         let ca = ca("example.org");
         let server = server_config(&ca, authorize::any(), TLS13);
         let client = client_config(&ca, svid(issuer, id), TLS13);
@@ -371,6 +378,7 @@ fn a_refused_certificate_records_one_denial_with_the_reason() {
         assert_eq!(field(refusal, "trust_domain"), "-");
         assert_eq!(field(refusal, "decision"), "denied");
         assert_eq!(field(refusal, "rule"), "X.509-SVID verification");
+        assert!(field(refusal, "reason").contains(reason), "{refusal:?}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! rustls verifiers that check the peer's chain as an X.509-SVID against the current bundle
 //! of the peer's trust domain, then authorize its SPIFFE ID; the decision is recorded once the
-//! peer's handshake signature verified (see the [audit](super::audit) module).
+//! peer's handshake signature verified (see [`super::audit`]).
 //!
 //! rustls 0.23 calls, on both sides and in both versions, the certificate check first and the
 //! signature check next with the same leaf (`cert` is the end-entity certificate of the chain
@@ -11,7 +11,10 @@
 //! (`verify_server_cert`, then `verify_tls12_signature` on the ServerKeyExchange), TLS 1.2
 //! server `server/tls12.rs` (`verify_client_cert` on the Certificate, `verify_tls12_signature`
 //! on the CertificateVerify after the ClientKeyExchange). rustls calls the signature methods
-//! for nothing else. A resumed session would skip both: resumption is off in our configs.
+//! for nothing else, and skips them after a passed certificate only when the handshake fails
+//! anyway (a TLS 1.2 ServerKeyExchange signed with an algorithm its cipher suite does not
+//! allow; a message other than the expected one) or with a resumed session, which skips the
+//! certificate check too: resumption is off in our configs.
 
 use std::sync::Arc;
 
