@@ -1,26 +1,41 @@
-//! One audit event per authentication decision, with the peer, its trust domain, the decision
-//! and the rule, and nothing else.
+//! One audit event per authentication decision, with the peer, its trust domain, the decision,
+//! the rule and, for a denial, the reason, and nothing else; `accepted` only once the peer's
+//! handshake signature verified.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spiffe_mtls::dev_server::{DevCa, SvidRequest};
-use spiffe_mtls::rustls::pki_types::ServerName;
-use spiffe_mtls::rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
-use spiffe_mtls::source::{StaticSource, X509Context};
+use spiffe_mtls::rustls::client::ResolvesClientCert;
+use spiffe_mtls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use spiffe_mtls::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use spiffe_mtls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use spiffe_mtls::rustls::server::{ClientHello, ResolvesServerCert};
+use spiffe_mtls::rustls::sign::CertifiedKey;
+use spiffe_mtls::rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, ServerConnection,
+    SignatureScheme, SupportedProtocolVersion,
+};
+use spiffe_mtls::source::{SourceError, StaticSource, Updates, X509Context, X509Source};
 use spiffe_mtls::tls::AUDIT_TARGET;
-use spiffe_mtls::{Authorizer, X509Bundle, authorize, tls};
+use spiffe_mtls::{Authorizer, X509Bundle, X509Svid, authorize, rustls, tls};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
 type Fields = BTreeMap<String, String>;
 
-/// Keeps the fields of every audit event.
+/// The target of this file's own markers (source reads, handshake steps).
+const MARK: &str = "audit_test";
+
+/// Keeps the fields of every audit event, and the order of audit events and markers.
 #[derive(Clone, Default)]
 struct Recorder {
     events: Arc<Mutex<Vec<Fields>>>,
+    trail: Arc<Mutex<Vec<String>>>,
 }
 
 struct Collect<'a>(&'a mut Fields);
@@ -45,9 +60,23 @@ impl Subscriber for Recorder {
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
-        if event.metadata().target() == AUDIT_TARGET {
-            let mut fields = Fields::new();
-            event.record(&mut Collect(&mut fields));
+        let target = event.metadata().target();
+        if target != AUDIT_TARGET && target != MARK {
+            return;
+        }
+        let mut fields = Fields::new();
+        event.record(&mut Collect(&mut fields));
+        if target == MARK {
+            self.trail
+                .lock()
+                .unwrap()
+                .push(field(&fields, "message").to_owned());
+        } else {
+            self.trail.lock().unwrap().push(format!(
+                "{} {}",
+                field(&fields, "side"),
+                field(&fields, "decision")
+            ));
             self.events.lock().unwrap().push(fields);
         }
     }
@@ -55,36 +84,124 @@ impl Subscriber for Recorder {
     fn exit(&self, _: &Id) {}
 }
 
-const SERVER: &str = "spiffe://example.org/server";
-const CLIENT: &str = "spiffe://example.org/client";
-
-fn source(ca: &DevCa, id: &str, bundles: &[X509Bundle]) -> StaticSource {
-    let svid = ca
-        .issue(&SvidRequest::new(
-            id.parse().unwrap(),
-            Duration::from_secs(600),
-        ))
-        .unwrap();
-    StaticSource::new(X509Context::new(vec![svid], bundles.iter().cloned().collect()).unwrap())
+impl Recorder {
+    /// Runs `f` with this recorder as the thread's subscriber; the events and the trail.
+    fn capture<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<Fields>, Vec<String>) {
+        let out = tracing::subscriber::with_default(self.clone(), f);
+        let events = std::mem::take(&mut *self.events.lock().unwrap());
+        let trail = std::mem::take(&mut *self.trail.lock().unwrap());
+        (out, events, trail)
+    }
 }
 
-/// A handshake in memory, on this thread; whether it completed.
-fn handshake(server: ServerConfig, client: ClientConfig) -> bool {
+/// A source that marks each read in the trail: the verifier reads its source exactly once per
+/// certificate check, so a read marks the moment the check ran.
+#[derive(Debug)]
+struct Marked {
+    side: &'static str,
+    inner: StaticSource,
+}
+
+impl X509Source for Marked {
+    fn x509_context(&self) -> Result<Arc<X509Context>, SourceError> {
+        tracing::info!(target: MARK, "{} source read", self.side);
+        self.inner.x509_context()
+    }
+
+    fn updates(&self) -> Updates {
+        self.inner.updates()
+    }
+}
+
+const SERVER: &str = "spiffe://example.org/server";
+const CLIENT: &str = "spiffe://example.org/client";
+const ATTACKER: &str = "spiffe://example.org/attacker";
+
+const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+fn ca(trust_domain: &str) -> DevCa {
+    DevCa::new(trust_domain.parse().unwrap(), Duration::from_secs(3600)).unwrap()
+}
+
+fn svid(ca: &DevCa, id: &str) -> X509Svid {
+    ca.issue(&SvidRequest::new(
+        id.parse().unwrap(),
+        Duration::from_secs(600),
+    ))
+    .unwrap()
+}
+
+fn source(side: &'static str, svid: X509Svid, bundles: &[X509Bundle]) -> Marked {
+    let context = X509Context::new(vec![svid], bundles.iter().cloned().collect()).unwrap();
+    Marked {
+        side,
+        inner: StaticSource::new(context),
+    }
+}
+
+fn server_config(
+    ca: &DevCa,
+    rule: Authorizer,
+    versions: &'static [&'static SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
+    let config = tls::server_config(source("server", svid(ca, SERVER), &[ca.bundle()]), rule)
+        .protocol_versions(versions)
+        .build()
+        .unwrap();
+    Arc::new(config)
+}
+
+fn client_config(
+    ca: &DevCa,
+    svid: X509Svid,
+    versions: &'static [&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let config = tls::client_config(
+        source("client", svid, &[ca.bundle()]),
+        authorize::id(SERVER.parse().unwrap()),
+    )
+    .protocol_versions(versions)
+    .build()
+    .unwrap();
+    Arc::new(config)
+}
+
+/// The TLS records at the start of `bytes`, whole.
+fn records(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while bytes.len() >= 5 {
+        let len = 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+        let (record, rest) = bytes.split_at(len.min(bytes.len()));
+        out.push(record);
+        bytes = rest;
+    }
+    out
+}
+
+/// A handshake in memory, on this thread; whether it completed. The client's messages reach
+/// the server one TLS record at a time, each record marked in the trail; with a small client
+/// `max_fragment_size` the client's Certificate and CertificateVerify arrive in different
+/// records, so the trail shows which one a server-side event followed.
+fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> bool {
     let name = ServerName::try_from("server").unwrap();
-    let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
-    let mut server = ServerConnection::new(Arc::new(server)).unwrap();
+    let mut client = ClientConnection::new(Arc::clone(client), name).unwrap();
+    let mut server = ServerConnection::new(Arc::clone(server)).unwrap();
     let mut buffer = Vec::new();
     for _ in 0..10 {
         buffer.clear();
         while client.wants_write() {
             client.write_tls(&mut buffer).unwrap();
         }
-        let mut input = &buffer[..];
-        while !input.is_empty() {
-            server.read_tls(&mut input).unwrap();
-        }
-        if server.process_new_packets().is_err() {
-            return false;
+        for record in records(&buffer) {
+            tracing::info!(target: MARK, "record to server");
+            let mut input = record;
+            while !input.is_empty() {
+                server.read_tls(&mut input).unwrap();
+            }
+            if server.process_new_packets().is_err() {
+                return false;
+            }
         }
         buffer.clear();
         while server.wants_write() {
@@ -104,93 +221,344 @@ fn handshake(server: ServerConfig, client: ClientConfig) -> bool {
     false
 }
 
-fn run(server_rule: Authorizer, client_id: &str, client_ca: Option<&DevCa>) -> (bool, Vec<Fields>) {
-    let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
-    let bundle = ca.bundle();
-    let server = tls::server_config(
-        source(&ca, SERVER, std::slice::from_ref(&bundle)),
-        server_rule,
-    )
-    .build()
-    .unwrap();
-    let client = tls::client_config(
-        source(client_ca.unwrap_or(&ca), client_id, &[bundle]),
-        authorize::id(SERVER.parse().unwrap()),
-    )
-    .build()
-    .unwrap();
-    let recorder = Recorder::default();
-    let done = tracing::subscriber::with_default(recorder.clone(), || handshake(server, client));
-    let events = recorder.events.lock().unwrap().clone();
-    (done, events)
+/// The client's messages in records of at most 64 bytes.
+fn fragmented(config: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = (**config).clone();
+    config.max_fragment_size = Some(64);
+    Arc::new(config)
 }
 
 fn field<'a>(event: &'a Fields, name: &str) -> &'a str {
     event.get(name).map(String::as_str).unwrap_or_default()
 }
 
-const FIELDS: [&str; 7] = [
+fn of_side<'a>(events: &'a [Fields], side: &str) -> Vec<&'a Fields> {
+    events.iter().filter(|e| field(e, "side") == side).collect()
+}
+
+const ACCEPTED_FIELDS: [&str; 6] = [
     "decision",
     "message",
     "peer",
     "rule",
     "side",
     "trust_domain",
-    "reason",
 ];
 
-fn only_known_fields(event: &Fields) {
-    for name in event.keys() {
-        assert!(
-            FIELDS.contains(&name.as_str()),
-            "unexpected audit field {name}"
-        );
+/// An event has exactly the fields of its decision: a denial adds the reason.
+fn exact_fields(event: &Fields) {
+    let mut expected: Vec<&str> = ACCEPTED_FIELDS.to_vec();
+    if field(event, "decision") == "denied" {
+        expected.push("reason");
+        assert!(!field(event, "reason").is_empty(), "{event:?}");
+    } else {
+        assert_eq!(field(event, "decision"), "accepted", "{event:?}");
+    }
+    expected.sort_unstable();
+    let names: Vec<&str> = event.keys().map(String::as_str).collect();
+    assert_eq!(names, expected, "{event:?}");
+}
+
+/// The one event of `side`; it has exactly the fields of its decision.
+fn one_event<'a>(events: &'a [Fields], side: &str) -> &'a Fields {
+    let events_of_side = of_side(events, side);
+    assert_eq!(events_of_side.len(), 1, "one {side} event: {events:?}");
+    exact_fields(events_of_side[0]);
+    events_of_side[0]
+}
+
+/// Asserts that the server recorded its acceptance while a later client record than the
+/// certificate check's was processed: after the signature, not with the certificate.
+fn server_accepted_after_a_later_record(trail: &[String]) {
+    let accepted = trail
+        .iter()
+        .position(|m| m == "server accepted")
+        .unwrap_or_else(|| panic!("no server acceptance: {trail:?}"));
+    let check = trail[..accepted]
+        .iter()
+        .rposition(|m| m == "server source read")
+        .unwrap_or_else(|| panic!("no certificate check before the acceptance: {trail:?}"));
+    assert!(
+        trail[check..accepted]
+            .iter()
+            .any(|m| m == "record to server"),
+        "accepted in the same record as the certificate check: {trail:?}"
+    );
+}
+
+fn accepted_once_per_side_after_the_signature(
+    events: &[Fields],
+    trail: &[String],
+    client_id: &str,
+) {
+    let server_side = one_event(events, "server");
+    assert_eq!(field(server_side, "decision"), "accepted");
+    assert_eq!(field(server_side, "peer"), client_id);
+    assert_eq!(field(server_side, "trust_domain"), "example.org");
+    assert_eq!(field(server_side, "rule"), format!("id {client_id}"));
+    let client_side = one_event(events, "client");
+    assert_eq!(field(client_side, "decision"), "accepted");
+    assert_eq!(field(client_side, "peer"), SERVER);
+    assert_eq!(field(client_side, "trust_domain"), "example.org");
+    assert_eq!(field(client_side, "rule"), format!("id {SERVER}"));
+    server_accepted_after_a_later_record(trail);
+}
+
+#[test]
+fn an_accepted_handshake_records_one_acceptance_per_side_after_the_signature() {
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), versions);
+        let client = fragmented(&client_config(&ca, svid(&ca, CLIENT), versions));
+        let (done, events, trail) = Recorder::default().capture(|| handshake(&server, &client));
+        assert!(done, "{versions:?}");
+        assert_eq!(events.len(), 2, "{versions:?}: {events:?}");
+        accepted_once_per_side_after_the_signature(&events, &trail, CLIENT);
     }
 }
 
 #[test]
-fn an_accepted_handshake_records_one_decision_per_side() {
-    let (done, events) = run(authorize::id(CLIENT.parse().unwrap()), CLIENT, None);
-    assert!(done);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let client_side = &events[0];
-    assert_eq!(field(client_side, "side"), "client");
-    assert_eq!(field(client_side, "peer"), SERVER);
-    assert_eq!(field(client_side, "decision"), "accepted");
-    let server_side = &events[1];
-    assert_eq!(field(server_side, "side"), "server");
-    assert_eq!(field(server_side, "peer"), CLIENT);
-    assert_eq!(field(server_side, "trust_domain"), "example.org");
-    assert_eq!(field(server_side, "decision"), "accepted");
-    assert_eq!(field(server_side, "rule"), format!("id {CLIENT}"));
-    events.iter().for_each(only_known_fields);
+fn a_cache_hit_still_records_one_acceptance_per_handshake_after_the_signature() {
+    // The same configs again and again: from the second round on, each side's verifier sees
+    // the same chain against the same unchanged source, a verification cache hit.
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), versions);
+        let client = fragmented(&client_config(&ca, svid(&ca, CLIENT), versions));
+        let recorder = Recorder::default();
+        for round in 0..3 {
+            let (done, events, trail) = recorder.capture(|| handshake(&server, &client));
+            assert!(done, "{versions:?} round {round}");
+            assert_eq!(events.len(), 2, "{versions:?} round {round}: {events:?}");
+            accepted_once_per_side_after_the_signature(&events, &trail, CLIENT);
+        }
+    }
 }
 
 #[test]
-fn a_refused_id_records_the_rule_that_refused_it() {
-    let (done, events) = run(
-        authorize::id(CLIENT.parse().unwrap()),
-        "spiffe://example.org/rogue",
-        None,
-    );
+fn a_refused_id_records_one_denial_with_the_rule() {
+    let ca = ca("example.org");
+    let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), TLS13);
+    let client = client_config(&ca, svid(&ca, "spiffe://example.org/rogue"), TLS13);
+    let (done, events, _) = Recorder::default().capture(|| handshake(&server, &client));
     assert!(!done);
-    let refusal = events.last().unwrap();
-    assert_eq!(field(refusal, "side"), "server");
+    let refusal = one_event(&events, "server");
     assert_eq!(field(refusal, "peer"), "spiffe://example.org/rogue");
+    assert_eq!(field(refusal, "trust_domain"), "example.org");
     assert_eq!(field(refusal, "decision"), "denied");
     assert_eq!(field(refusal, "rule"), format!("id {CLIENT}"));
-    events.iter().for_each(only_known_fields);
+    assert_eq!(
+        field(refusal, "reason"),
+        "the rule does not allow this SPIFFE ID"
+    );
+    // The client's decision about the server took effect: it accepted.
+    assert_eq!(field(one_event(&events, "client"), "decision"), "accepted");
 }
 
 #[test]
-fn an_unverifiable_peer_records_why_it_has_no_id() {
-    let stranger = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
-    let (done, events) = run(authorize::any(), CLIENT, Some(&stranger));
-    assert!(!done);
-    let refusal = events.last().unwrap();
-    assert_eq!(field(refusal, "side"), "server");
-    assert_eq!(field(refusal, "peer"), "-");
-    assert_eq!(field(refusal, "decision"), "denied");
-    assert!(!field(refusal, "reason").is_empty(), "{refusal:?}");
-    events.iter().for_each(only_known_fields);
+fn a_refused_certificate_records_one_denial_with_the_reason() {
+    // A chain of a CA the server does not trust, and a trust domain it holds no bundle for.
+    let stranger = ca("example.org");
+    let foreign = ca("other.org");
+    for (issuer, id, reason) in [
+        (&stranger, CLIENT, "does not verify with its issuer's key"),
+        (
+            &foreign,
+            "spiffe://other.org/client",
+            "no bundle for trust domain other.org",
+        ),
+    ] {
+        let ca = ca("example.org");
+        let server = server_config(&ca, authorize::any(), TLS13);
+        let client = client_config(&ca, svid(issuer, id), TLS13);
+        let (done, events, _) = Recorder::default().capture(|| handshake(&server, &client));
+        assert!(!done);
+        let refusal = one_event(&events, "server");
+        assert_eq!(field(refusal, "peer"), "-");
+        assert_eq!(field(refusal, "trust_domain"), "-");
+        assert_eq!(field(refusal, "decision"), "denied");
+        assert_eq!(field(refusal, "rule"), "X.509-SVID verification");
+        assert!(field(refusal, "reason").contains(reason), "{refusal:?}");
+    }
+}
+
+/// A server verifier that accepts any chain but checks signatures: the attacker's own end,
+/// which records nothing.
+#[derive(Debug)]
+struct AnyServer(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// Presents a victim's public chain with the attacker's private key. rustls checks that a
+/// certificate and a key match only when asked (`CertifiedKey::keys_match`); this does not ask.
+#[derive(Debug)]
+struct Replay(Arc<CertifiedKey>);
+
+impl Replay {
+    fn new(victim: &X509Svid, attacker: &X509Svid) -> Arc<Self> {
+        let key = Arc::clone(&attacker.certified_key().key);
+        Arc::new(Self(Arc::new(CertifiedKey::new(
+            victim.chain().to_vec(),
+            key,
+        ))))
+    }
+}
+
+impl ResolvesClientCert for Replay {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for Replay {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn replaying_client(
+    replay: Arc<Replay>,
+    versions: &'static [&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let provider = provider();
+    let algorithms = provider.signature_verification_algorithms;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(algorithms)))
+        .with_client_cert_resolver(replay);
+    config.max_fragment_size = Some(64);
+    Arc::new(config)
+}
+
+fn replaying_server(
+    replay: Arc<Replay>,
+    versions: &'static [&'static SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(replay);
+    Arc::new(config)
+}
+
+/// The one event of `side` is a denial of the victim for its handshake signature.
+fn denied_for_the_signature(events: &[Fields], side: &str, victim: &str) {
+    let denial = one_event(events, side);
+    assert_eq!(field(denial, "decision"), "denied", "{denial:?}");
+    assert_eq!(field(denial, "peer"), victim);
+    assert_eq!(field(denial, "trust_domain"), "example.org");
+    assert_eq!(field(denial, "rule"), "handshake signature");
+    assert!(
+        field(denial, "reason").starts_with("handshake signature did not verify: "),
+        "{denial:?}"
+    );
+    assert!(
+        events.iter().all(|e| field(e, "decision") != "accepted"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_client_replaying_a_victims_chain_with_another_key_is_denied_never_accepted() {
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let victim = svid(&ca, CLIENT);
+        let attacker = svid(&ca, ATTACKER);
+        // The server allows the victim: the certificate check passes, the signature cannot.
+        let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), versions);
+        let client = replaying_client(Replay::new(&victim, &attacker), versions);
+        let (done, events, trail) = Recorder::default().capture(|| handshake(&server, &client));
+        assert!(!done, "{versions:?}");
+        assert!(
+            trail.iter().any(|m| m == "server source read"),
+            "the certificate was checked: {trail:?}"
+        );
+        denied_for_the_signature(&events, "server", CLIENT);
+        assert!(of_side(&events, "client").is_empty(), "{events:?}");
+    }
+}
+
+#[test]
+fn a_server_replaying_a_victims_chain_with_another_key_is_denied_never_accepted() {
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let victim = svid(&ca, SERVER);
+        let attacker = svid(&ca, ATTACKER);
+        let server = replaying_server(Replay::new(&victim, &attacker), versions);
+        let client = client_config(&ca, svid(&ca, CLIENT), versions);
+        let (done, events, _) = Recorder::default().capture(|| handshake(&server, &client));
+        assert!(!done, "{versions:?}");
+        denied_for_the_signature(&events, "client", SERVER);
+        assert!(of_side(&events, "server").is_empty(), "{events:?}");
+    }
+}
+
+#[test]
+fn a_replayed_chain_the_cache_holds_is_still_denied() {
+    // The victim connects first, so its chain is in the server's verification cache; the
+    // replay hits the cache and still cannot sign.
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let victim = svid(&ca, CLIENT);
+        let attacker = svid(&ca, ATTACKER);
+        let server = server_config(&ca, authorize::id(CLIENT.parse().unwrap()), versions);
+        let honest = fragmented(&client_config(&ca, victim.clone(), versions));
+        let recorder = Recorder::default();
+        let (done, events, trail) = recorder.capture(|| handshake(&server, &honest));
+        assert!(done, "{versions:?}");
+        accepted_once_per_side_after_the_signature(&events, &trail, CLIENT);
+
+        let client = replaying_client(Replay::new(&victim, &attacker), versions);
+        let (done, events, _) = recorder.capture(|| handshake(&server, &client));
+        assert!(!done, "{versions:?}");
+        denied_for_the_signature(&events, "server", CLIENT);
+
+        let (done, events, trail) = recorder.capture(|| handshake(&server, &honest));
+        assert!(done, "{versions:?}: the victim still gets in");
+        accepted_once_per_side_after_the_signature(&events, &trail, CLIENT);
+    }
 }

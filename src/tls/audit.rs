@@ -1,5 +1,25 @@
 //! The audit trail: one `tracing` event per authentication decision, under the target
 //! `spiffe_mtls::audit`. Events carry identities, trust domains and rules, never key material.
+//!
+//! A decision is recorded when it takes effect, which for an acceptance is only once the peer
+//! proved it holds the key of its certificate:
+//! - the certificate check (rustls' `verify_client_cert` / `verify_server_cert`) records its
+//!   refusals: `denied` with peer `-`, rule `X.509-SVID verification` and the reason when the
+//!   chain does not verify (or there are no bundles to verify it by); `denied` with the peer's
+//!   ID, its trust domain, the rule and the reason when the rule does not allow the ID. A
+//!   certificate that passes records nothing yet;
+//! - the peer's handshake signature check, which rustls makes next with the same leaf (the
+//!   CertificateVerify of TLS 1.3 and of a TLS 1.2 client, the ServerKeyExchange signature of
+//!   a TLS 1.2 server), records `accepted` with the peer's ID, trust domain and rule when the
+//!   signature verified, and `denied` with the peer's ID, rule `handshake signature` and the
+//!   reason when it did not: a peer that replays another workload's public chain is denied,
+//!   never accepted.
+//!
+//! So a handshake records one event: `accepted` or `denied`. A handshake abandoned between
+//! the two checks (the peer goes away or sends something else than its signature) records
+//! nothing, as nothing was accepted; so does a TLS 1.2 server that signs its key exchange
+//! with an algorithm its cipher suite does not allow, which rustls refuses without asking the
+//! verifier.
 
 use std::fmt;
 
@@ -7,6 +27,9 @@ use crate::spiffe_id::SpiffeId;
 
 /// The tracing target of audit events.
 pub const AUDIT_TARGET: &str = "spiffe_mtls::audit";
+
+/// The rule named by a denial for a handshake signature that did not verify.
+const SIGNATURE_RULE: &str = "handshake signature";
 
 /// Which end of the connection decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +49,8 @@ impl fmt::Display for Side {
     }
 }
 
-/// A peer that was verified and allowed by `rule`.
+/// A peer that was verified, allowed by `rule`, and proved its key with its handshake
+/// signature.
 pub(crate) fn accepted(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
     tracing::info!(
         target: AUDIT_TARGET,
@@ -48,6 +72,7 @@ pub(crate) fn refused(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
         trust_domain = %peer.trust_domain(),
         decision = "denied",
         rule = %rule,
+        reason = "the rule does not allow this SPIFFE ID",
         "mTLS peer not authorized"
     );
 }
@@ -63,5 +88,25 @@ pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display) {
         rule = "X.509-SVID verification",
         reason = %reason,
         "mTLS peer has no verified SPIFFE ID"
+    );
+}
+
+/// A peer whose certificate passed but whose handshake signature did not verify: it did not
+/// prove it holds the certificate's key. `peer` is the certificate's ID (`None` only if it
+/// could not be read again, which a certificate that passed does not allow).
+pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Display) {
+    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
+        Some(id) => (id, id.trust_domain()),
+        None => (&"-", &"-"),
+    };
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "denied",
+        rule = SIGNATURE_RULE,
+        reason = %format_args!("handshake signature did not verify: {error}"),
+        "mTLS peer did not prove its key"
     );
 }

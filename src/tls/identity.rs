@@ -52,6 +52,6 @@ impl std::fmt::Display for PeerIdentity {
 }
 
 /// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified.
-fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
+pub(super) fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
     crate::verify::first_spiffe_uri(leaf).ok()??.parse().ok()
 }

@@ -28,6 +28,7 @@
 //! event (see [`AUDIT_TARGET`]).
 
 mod audit;
+mod authorized;
 mod cache;
 mod identity;
 mod resolver;

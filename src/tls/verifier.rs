@@ -1,5 +1,20 @@
 //! rustls verifiers that check the peer's chain as an X.509-SVID against the current bundle
-//! of the peer's trust domain, then authorize its SPIFFE ID.
+//! of the peer's trust domain, then authorize its SPIFFE ID; the decision is recorded once the
+//! peer's handshake signature verified (see [`super::audit`]).
+//!
+//! rustls 0.23 calls, on both sides and in both versions, the certificate check first and the
+//! signature check next with the same leaf (`cert` is the end-entity certificate of the chain
+//! just checked): TLS 1.3 client `client/tls13.rs` (`verify_server_cert`, then
+//! `verify_tls13_signature` on the server's CertificateVerify, in the same call), TLS 1.3
+//! server `server/tls13.rs` (`verify_client_cert` on the client's Certificate,
+//! `verify_tls13_signature` on its CertificateVerify), TLS 1.2 client `client/tls12.rs`
+//! (`verify_server_cert`, then `verify_tls12_signature` on the ServerKeyExchange), TLS 1.2
+//! server `server/tls12.rs` (`verify_client_cert` on the Certificate, `verify_tls12_signature`
+//! on the CertificateVerify after the ClientKeyExchange). rustls calls the signature methods
+//! for nothing else, and skips them after a passed certificate only when the handshake fails
+//! anyway (a TLS 1.2 ServerKeyExchange signed with an algorithm its cipher suite does not
+//! allow; a message other than the expected one) or with a resumed session, which skips the
+//! certificate check too: resumption is off in our configs.
 
 use std::sync::Arc;
 
@@ -10,7 +25,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::audit::{self, Side};
+use super::authorized::AuthorizedLeaves;
 use super::cache::VerificationCache;
+use super::identity::leaf_spiffe_id;
 use crate::authorize::Authorizer;
 use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
@@ -25,6 +42,8 @@ pub(crate) struct PeerCheck {
     algorithms: WebPkiSupportedAlgorithms,
     side: Side,
     cache: Option<VerificationCache>,
+    /// The leaves that passed the certificate check, for the signature check that follows.
+    authorized: AuthorizedLeaves,
 }
 
 impl PeerCheck {
@@ -42,10 +61,12 @@ impl PeerCheck {
             algorithms: provider.signature_verification_algorithms,
             side,
             cache: cache.then(VerificationCache::new),
+            authorized: AuthorizedLeaves::new(),
         }
     }
 
-    /// Verifies the chain, authorizes its ID, and records the decision.
+    /// Verifies the chain and authorizes its ID. A refusal is recorded here; an acceptance
+    /// only by [`Self::signature`], once the peer proved its key.
     fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -62,7 +83,7 @@ impl PeerCheck {
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            return self.authorize(hit.verified.spiffe_id());
+            return self.authorize(end_entity, hit.verified.spiffe_id());
         }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
@@ -78,17 +99,18 @@ impl PeerCheck {
                 audit::unverified(self.side, &error);
                 certificate_error(error)
             })?;
-        let decision = self.authorize(verified.spiffe_id());
+        let decision = self.authorize(end_entity, verified.spiffe_id());
         if let Some(cache) = &self.cache {
             cache.insert(&context, verified);
         }
         decision
     }
 
-    /// Applies the authorizer to a verified ID and records the decision.
-    fn authorize(&self, id: &SpiffeId) -> Result<(), rustls::Error> {
+    /// Applies the authorizer to the verified ID of `end_entity`; records a refusal, and
+    /// hands an allowed ID to the signature check.
+    fn authorize(&self, end_entity: &[u8], id: &SpiffeId) -> Result<(), rustls::Error> {
         if self.authorizer.is_allowed(id) {
-            audit::accepted(self.side, id, &self.authorizer);
+            self.authorized.insert(end_entity, id);
             Ok(())
         } else {
             audit::refused(self.side, id, &self.authorizer);
@@ -104,7 +126,8 @@ impl PeerCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        let result = rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms);
+        self.signature(cert, result)
     }
 
     fn tls13_signature(
@@ -113,7 +136,47 @@ impl PeerCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        let result = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms);
+        self.signature(cert, result)
+    }
+
+    /// Records the decision that takes effect with the peer's handshake signature over `cert`,
+    /// the leaf [`Self::check`] passed a moment before in the same handshake: `accepted` if
+    /// the signature verified, else `denied`.
+    ///
+    /// The ID comes from the table the check filled (a hash and a comparison of the leaf),
+    /// else from the leaf itself (an X.509 parse); see [`AuthorizedLeaves`] for the costs.
+    fn signature(
+        &self,
+        cert: &CertificateDer<'_>,
+        result: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let memo = self.authorized.get(cert);
+        let read;
+        let id = match &memo {
+            Some(entry) => Some(entry.id()),
+            None => {
+                read = leaf_spiffe_id(cert);
+                read.as_ref()
+            }
+        };
+        match (result, id) {
+            (Ok(valid), Some(id)) => {
+                audit::accepted(self.side, id, &self.authorizer);
+                Ok(valid)
+            }
+            // Not after a passed certificate check; fail closed all the same.
+            (Ok(_), None) => {
+                audit::unverified(self.side, &"the signing certificate has no SPIFFE ID");
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::BadEncoding,
+                ))
+            }
+            (Err(error), id) => {
+                audit::unproven(self.side, id, &error);
+                Err(error)
+            }
+        }
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
@@ -217,5 +280,54 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::authorize;
+    use crate::dev_server::{DevCa, SvidRequest};
+    use crate::source::{StaticSource, X509Context};
+
+    #[test]
+    fn a_signature_check_without_the_table_entry_reads_the_id_from_the_leaf() {
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let request = SvidRequest::new(
+            "spiffe://example.org/peer".parse().unwrap(),
+            Duration::from_secs(600),
+        );
+        let peer = ca.issue(&request).unwrap();
+        let context = X509Context::new(vec![peer.clone()], [ca.bundle()].into_iter().collect());
+        let check = PeerCheck::new(
+            Arc::new(StaticSource::new(context.unwrap())),
+            authorize::any(),
+            &crate::crypto::default_provider().unwrap(),
+            Side::Server,
+            true,
+        );
+        let valid = || Ok(HandshakeSignatureValid::assertion());
+
+        // Filled by the certificate check; then found.
+        check.check(peer.leaf(), &[], UnixTime::now()).unwrap();
+        assert!(check.authorized.get(peer.leaf()).is_some());
+        assert!(check.signature(peer.leaf(), valid()).is_ok());
+
+        // Not in the table (a slot taken in between): the leaf is read again.
+        let other = ca.issue(&request).unwrap();
+        assert!(check.authorized.get(other.leaf()).is_none());
+        assert!(check.signature(other.leaf(), valid()).is_ok());
+
+        // Nothing to read an ID from: fails closed even with a valid signature.
+        let junk = CertificateDer::from(&b"not a certificate"[..]);
+        assert!(check.signature(&junk, valid()).is_err());
+
+        // A failed signature stays failed.
+        let bad = Err(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        ));
+        assert!(check.signature(peer.leaf(), bad).is_err());
     }
 }
