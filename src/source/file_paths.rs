@@ -1,24 +1,5 @@
 //! Which files a [`FileSource`](super::FileSource) reads, and which trust domain each bundle
 //! file is bound to.
-//!
-//! # The `fetch --write` layout
-//!
-//! `spiffe-mtls fetch --write DIR` writes, for the SVID at index `N` (0 is the default):
-//!
-//! | file | holds | trust domain |
-//! |---|---|---|
-//! | `svid.N.pem` | the SVID chain, leaf first | the SVID's |
-//! | `svid.N.key` | its PKCS#8 key (mode 0600) | |
-//! | `bundle.N.pem` | the roots of the SVID's own trust domain | the SVID's, only |
-//! | `federated_bundle.N.td.<trust-domain>.pem` | the roots of one federated trust domain | the one in the name |
-//!
-//! The trust domain of a federated file is part of its name, so it changes with the file's
-//! content in one atomic rename: a file never lends its roots to another trust domain.
-//!
-//! `spire-agent api fetch x509 -write DIR` names federated files by position instead
-//! (`federated_bundle.N.M.pem`, `M` a number). Such a file is bound by the `spiffe://` URI
-//! SAN of its roots, the only binding there is: every root must name the same trust domain,
-//! and never the SVID's own.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +27,25 @@ pub(crate) enum Binding {
 /// domain than its file's is refused with an error that names the file. (spiffe-helper's
 /// `include_federated_domains` appends federated roots to its bundle file, where nothing binds
 /// them to their trust domain: point the source at separate federated files instead.)
+///
+/// # The `fetch --write` layout
+///
+/// `spiffe-mtls fetch --write DIR` writes, for the SVID at index `N` (0 is the default):
+///
+/// | file | holds | trust domain |
+/// |---|---|---|
+/// | `svid.N.pem` | the SVID chain, leaf first | the SVID's |
+/// | `svid.N.key` | its PKCS#8 key (mode 0600) | |
+/// | `bundle.N.pem` | the roots of the SVID's own trust domain | the SVID's, only |
+/// | `federated_bundle.N.td.<trust-domain>.pem` | the roots of one federated trust domain | the one in the name |
+///
+/// The trust domain of a federated file is part of its name, so it changes with the file's
+/// content in one atomic rename: a file never lends its roots to another trust domain.
+///
+/// `spire-agent api fetch x509 -write DIR` names federated files by position instead
+/// (`federated_bundle.N.M.pem`, `M` a number). Such a file is bound by the `spiffe://` URI
+/// SAN of its roots, the only binding there is: every root must name the same trust domain,
+/// and never the SVID's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilePaths {
     /// The SVID chain, leaf first.
@@ -106,7 +106,7 @@ impl FilePaths {
     }
 
     /// The layout of `spiffe-mtls fetch --write DIR` and `spire-agent api fetch x509 -write
-    /// DIR` (see the [module docs](self)): `svid.0.pem`, `svid.0.key`, `bundle.0.pem`, and
+    /// DIR` (see [`FilePaths`]): `svid.0.pem`, `svid.0.key`, `bundle.0.pem`, and
     /// every federated bundle file of SVID 0 present at each load.
     pub fn fetch_layout(dir: impl AsRef<Path>) -> Self {
         let dir = dir.as_ref();

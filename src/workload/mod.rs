@@ -10,7 +10,12 @@ pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
 pub use client::{MAX_MESSAGE_BYTES, WORKLOAD_HEADER, WorkloadError, connect, request};
 
 /// The generated messages, client and server of the `SpiffeWorkloadAPI` service.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::invalid_html_tags
+)]
 pub mod proto {
     tonic::include_proto!("_");
 }
