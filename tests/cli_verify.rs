@@ -301,6 +301,19 @@ fn exit_2_for_usage_and_unusable_input() {
     let binary = files.write("binary.der", [0x30u8, 0x82, 0x01, 0x00, 0xff]);
     expect_usage(&run(&[&chain_arg, &arg("--bundle=example.org=", &binary)]));
 
+    // a root whose URI SAN names another trust domain than the one it is given for: the
+    // partner's root cannot be passed off as example.org's, and the file is named
+    let partner = Ca::root("partner.org");
+    let partner_file = files.write("partner.pem", pem(std::slice::from_ref(&partner.der)));
+    let stderr = expect_usage(&run(&[
+        &chain_arg,
+        &arg("--bundle=example.org=", &partner_file),
+    ]));
+    assert!(
+        stderr.contains("partner.pem") && stderr.contains("names trust domain \"partner.org\""),
+        "{stderr}"
+    );
+
     // malformed option values
     expect_usage(&run(&[&chain_arg, &bundle_arg, "--at", "yesterday"]));
     expect_usage(&run(&[

@@ -46,6 +46,19 @@ pub enum BundleError {
         /// What is wrong.
         reason: String,
     },
+    /// A root names another trust domain than the bundle's in its `spiffe://` URI SAN: a
+    /// root's own name may confirm the trust domain it was delivered for, never move it.
+    #[error(
+        "bundle certificate #{index} names trust domain {named:?} in its URI SAN, but this is the bundle of {trust_domain}"
+    )]
+    RootOfAnotherTrustDomain {
+        /// Certificate index, from 0.
+        index: usize,
+        /// The trust domain the root names.
+        named: String,
+        /// The bundle's trust domain.
+        trust_domain: String,
+    },
     /// The JSON is not valid.
     #[error("invalid JSON: {0}")]
     Json(String),
@@ -98,6 +111,10 @@ impl X509Bundle {
     ///
     /// # Errors
     /// [`BundleError::CorruptCertificate`] when a root is not a well-formed certificate.
+    ///
+    /// A root's `spiffe://` URI SAN is not checked here (go-spiffe's test bundles name other
+    /// trust domains than the ones they are loaded for); see
+    /// [`X509Bundle::check_root_names`].
     pub fn new(
         trust_domain: TrustDomain,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
@@ -173,6 +190,28 @@ impl X509Bundle {
         Self::new(trust_domain, jwks::x509_roots(json)?)
     }
 
+    /// Checks that no root names another trust domain than this bundle's in its `spiffe://`
+    /// URI SAN: for bundles read from a file bound to a trust domain (a `--bundle TD=FILE`
+    /// argument, a federated bundle file), where such a root is a mistake or an attempt to pass
+    /// one trust domain's root off as another's.
+    ///
+    /// # Errors
+    /// [`BundleError::RootOfAnotherTrustDomain`] for the first root that does.
+    pub fn check_root_names(&self) -> Result<(), BundleError> {
+        for (index, anchor) in self.anchors.iter().enumerate() {
+            if let Some(named) = &anchor.named_trust_domain
+                && named != self.trust_domain.as_str()
+            {
+                return Err(BundleError::RootOfAnotherTrustDomain {
+                    index,
+                    named: named.clone(),
+                    trust_domain: self.trust_domain.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The trust domain whose roots these are.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
@@ -243,5 +282,54 @@ impl FromIterator<X509Bundle> for BundleSet {
             set.insert(bundle);
         }
         set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dev_server::DevCa;
+
+    fn td(name: &str) -> TrustDomain {
+        name.parse().unwrap()
+    }
+
+    fn root_of(name: &str) -> CertificateDer<'static> {
+        DevCa::new(td(name), Duration::from_secs(3600))
+            .unwrap()
+            .root()
+            .clone()
+    }
+
+    #[test]
+    fn a_root_naming_another_trust_domain_is_refused() {
+        let partner = root_of("partner.org");
+        let bundle = X509Bundle::new(td("example.org"), [root_of("example.org"), partner]);
+        let error = bundle.unwrap().check_root_names().unwrap_err();
+        assert_eq!(
+            error,
+            BundleError::RootOfAnotherTrustDomain {
+                index: 1,
+                named: "partner.org".into(),
+                trust_domain: "example.org".into(),
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "bundle certificate #1 names trust domain \"partner.org\" in its URI SAN, but this is the bundle of example.org"
+        );
+    }
+
+    #[test]
+    fn roots_naming_their_own_trust_domain_or_none_are_kept() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let unnamed = params.self_signed(&key).unwrap().der().clone();
+        let bundle = X509Bundle::new(td("example.org"), [root_of("example.org"), unnamed]).unwrap();
+        assert_eq!(bundle.roots().len(), 2);
+        bundle.check_root_names().unwrap();
     }
 }

@@ -2,6 +2,7 @@
 
 use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use super::der::PublicKeyParts;
@@ -20,6 +21,8 @@ pub(crate) struct Anchor {
     pub(crate) not_after: i64,
     pub(crate) path_len: Option<u32>,
     pub(crate) name_constraints: Option<NameConstraints>,
+    /// The trust domain the root names in its first `spiffe://` URI SAN, if any.
+    pub(crate) named_trust_domain: Option<String>,
 }
 
 impl Anchor {
@@ -43,6 +46,16 @@ impl Anchor {
             Ok(nc) => nc.map(|nc| NameConstraints::from_parsed(nc.value)),
             Err(e) => return Err(e.to_string()),
         };
+        let named_trust_domain = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san.value.general_names.iter().find_map(|name| match name {
+                GeneralName::URI(uri) => uri
+                    .strip_prefix("spiffe://")
+                    .map(|rest| rest.split('/').next().unwrap_or_default().to_owned()),
+                _ => None,
+            }),
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        };
         let anchor = Self {
             subject: cert.subject().as_raw().to_vec(),
             spki: spki.to_vec(),
@@ -50,6 +63,7 @@ impl Anchor {
             not_after: cert.validity().not_after.timestamp(),
             path_len,
             name_constraints,
+            named_trust_domain,
             der: CertificateDer::from(Vec::new()),
         };
         Ok(Self { der, ..anchor })

@@ -95,6 +95,7 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let bundle = X509Bundle::parse(td.clone(), &bytes)
+            .and_then(|bundle| bundle.check_root_names().map(|()| bundle))
             .map_err(|e| format!("federated bundle {}: {e}", path.display()))?;
         options.federated.push(bundle);
     }

@@ -73,6 +73,7 @@ fn load_bundles(args: &[(TrustDomain, PathBuf)]) -> Result<BundleSet, String> {
             return Err(format!("--bundle names trust domain {td} twice"));
         }
         let bundle = X509Bundle::parse(td.clone(), &read(path)?)
+            .and_then(|bundle| bundle.check_root_names().map(|()| bundle))
             .map_err(|e| format!("bundle {}: {e}", path.display()))?;
         bundles.insert(bundle);
     }
