@@ -70,15 +70,23 @@ fn wide_validity(params: &mut rcgen::CertificateParams) {
     params.not_after = datetime!(2045-01-01 00:00 UTC);
 }
 
+/// The seeds made of text and test data: the same on every run.
 #[test]
-#[ignore = "writes fuzz/seeds and fuzz/fixtures; run by hand"]
-fn write_fuzz_seeds() {
+#[ignore = "writes fuzz/seeds; run by hand"]
+fn write_text_seeds() {
     spiffe_id_seeds();
     endpoint_address_seeds();
     policy_file_seeds();
     bundle_document_seeds();
-    chain_and_response_seeds();
     h2_header_shim_seeds();
+}
+
+/// The seeds holding certificates issued on the spot, with the `verify_chain` fixtures they
+/// need: new keys on every run.
+#[test]
+#[ignore = "writes fuzz/seeds and fuzz/fixtures; run by hand"]
+fn write_certificate_seeds() {
+    chain_and_response_seeds();
 }
 
 fn spiffe_id_seeds() {
@@ -157,6 +165,8 @@ fn policy_file_seeds() {
             "[routes.echo]\n\nids = [\"spiffe://Example.org/x\"]\n",
             "[routes.echo]\ntrust_domains = [\"spiffe://x\"]\n",
             "[routes.echo\n",
+            &format!("x = {}{}\n", "[".repeat(1000), "]".repeat(1000)),
+            &format!("[routes.{}]\n", vec!["a"; 1000].join(".")),
         ]),
     );
 }
@@ -182,6 +192,8 @@ fn bundle_document_seeds() {
         .map(|path| (path.replace('/', "-"), go_spiffe(path)))
         .collect();
     seeds.push(("empty-keys.json".into(), br#"{"keys": []}"#.to_vec()));
+    let deep = format!(r#"{{"keys": {}{}}}"#, "[".repeat(1000), "]".repeat(1000));
+    seeds.push(("deep-keys.json".into(), deep.into_bytes()));
     write_seeds("bundle_document", &seeds);
 }
 

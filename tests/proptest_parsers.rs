@@ -122,7 +122,8 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     match len {
         0..0x80 => out.push(len_bytes[7]),
         0x80..0x100 => out.extend([0x81, len_bytes[7]]),
-        _ => out.extend([0x82, len_bytes[6], len_bytes[7]]),
+        0x100..0x1_0000 => out.extend([0x82, len_bytes[6], len_bytes[7]]),
+        _ => out.extend([0x83, len_bytes[5], len_bytes[6], len_bytes[7]]),
     }
     out.extend_from_slice(content);
     out
@@ -548,4 +549,24 @@ proptest! {
         chain.extend(rest.into_iter().map(CertificateDer::from));
         prop_assert!(verify(&chain).is_err());
     }
+}
+
+// ---- nesting ----
+
+/// Deep nesting is refused with an error, not a stack overflow (which no test harness could
+/// catch as a failure short of the process dying).
+#[test]
+fn deeply_nested_documents_are_refused() {
+    let depth = 100_000;
+    let toml = format!(
+        "[connect]\nids = {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    assert!(Policy::from_toml(&toml).is_err());
+    let json = format!(r#"{{"keys": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+    let td: TrustDomain = "example.org".parse().unwrap();
+    assert!(X509Bundle::parse(td, json.as_bytes()).is_err());
+    let der = (0..depth).fold(vec![0x05, 0x00], |inner, _| tlv(0x30, &inner));
+    assert!(verify(&[CertificateDer::from(der)]).is_err());
 }
