@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for SECONDS seconds, one libFuzzer process at a time, and prints per
 # target the number of executions and whether it crashed. Exits non-zero when a target
-# crashed or a required target does not build. See fuzz/README.md.
+# crashed or does not build. See fuzz/README.md.
 #
 #   fuzz/run.sh SECONDS [TARGET...]
 #
@@ -11,9 +11,7 @@ set -euo pipefail
 
 CARGO_FUZZ_VERSION=0.13.2
 # Targets run by default; every one must build.
-DEFAULT_TARGETS=(spiffe_id verify_chain bundle_document policy_file endpoint_address x509_svid_response)
-# Targets that need an API not on every branch yet: run when they build, skipped otherwise.
-OPTIONAL_TARGETS=(h2_header_shim)
+DEFAULT_TARGETS=(spiffe_id verify_chain bundle_document policy_file endpoint_address x509_svid_response h2_header_shim)
 
 usage() {
     echo "usage: $0 SECONDS [TARGET...]" >&2
@@ -26,7 +24,7 @@ shift
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    targets=("${DEFAULT_TARGETS[@]}" "${OPTIONAL_TARGETS[@]}")
+    targets=("${DEFAULT_TARGETS[@]}")
 fi
 
 cd "$(dirname "$0")"
@@ -42,29 +40,12 @@ sanitizer=${FUZZ_SANITIZER:-address}
 read -r -a extra_args <<<"${FUZZ_ARGS:-}"
 mkdir -p logs
 
-is_optional() {
-    local target
-    for target in "${OPTIONAL_TARGETS[@]}"; do
-        [[ $target == "$1" ]] && return 0
-    done
-    return 1
-}
-
 summary=()
 failed=0
 for target in "${targets[@]}"; do
-    features=()
-    if is_optional "$target"; then
-        features=(--features "$target")
-    fi
     build_log=logs/$target.build.log
     echo "== $target: building" >&2
-    if ! cargo fuzz build -s "$sanitizer" "${features[@]}" "$target" >"$build_log" 2>&1; then
-        if is_optional "$target"; then
-            echo "== $target: SKIPPED, does not build on this branch (see fuzz/$build_log)" >&2
-            summary+=("$(printf '%-20s %12s  %s' "$target" "-" "skipped: does not build")")
-            continue
-        fi
+    if ! cargo fuzz build -s "$sanitizer" "$target" >"$build_log" 2>&1; then
         tail -n 30 "$build_log" >&2
         echo "== $target: BUILD FAILED (see fuzz/$build_log)" >&2
         summary+=("$(printf '%-20s %12s  %s' "$target" "-" "BUILD FAILED")")
@@ -83,7 +64,7 @@ for target in "${targets[@]}"; do
     run_log=logs/$target.log
     echo "== $target: fuzzing for ${duration}s (log: fuzz/$run_log)" >&2
     status=0
-    cargo fuzz run -s "$sanitizer" "${features[@]}" "$target" "corpus/$target" -- \
+    cargo fuzz run -s "$sanitizer" "$target" "corpus/$target" -- \
         -max_total_time="$duration" -timeout=30 -print_final_stats=1 "${extra_args[@]}" \
         >"$run_log" 2>&1 || status=$?
 
