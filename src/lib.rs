@@ -40,16 +40,33 @@
 //! ```
 //!
 //! ## Features
-//! - `cli` (default): the `spiffe-mtls` command.
-//! - `ring` (default) / `aws-lc-rs`: the rustls crypto provider used when the process has no
-//!   default installed.
+//! The core (IDs, bundles, SVIDs, the verifier, authorizers and policy files, `tls` configs,
+//! the static and file sources) needs only a crypto provider:
+//! `default-features = false, features = ["ring"]` builds it from about 60 crates. The rest is
+//! opt-in:
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `ring` (default) / `aws-lc-rs` | the rustls crypto provider used when the process has no default installed |
+//! | `logging` (default) | rustls and tokio-rustls log through the `log` crate |
+//! | `workload-api` | the Workload API client and generated types (`workload::proto`, `workload::connect`), `source::WorkloadApiSource` |
+//! | `net` | `net`: tokio mutual TLS streams carrying the peer's identity |
+//! | `http` (default) | `net::serve_http`: hyper/axum servers whose handlers see the peer |
+//! | `grpc` (default) | `net::incoming`, `net::grpc_channel`: tonic servers and clients |
+//! | `dev-server` | `dev_server`: the SPIRE-compatible development Workload API server |
+//! | `cli` (default) | the `spiffe-mtls` command (with `dev-server`, `workload-api`, `net`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;
+#[cfg(feature = "dev-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod net;
 mod pem;
 pub mod source;
@@ -61,6 +78,9 @@ pub mod workload;
 
 /// The rustls this crate is built against, so users never mix versions.
 pub use rustls;
+/// The tokio-rustls this crate is built against.
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub use tokio_rustls;
 
 pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
@@ -70,7 +90,7 @@ pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
 pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};
 
-/// The README's code blocks, compiled as doc tests.
-#[cfg(doctest)]
+/// The README's code blocks, compiled as doc tests (they use the default features).
+#[cfg(all(doctest, feature = "cli", feature = "http", feature = "grpc"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

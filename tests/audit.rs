@@ -1,6 +1,7 @@
 //! One audit event per authentication decision, with the peer, its trust domain, the decision,
 //! the rule and, for a denial, the reason, and nothing else; `accepted` only once the peer's
 //! handshake signature verified.
+#![cfg(feature = "dev-server")]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

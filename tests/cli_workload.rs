@@ -1,4 +1,5 @@
 //! `spiffe-mtls dev-server`, `fetch` and `watch` through the built binary.
+#![cfg(all(feature = "cli", feature = "dev-server"))]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

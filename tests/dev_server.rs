@@ -1,5 +1,6 @@
 //! The dev server in-process: attestation, the header rule, streaming and rotation, faults,
 //! and socket handling.
+#![cfg(all(feature = "dev-server", feature = "workload-api", feature = "grpc"))]
 
 mod common;
 

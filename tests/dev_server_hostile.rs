@@ -2,6 +2,12 @@
 //! header blocks through the `:authority` shim, socket directory and file permissions, TCP
 //! beyond loopback, entries without selectors, and attestation over TCP. Each attack has its
 //! good twin: the server keeps serving a normal client, the safe setup works.
+#![cfg(all(
+    feature = "cli",
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "grpc"
+))]
 
 mod common;
 

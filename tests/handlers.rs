@@ -1,5 +1,11 @@
 //! The peer's identity reaches request handlers: an axum handler (through `serve_http`) and a
 //! tonic handler (through `incoming` and `grpc_channel`).
+#![cfg(all(
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "http",
+    feature = "grpc"
+))]
 
 use std::sync::Arc;
 use std::time::Duration;

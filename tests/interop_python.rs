@@ -4,6 +4,7 @@
 //! The interpreter is `$SPIFFE_MTLS_PYTHON`, else `.venv/bin/python` (which `.ci/run` creates
 //! with `pip install spiffe`). Without one the test says so and passes, unless
 //! `SPIFFE_MTLS_REQUIRE_INTEROP` is set (as `.ci/run` sets it), where it fails.
+#![cfg(all(feature = "dev-server", feature = "workload-api"))]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Updates that must not be taken: a scripted Workload API sends a good update, then one that
 //! breaks the X.509-SVID profile or a limit, then a good one. The source keeps the first until
 //! the third.
+#![cfg(all(feature = "workload-api", feature = "grpc"))]
 
 mod common;
 

@@ -285,7 +285,7 @@ impl FromIterator<X509Bundle> for BundleSet {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

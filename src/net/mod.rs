@@ -11,11 +11,17 @@
 //! Handlers find the peer as a request extension:
 //! `request.extensions().get::<PeerIdentity>()` (axum: `Extension<PeerIdentity>`).
 
+#[cfg(feature = "grpc")]
 mod grpc;
+#[cfg(feature = "http")]
 mod http;
 mod stream;
 
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use grpc::{GrpcChannelError, grpc_channel, incoming};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{serve_http, serve_http_with_shutdown};
 pub use stream::{MtlsStream, accept, connect};
 

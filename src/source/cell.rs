@@ -9,8 +9,10 @@ use tokio::sync::watch;
 
 use super::{SourceError, X509Context};
 
-/// Why a source has no context to hand out, besides expiry.
+/// Why a source has no context to hand out, besides expiry (only the Workload API source
+/// withdraws or closes).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "workload-api"), allow(dead_code))]
 enum Unavailable {
     Withdrawn(String),
     Closed,
@@ -102,15 +104,18 @@ impl SourceCell {
     }
 
     /// Stops handing out the context until the next [`SourceCell::publish`].
+    #[cfg(feature = "workload-api")]
     pub(crate) fn withdraw(&self, reason: String) {
         self.set_unavailable(Unavailable::Withdrawn(reason));
     }
 
     /// Stops handing out the context for good.
+    #[cfg(feature = "workload-api")]
     pub(crate) fn close(&self) {
         self.set_unavailable(Unavailable::Closed);
     }
 
+    #[cfg(feature = "workload-api")]
     fn set_unavailable(&self, unavailable: Unavailable) {
         let current = self.state.load_full();
         let context = Arc::clone(&current.context);
@@ -156,7 +161,7 @@ impl Updates {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

@@ -15,7 +15,7 @@ pub enum SourceError {
     /// The default SVID is past its notAfter; it is not handed out.
     #[error(
         "the SVID {spiffe_id} expired at {}; refusing to use it (no fresh SVID arrived in time)",
-        humantime::format_rfc3339_seconds(*expired_at)
+        crate::verify::rfc3339_system_time(*expired_at)
     )]
     Expired {
         /// The SVID's ID.
@@ -65,7 +65,7 @@ pub enum SourceError {
         reason: String,
     },
     /// No usable context arrived in time.
-    #[error("no X.509 context from {address} within {}: {reason}", humantime::format_duration(*after))]
+    #[error("no X.509 context from {address} within {after:?}: {reason}")]
     Timeout {
         /// The endpoint.
         address: String,

@@ -15,8 +15,12 @@ mod error;
 mod file;
 mod file_bundles;
 mod file_paths;
+#[cfg(feature = "workload-api")]
 mod limits;
 mod static_source;
+#[cfg(feature = "workload-api")]
+mod update;
+#[cfg(feature = "workload-api")]
 mod workload;
 
 use std::sync::Arc;
@@ -26,8 +30,12 @@ pub use context::{ContextError, X509Context};
 pub use error::SourceError;
 pub use file::{DEFAULT_POLL_INTERVAL, FileSource};
 pub use file_paths::{FilePaths, federated_bundle_file_name};
+#[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, UpdateLimits};
 pub use static_source::StaticSource;
+#[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use workload::{WorkloadApiSource, WorkloadApiSourceBuilder};
 
 /// The current X.509 context of a workload: its SVIDs and the bundles it trusts.

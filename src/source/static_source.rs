@@ -12,6 +12,8 @@ use super::{SourceError, Updates, X509Context, X509Source};
 /// notAfter, [`X509Source::x509_context`] fails.
 ///
 /// ```
+/// # #[cfg(feature = "dev-server")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
 /// use spiffe_mtls::source::{StaticSource, X509Context, X509Source};
@@ -23,7 +25,10 @@ use super::{SourceError, Updates, X509Context, X509Source};
 ///     source.x509_context()?.default_svid().spiffe_id().to_string(),
 ///     "spiffe://example.org/app"
 /// );
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "dev-server"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
 pub struct StaticSource {

@@ -82,7 +82,7 @@ impl VerificationCache {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dev-server"))]
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

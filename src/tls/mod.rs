@@ -6,6 +6,8 @@
 //! or bundle is used by the next handshake, with no restart.
 //!
 //! ```
+//! # #[cfg(all(feature = "dev-server", feature = "net"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use spiffe_mtls::{authorize, tls};
 //! # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
@@ -19,7 +21,10 @@
 //!     .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
 //!     .build()?;
 //! let acceptor = spiffe_mtls::tokio_rustls::TlsAcceptor::from(Arc::new(config));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "dev-server", feature = "net")))]
+//! # fn main() {}
 //! ```
 //!
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's

@@ -283,7 +283,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

@@ -77,6 +77,7 @@ fn whole_bytes(bit_string: &[u8]) -> Result<&[u8], DerError> {
 }
 
 /// Splits bytes into consecutive whole DER elements (concatenated certificates).
+#[cfg(feature = "workload-api")]
 pub(crate) fn split_sequence(mut bytes: &[u8]) -> Result<Vec<&[u8]>, DerError> {
     let mut parts = Vec::new();
     while !bytes.is_empty() {

@@ -34,10 +34,21 @@ pub use certificate::{MAX_CERTIFICATE_SIZE, MAX_EXTENSIONS};
 pub(crate) use certificate::{ParsedCert, first_spiffe_uri};
 
 /// Splits concatenated DER elements; the message says what is wrong.
+#[cfg(feature = "workload-api")]
 pub(crate) fn split_der_sequence(bytes: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     der::split_sequence(bytes).map_err(|e| e.0)
 }
 pub use error::{ErrorKind, Position, VerifyError};
+pub(crate) use path::rfc3339;
+
+/// A system time as RFC 3339 (seconds), for messages.
+pub(crate) fn rfc3339_system_time(time: SystemTime) -> String {
+    let unix = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    rfc3339(unix)
+}
 pub(crate) use profile::{check_leaf, check_signing};
 
 use crate::bundle::BundleSet;
@@ -88,6 +99,8 @@ impl VerifiedSvid {
 ///
 /// # Example
 /// ```
+/// # #[cfg(feature = "dev-server")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
 /// use spiffe_mtls::rustls::pki_types::UnixTime;
@@ -101,7 +114,10 @@ impl VerifiedSvid {
 /// let verifier = SvidVerifier::new()?;
 /// let svid = verifier.verify(peer.chain(), &bundles, UnixTime::now())?;
 /// assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/agent/client");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "dev-server"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SvidVerifier {
