@@ -40,6 +40,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use audit::{AUDIT_TARGET, Side};
+pub(crate) use audit::{route_allowed, route_denied};
 pub use identity::PeerIdentity;
 
 use crate::authorize::Authorizer;
