@@ -52,12 +52,10 @@ fn configs() -> (ServerConfig, ClientConfig) {
 async fn closed_after(mut tcp: TcpStream) -> Duration {
     let start = Instant::now();
     let mut buf = [0u8; 64];
-    loop {
-        match tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return start.elapsed(),
-            Ok(Ok(_)) => panic!("the server sent something to a client that said nothing"),
-            Err(_) => panic!("a silent client was still connected after {PATIENCE:?}"),
-        }
+    match tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => start.elapsed(),
+        Ok(Ok(_)) => panic!("the server sent something to a client that said nothing"),
+        Err(_) => panic!("a silent client was still connected after {PATIENCE:?}"),
     }
 }
 
