@@ -9,6 +9,12 @@ use http::header::{HeaderName, HeaderValue, InvalidHeaderName};
 use crate::tls::PeerIdentity;
 
 /// The header [`IdentityHeaderLayer`] sets by default.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::net::{IdentityHeaderLayer, SPIFFE_ID_HEADER};
+/// assert_eq!(IdentityHeaderLayer::new().name().as_str(), SPIFFE_ID_HEADER);
+/// ```
 pub const SPIFFE_ID_HEADER: &str = "x-spiffe-id";
 
 /// Removes every client-supplied value of a header (`x-spiffe-id` by default; names are

@@ -49,4 +49,15 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// How many server handshakes may run at once, by default ([`HttpServer::max_handshakes`],
 /// [`GrpcIncoming::max_handshakes`]).
+///
+/// # Example
+/// ```no_run
+/// # use std::sync::Arc;
+/// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+/// use spiffe_mtls::net::{HttpServer, MAX_HANDSHAKES};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// let server = HttpServer::new(listener, config).max_handshakes(MAX_HANDSHAKES / 4);
+/// # Ok(())
+/// # }
+/// ```
 pub const MAX_HANDSHAKES: usize = 256;

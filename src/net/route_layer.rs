@@ -321,3 +321,51 @@ fn forbidden<B: From<String>>(body: String) -> Response<B> {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(names: &[&str]) -> PathPrefixRoute {
+        let text: String = names
+            .iter()
+            .map(|name| format!("[routes.{name:?}]\n"))
+            .collect();
+        PathPrefixRoute::new(&Policy::from_toml(&text).unwrap())
+    }
+
+    #[test]
+    fn longest_segment_prefix_wins() {
+        let r = routes(&["/", "/api", "/api/admin/", "skill"]);
+        assert_eq!(r.route_of("/"), "/");
+        assert_eq!(r.route_of("/index.html"), "/");
+        assert_eq!(r.route_of("/api"), "/api");
+        assert_eq!(r.route_of("/api/"), "/api");
+        assert_eq!(r.route_of("/apis"), "/");
+        assert_eq!(r.route_of("/api/admin"), "/api/admin/");
+        assert_eq!(r.route_of("/api/admin/x/y"), "/api/admin/");
+        assert_eq!(r.route_of("/api/administrators"), "/api");
+        // Names without a leading slash are never path routes.
+        assert_eq!(r.route_of("/skill"), "/");
+    }
+
+    #[test]
+    fn uncovered_and_odd_paths_are_their_own_route() {
+        let r = routes(&["/", "/api"]);
+        for path in [
+            "*",
+            "",
+            "/api/./x",
+            "/api/..",
+            "/x/%2e%2E/api",
+            "/api/%2E",
+            "/./",
+        ] {
+            assert_eq!(r.route_of(path), path);
+        }
+        // Dots inside a segment are fine.
+        assert_eq!(r.route_of("/api/v1.2/..x"), "/api");
+        let none = routes(&["/api"]);
+        assert_eq!(none.route_of("/other"), "/other");
+    }
+}
