@@ -19,8 +19,9 @@
 //!   agent, the [`dev_server`]), PEM files or memory; lock-free reads, change notification,
 //!   expired SVIDs never handed out.
 //! - [`tls`] builds hot-reloading rustls server and client configs from a source and an
-//!   authorizer; [`net`] runs them for tokio, hyper/axum and tonic and hands the verified
-//!   [`tls::PeerIdentity`] to handlers.
+//!   authorizer; [`net`] runs them for tokio, hyper/axum, hyper-util and reqwest clients and
+//!   tonic, hands the verified [`tls::PeerIdentity`] to handlers and clients, and authorizes
+//!   routes per request ([`net::RoutePolicyLayer`]).
 //!
 //! ## Getting started
 //! ```no_run

@@ -1,5 +1,5 @@
-//! The peer's identity reaches request handlers: an axum handler (through `serve_http`) and a
-//! tonic handler (through `incoming` and `grpc_channel`).
+//! The peer's identity and address reach request handlers: an axum handler (through
+//! `serve_http`) and a tonic handler (through `incoming` and `grpc_channel`).
 #![cfg(all(
     feature = "dev-server",
     feature = "workload-api",
@@ -14,7 +14,7 @@ use axum::Extension;
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use spiffe_mtls::dev_server::{DevCa, SvidRequest};
-use spiffe_mtls::net::{self, PeerIdentity};
+use spiffe_mtls::net::{self, GrpcConnectInfo, PeerIdentity, RemoteAddr};
 use spiffe_mtls::rustls::pki_types::ServerName;
 use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::workload::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -59,8 +59,15 @@ async fn who(Extension(peer): Extension<PeerIdentity>) -> String {
     peer.spiffe_id().to_string()
 }
 
+async fn whence(
+    Extension(peer): Extension<PeerIdentity>,
+    Extension(RemoteAddr(address)): Extension<RemoteAddr>,
+) -> String {
+    format!("{} {address}", peer.spiffe_id())
+}
+
 #[tokio::test]
-async fn an_axum_handler_sees_the_client_id() {
+async fn an_axum_handler_sees_the_client_id_and_address() {
     let material = Material::new();
     let server_config = tls::server_config(
         material.source(SERVER),
@@ -69,7 +76,9 @@ async fn an_axum_handler_sees_the_client_id() {
     .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
     .build()
     .unwrap();
-    let app = axum::Router::new().route("/whoami", get(who));
+    let app = axum::Router::new()
+        .route("/whoami", get(who))
+        .route("/whence", get(whence));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(net::serve_http(listener, Arc::new(server_config), app));
@@ -81,6 +90,7 @@ async fn an_axum_handler_sees_the_client_id() {
     .build()
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let client_address = tcp.local_addr().unwrap();
     let stream = net::connect(
         Arc::new(client_config),
         ServerName::IpAddress(address.ip().into()),
@@ -101,6 +111,19 @@ async fn an_axum_handler_sees_the_client_id() {
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], CLIENT.as_bytes());
+
+    // The client's address reaches the handler beside its identity.
+    let request = http::Request::get("/whence")
+        .header("host", "server")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        format!("{CLIENT} {client_address}")
+    );
     server.abort();
 }
 
@@ -120,15 +143,18 @@ impl SpiffeWorkloadApi for EchoIdentity {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let peer = request
+        let info = request
             .extensions()
-            .get::<PeerIdentity>()
+            .get::<GrpcConnectInfo>()
             .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
+        let remote = info
+            .remote_addr()
+            .ok_or_else(|| Status::internal("no remote address"))?;
         Ok(Response::new(JwtsvidResponse {
             svids: vec![spiffe_mtls::workload::proto::Jwtsvid {
-                spiffe_id: peer.spiffe_id().to_string(),
+                spiffe_id: info.peer().spiffe_id().to_string(),
                 svid: String::new(),
-                hint: String::new(),
+                hint: remote.to_string(),
             }],
         }))
     }
@@ -163,7 +189,7 @@ impl SpiffeWorkloadApi for EchoIdentity {
 }
 
 #[tokio::test]
-async fn a_tonic_handler_sees_the_client_id() {
+async fn a_tonic_handler_sees_the_client_id_and_address() {
     let material = Material::new();
     let server_config = tls::server_config(
         material.source(SERVER),
@@ -198,6 +224,10 @@ async fn a_tonic_handler_sees_the_client_id() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.svids[0].spiffe_id, CLIENT);
+    // The handler saw the client's address: loopback, another port than the server's.
+    let remote: std::net::SocketAddr = answer.svids[0].hint.parse().unwrap();
+    assert_eq!(remote.ip(), address.ip());
+    assert_ne!(remote.port(), address.port());
 
     // A client the server does not authorize never reaches the handler.
     let rogue = tls::client_config(

@@ -1,8 +1,10 @@
-//! tonic over mutual TLS: an incoming stream of verified connections for servers, a channel
-//! for clients.
+//! tonic over mutual TLS: an incoming stream of verified connections for servers (with the
+//! client's identity and address for handlers), a channel for clients.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
@@ -14,57 +16,213 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{MtlsStream, accept, connect};
+use super::listener::{HandshakeLimits, MtlsListener};
+use super::{MtlsStream, connect};
 use crate::tls::PeerIdentity;
 
 impl Connected for MtlsStream<TcpStream> {
     /// tonic puts this into every request's extensions:
-    /// `request.extensions().get::<PeerIdentity>()`.
-    type ConnectInfo = PeerIdentity;
+    /// `request.extensions().get::<GrpcConnectInfo>()`.
+    type ConnectInfo = GrpcConnectInfo;
 
-    fn connect_info(&self) -> PeerIdentity {
-        self.peer().clone()
+    fn connect_info(&self) -> GrpcConnectInfo {
+        let tcp = self.get_ref().get_ref().0;
+        GrpcConnectInfo {
+            peer: self.peer().clone(),
+            remote_addr: tcp.peer_addr().ok(),
+            local_addr: tcp.local_addr().ok(),
+        }
+    }
+}
+
+/// What a tonic handler knows of the connection its request came on: the client's verified
+/// [`PeerIdentity`] and its address. tonic inserts it into every request's extensions for
+/// servers fed by [`incoming`] or [`GrpcIncoming`].
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::net::GrpcConnectInfo;
+/// use tonic::{Request, Status};
+///
+/// fn caller<T>(request: &Request<T>) -> Result<String, Status> {
+///     let info = request
+///         .extensions()
+///         .get::<GrpcConnectInfo>()
+///         .ok_or_else(|| Status::unauthenticated("no verified peer"))?;
+///     Ok(format!("{} from {:?}", info.peer(), info.remote_addr()))
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct GrpcConnectInfo {
+    peer: PeerIdentity,
+    remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl GrpcConnectInfo {
+    /// The client's verified identity.
+    ///
+    /// # Example
+    /// See [`GrpcConnectInfo`].
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The address the client connected from (`None` if the socket could not tell).
+    ///
+    /// # Example
+    /// See [`GrpcConnectInfo`].
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The server's address of the connection.
+    ///
+    /// # Example
+    /// ```
+    /// # use spiffe_mtls::net::GrpcConnectInfo;
+    /// fn port<T>(request: &tonic::Request<T>) -> Option<u16> {
+    ///     let info = request.extensions().get::<GrpcConnectInfo>()?;
+    ///     Some(info.local_addr()?.port())
+    /// }
+    /// ```
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
     }
 }
 
 /// Accepts TCP connections on `listener` and yields those whose mutual TLS handshake (with
 /// `config`, from [`crate::tls::server_config`]) succeeded, for
-/// `tonic::transport::Server::serve_with_incoming`. Handshakes run concurrently; a refused or
-/// broken one is logged and skipped.
+/// `tonic::transport::Server::serve_with_incoming`, with the default handshake limits: see
+/// [`GrpcIncoming`]. Handlers find a [`GrpcConnectInfo`] in each request's extensions.
 ///
 /// The config's ALPN should offer `h2`.
+///
+/// # Example
+/// ```no_run
+/// # use std::sync::Arc;
+/// # async fn run(config: spiffe_mtls::rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// # let routes = tonic::service::Routes::default();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// tonic::transport::Server::builder()
+///     .add_routes(routes) // your services
+///     .serve_with_incoming(spiffe_mtls::net::incoming(listener, Arc::new(config)))
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> impl Stream<Item = io::Result<MtlsStream<TcpStream>>> {
-    let (ready, streams) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = ready.closed() => return,
-            };
-            let tcp = match tcp {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let config = Arc::clone(&config);
-            let ready = ready.clone();
-            tokio::spawn(async move {
-                match accept(config, tcp).await {
-                    Ok(stream) => {
-                        let _ = ready.send(Ok(stream)).await;
-                    }
-                    Err(error) => tracing::debug!(%error, "TLS handshake failed"),
-                }
-            });
+    GrpcIncoming::new(listener, config).into_stream()
+}
+
+/// The verified connections of a listener for a tonic server, with settings: the handshake
+/// timeout and the number of handshakes in flight. [`incoming`] is this with the defaults.
+///
+/// Handshakes run concurrently; a refused, broken or timed-out one is logged and skipped. Each
+/// must finish within [`handshake_timeout`](Self::handshake_timeout) (default 10 s) or the
+/// connection is closed; at most [`max_handshakes`](Self::max_handshakes) (default 256) run
+/// at once, and past that new connections wait in the listener's backlog for a slot, as for
+/// [`HttpServer`](super::HttpServer).
+///
+/// # Example
+/// ```no_run
+/// # use std::{sync::Arc, time::Duration};
+/// # async fn run(config: spiffe_mtls::rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// # let routes = tonic::service::Routes::default();
+/// use spiffe_mtls::net::GrpcIncoming;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// let connections = GrpcIncoming::new(listener, Arc::new(config))
+///     .handshake_timeout(Duration::from_secs(5))
+///     .max_handshakes(64)
+///     .into_stream();
+/// tonic::transport::Server::builder()
+///     .add_routes(routes) // your services
+///     .serve_with_incoming(connections)
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct GrpcIncoming {
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    limits: HandshakeLimits,
+}
+
+impl GrpcIncoming {
+    /// The connections of `listener`, verified with `config` (from
+    /// [`crate::tls::server_config`]), with the default limits.
+    ///
+    /// # Example
+    /// See [`GrpcIncoming`].
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> Self {
+        Self {
+            listener,
+            config,
+            limits: HandshakeLimits::default(),
         }
-    });
-    ReceiverStream::new(streams)
+    }
+
+    /// How long a client has to finish its TLS handshake once accepted (default 10 s).
+    ///
+    /// # Example
+    /// See [`GrpcIncoming`].
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// How many handshakes may run at once (default 256; 0 counts as 1).
+    ///
+    /// # Example
+    /// See [`GrpcIncoming`].
+    #[must_use]
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.limits.max_in_flight = max;
+        self
+    }
+
+    /// Starts accepting (a task on the current tokio runtime) and yields the verified
+    /// connections; dropping the stream stops the listener.
+    ///
+    /// # Example
+    /// See [`GrpcIncoming`].
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<MtlsStream<TcpStream>>> {
+        let (ready, streams) = tokio::sync::mpsc::channel(64);
+        let listener = MtlsListener::new(self.listener, self.config, self.limits);
+        tokio::spawn(async move {
+            loop {
+                let handshake = tokio::select! {
+                    accepted = listener.next() => accepted,
+                    () = ready.closed() => return,
+                };
+                let handshake = match handshake {
+                    Ok(handshake) => handshake,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let ready = ready.clone();
+                tokio::spawn(async move {
+                    let remote = handshake.remote_addr();
+                    match handshake.finish().await {
+                        Ok(stream) => {
+                            let _ = ready.send(Ok(stream)).await;
+                        }
+                        Err(error) => tracing::debug!(%error, %remote, "TLS handshake failed"),
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(streams)
+    }
 }
 
 /// Why a gRPC channel could not be opened.

@@ -1,8 +1,10 @@
-//! An HTTPS server (HTTP/1.1 and HTTP/2) whose handlers see the client's identity.
+//! An HTTPS server (HTTP/1.1 and HTTP/2) whose handlers see the client's identity and address.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +17,231 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::accept;
+use super::listener::{Handshake, HandshakeLimits, MtlsListener, is_transient};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The address a client connected from, inserted by [`serve_http`] and [`HttpServer`] into the
+/// extensions of every request beside its [`PeerIdentity`](crate::tls::PeerIdentity).
+///
+/// axum handlers take it as `Extension<RemoteAddr>` (axum's own `ConnectInfo<SocketAddr>` is
+/// filled only by axum's `serve`, which does no TLS); hyper and tower services read
+/// `request.extensions().get::<RemoteAddr>()`. It is the TCP peer's address: behind a proxy,
+/// the proxy's.
+///
+/// # Example
+/// ```
+/// use axum::{Extension, Router, routing::get};
+/// use spiffe_mtls::net::{PeerIdentity, RemoteAddr};
+///
+/// async fn hello(
+///     Extension(peer): Extension<PeerIdentity>,
+///     Extension(RemoteAddr(address)): Extension<RemoteAddr>,
+/// ) -> String {
+///     format!("hello {peer} at {address}\n")
+/// }
+/// let app: Router = Router::new().route("/", get(hello));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl fmt::Display for RemoteAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An HTTPS server over mutual TLS with settings: the handshake timeout and the number of
+/// handshakes in flight. [`serve_http`] and [`serve_http_with_shutdown`] are this with the
+/// defaults.
+///
+/// Each connection's [`PeerIdentity`](crate::tls::PeerIdentity) and [`RemoteAddr`] are
+/// inserted into the extensions of every request it carries. Clients refused at the handshake
+/// never reach the service. HTTP/2 is used when the client negotiates it (put `h2` in the
+/// config's ALPN).
+///
+/// Handshakes: each must finish within [`handshake_timeout`](Self::handshake_timeout)
+/// (default [`HANDSHAKE_TIMEOUT`](super::HANDSHAKE_TIMEOUT), 10 s) or the connection is
+/// closed; at most [`max_handshakes`](Self::max_handshakes) (default
+/// [`MAX_HANDSHAKES`](super::MAX_HANDSHAKES), 256) run at once. When all are busy the server
+/// stops accepting: new clients wait in the listener's backlog for a slot, which a handshake
+/// frees when it finishes, fails or times out. So clients that connect and stay silent delay
+/// others by at most the timeout; they cannot keep them out, and a slow handshake never blocks
+/// the others. The timeout covers the TLS handshake only; HTTP itself is hyper's.
+///
+/// # Example
+/// ```no_run
+/// use std::{sync::Arc, time::Duration};
+/// use axum::{Router, routing::get};
+/// use spiffe_mtls::{authorize, net::HttpServer, tls};
+/// # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+/// # use spiffe_mtls::source::{StaticSource, X509Context};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ca = DevCa::new("example.org".parse()?, Duration::from_secs(3600))?;
+/// # let svid = ca.issue(&SvidRequest::new("spiffe://example.org/server".parse()?, Duration::from_secs(600)))?;
+/// # let source = StaticSource::new(X509Context::new(vec![svid], [ca.bundle()].into_iter().collect())?);
+/// let config = tls::server_config(source, authorize::member_of(["example.org".parse()?]))
+///     .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+///     .build()?;
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// HttpServer::new(listener, Arc::new(config))
+///     .handshake_timeout(Duration::from_secs(5))
+///     .max_handshakes(64)
+///     .serve_with_shutdown(app, async { let _ = tokio::signal::ctrl_c().await; })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct HttpServer {
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    limits: HandshakeLimits,
+}
+
+impl HttpServer {
+    /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
+    /// default limits.
+    ///
+    /// # Example
+    /// See [`HttpServer`].
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> Self {
+        Self {
+            listener,
+            config,
+            limits: HandshakeLimits::default(),
+        }
+    }
+
+    /// How long a client has to finish its TLS handshake, from the moment its connection is
+    /// accepted (default 10 s). A client that has not finished by then is disconnected.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::{sync::Arc, time::Duration};
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = spiffe_mtls::net::HttpServer::new(listener, config)
+    ///     .handshake_timeout(Duration::from_secs(3));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// How many handshakes may run at once (default 256; 0 counts as 1). Past that, new
+    /// connections are not accepted until one finishes (they wait in the listener's backlog).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = spiffe_mtls::net::HttpServer::new(listener, config).max_handshakes(32);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.limits.max_in_flight = max;
+        self
+    }
+
+    /// Serves `service` (an axum `Router`, any tower service) until the listener fails.
+    ///
+    /// # Errors
+    /// Never returns except with an error of the listener it cannot recover from.
+    ///
+    /// # Example
+    /// See [`HttpServer`].
+    pub async fn serve<S, B>(self, service: S) -> io::Result<()>
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(service, std::future::pending())
+            .await
+    }
+
+    /// Serves `service` until `shutdown` completes: the server stops accepting, and the open
+    /// connections and the handshakes in flight are closed.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    ///
+    /// # Example
+    /// See [`HttpServer`].
+    pub async fn serve_with_shutdown<S, B>(
+        self,
+        service: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()>
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let listener = MtlsListener::new(self.listener, self.config, self.limits);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.next() => accepted,
+                () = &mut shutdown => break,
+            };
+            let handshake = match accepted {
+                Ok(handshake) => handshake,
+                Err(error) if is_transient(&error) => {
+                    tracing::warn!(%error, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            connections.spawn(serve_connection(handshake, service.clone()));
+            while connections.try_join_next().is_some() {}
+        }
+        connections.shutdown().await;
+        Ok(())
+    }
+}
+
 /// Serves `service` (an axum `Router`, any tower service) over mutual TLS until the listener
-/// fails; see [`serve_http_with_shutdown`].
+/// fails, with the default handshake limits; see [`HttpServer`].
 ///
 /// # Errors
 /// Never returns except with an error of the listener it cannot recover from.
+///
+/// # Example
+/// ```no_run
+/// use std::sync::Arc;
+/// use axum::{Extension, Router, routing::get};
+/// use spiffe_mtls::net::{self, PeerIdentity};
+///
+/// # async fn run(config: spiffe_mtls::rustls::ServerConfig) -> std::io::Result<()> {
+/// let app = Router::new().route("/", get(|Extension(peer): Extension<PeerIdentity>| async move {
+///     format!("hello {peer}\n")
+/// }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// net::serve_http(listener, Arc::new(config), app).await
+/// # }
+/// ```
 pub async fn serve_http<S, B>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -39,18 +257,28 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    serve_http_with_shutdown(listener, config, service, std::future::pending()).await
+    HttpServer::new(listener, config).serve(service).await
 }
 
 /// Serves `service` over mutual TLS with `config` (from [`crate::tls::server_config`]) until
-/// `shutdown` completes; open connections are closed then.
-///
-/// Each connection's [`PeerIdentity`](crate::tls::PeerIdentity) is inserted into the
-/// extensions of every request it carries. Clients refused at the handshake never reach
-/// `service`. HTTP/2 is used when the client negotiates it (put `h2` in the config's ALPN).
+/// `shutdown` completes, with the default handshake limits; open connections are closed then.
+/// See [`HttpServer`].
 ///
 /// # Errors
 /// As [`serve_http`].
+///
+/// # Example
+/// ```no_run
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+///
+/// # async fn run(config: spiffe_mtls::rustls::ServerConfig) -> std::io::Result<()> {
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// let stop = async { let _ = tokio::signal::ctrl_c().await; };
+/// spiffe_mtls::net::serve_http_with_shutdown(listener, Arc::new(config), app, stop).await
+/// # }
+/// ```
 pub async fn serve_http_with_shutdown<S, B>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -67,43 +295,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(error) if is_transient(&error) => {
-                tracing::warn!(%error, "accept failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
-        connections.spawn(serve_connection(Arc::clone(&config), service.clone(), tcp));
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
-    Ok(())
+    HttpServer::new(listener, config)
+        .serve_with_shutdown(service, shutdown)
+        .await
 }
 
-/// Errors of `accept` that concern one connection or a passing shortage, not the listener.
-fn is_transient(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || error
-        .raw_os_error()
-        .is_some_and(|code| code == 23 || code == 24)
-}
-
-async fn serve_connection<S, B>(config: Arc<ServerConfig>, service: S, tcp: tokio::net::TcpStream)
+async fn serve_connection<S, B>(handshake: Handshake, service: S)
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -114,16 +311,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let stream = match accept(config, tcp).await {
+    let remote = RemoteAddr(handshake.remote_addr());
+    let stream = match handshake.finish().await {
         Ok(stream) => stream,
         Err(error) => {
-            tracing::debug!(%error, "TLS handshake failed");
+            tracing::debug!(%error, remote = %remote, "TLS handshake failed");
             return;
         }
     };
     let peer = stream.peer().clone();
     let service = service.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(peer.clone());
+        request.extensions_mut().insert(remote);
         request
     });
     let served = auto::Builder::new(TokioExecutor::new())

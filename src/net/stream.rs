@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
@@ -58,7 +59,19 @@ pub async fn accept<IO>(config: Arc<ServerConfig>, io: IO) -> io::Result<MtlsStr
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
+    accept_within(config, io, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`accept`] with another timeout.
+pub(crate) async fn accept_within<IO>(
+    config: Arc<ServerConfig>,
+    io: IO,
+    timeout: Duration,
+) -> io::Result<MtlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(io))
         .await
         .map_err(|_| timed_out())??;
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
@@ -82,12 +95,22 @@ pub async fn connect<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        TlsConnector::from(config).connect(server_name, io),
-    )
-    .await
-    .map_err(|_| timed_out())??;
+    connect_within(config, server_name, io, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`connect`] with another timeout.
+pub(crate) async fn connect_within<IO>(
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    io: IO,
+    timeout: Duration,
+) -> io::Result<MtlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(timeout, TlsConnector::from(config).connect(server_name, io))
+        .await
+        .map_err(|_| timed_out())??;
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
     Ok(MtlsStream {
         stream: TlsStream::Client(stream),

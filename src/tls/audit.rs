@@ -15,6 +15,13 @@
 //!   reason when it did not: a peer that replays another workload's public chain is denied,
 //!   never accepted.
 //!
+//! Route decisions (the [`RoutePolicyLayer`](crate::net::RoutePolicyLayer)) are recorded
+//! per request with the same fields plus `route`: side `server`, `accepted` with the peer's
+//! ID, trust domain and the route's rule (`route "/api" allows ...`), or `denied` with the
+//! rule that refused (`route "/admin" allows ...`, `route "/x" is not in the policy`,
+//! `connection rule ...`) and a reason; a request without a verified identity is `denied`
+//! with peer `-`, rule `verified SPIFFE ID`.
+//!
 //! So a handshake records one event: `accepted` or `denied`. A handshake abandoned between
 //! the two checks (the peer goes away or sends something else than its signature) records
 //! nothing, as nothing was accepted; so does a TLS 1.2 server that signs its key exchange
@@ -108,5 +115,45 @@ pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Dis
         rule = SIGNATURE_RULE,
         reason = %format_args!("handshake signature did not verify: {error}"),
         "mTLS peer did not prove its key"
+    );
+}
+
+#[cfg(feature = "http")]
+/// A request allowed on `route` by `rule`.
+pub(crate) fn route_allowed(peer: &SpiffeId, route: &str, rule: &dyn fmt::Display) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = %peer,
+        trust_domain = %peer.trust_domain(),
+        decision = "accepted",
+        rule = %rule,
+        route = route,
+        "request allowed on route"
+    );
+}
+
+#[cfg(feature = "http")]
+/// A request refused on `route`: `peer` is `None` when it carried no verified identity.
+pub(crate) fn route_denied(
+    peer: Option<&SpiffeId>,
+    route: &str,
+    rule: &dyn fmt::Display,
+    reason: &dyn fmt::Display,
+) {
+    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
+        Some(id) => (id, id.trust_domain()),
+        None => (&"-", &"-"),
+    };
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "denied",
+        rule = %rule,
+        route = route,
+        reason = %reason,
+        "request refused on route"
     );
 }

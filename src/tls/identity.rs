@@ -29,6 +29,17 @@ impl PeerIdentity {
         })
     }
 
+    #[cfg(feature = "reqwest")]
+    /// The peer of a connection whose TLS layer gives out only the leaf (reqwest's
+    /// `TlsInfo`): the same ID, a chain of the leaf alone. Trusted as [`Self::from_connection`].
+    pub(crate) fn from_leaf(leaf: CertificateDer<'static>) -> Option<Self> {
+        let spiffe_id = leaf_spiffe_id(&leaf)?;
+        Some(Self {
+            spiffe_id,
+            chain: Arc::from([leaf]),
+        })
+    }
+
     /// The peer's SPIFFE ID.
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id

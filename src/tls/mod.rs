@@ -45,6 +45,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use audit::{AUDIT_TARGET, Side};
+#[cfg(feature = "http")]
+pub(crate) use audit::{route_allowed, route_denied};
 pub use identity::PeerIdentity;
 
 use crate::authorize::Authorizer;

@@ -1,0 +1,371 @@
+//! A tower layer that authorizes each request's route by a [`Policy`], from the verified peer
+//! identity of its connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use http::{Request, Response, StatusCode};
+
+use crate::authorize::Policy;
+use crate::tls::{self, PeerIdentity};
+
+/// Authorizes every request by a [`Policy`]: a function of the request names its route (by
+/// default [`PathPrefixRoute`], the longest route of the policy that is a path prefix of the
+/// request's path), and [`Policy::authorize_route`] decides on the SPIFFE ID of the request's
+/// [`PeerIdentity`] extension (inserted by [`serve_http`](super::serve_http)).
+///
+/// - Allowed: the request goes on to the inner service.
+/// - Refused: `403 Forbidden`, `text/plain`, body
+///   `forbidden: route "/admin" does not allow spiffe://example.org/agent/x`; the inner service
+///   is not called. A route the policy does not name is refused.
+/// - No `PeerIdentity` extension (a service not behind `serve_http`, say): `403`, body
+///   `forbidden: route "/admin" needs a verified SPIFFE ID`. Never allowed.
+///
+/// Each decision is one audit event (target [`AUDIT_TARGET`](crate::tls::AUDIT_TARGET)) with
+/// `side`, `peer`, `trust_domain`, `decision`, `rule`, `route` and, for a denial, `reason`;
+/// see [`crate::tls`]'s audit module docs. The refusal body names the route and the peer, not
+/// the rule: the rule is in the audit event.
+///
+/// # Example
+/// ```
+/// use axum::{Router, routing::get};
+/// use spiffe_mtls::{Policy, net::RoutePolicyLayer};
+///
+/// let policy = Policy::from_toml(r#"
+///     [routes."/api"]
+///     trust_domains = ["example.org"]
+///     [routes."/api/admin"]
+///     ids = ["spiffe://example.org/ops"]
+/// "#)?;
+/// let app: Router = Router::new()
+///     .route("/api/items", get(|| async { "items\n" }))
+///     .route("/api/admin/users", get(|| async { "users\n" }))
+///     .layer(RoutePolicyLayer::new(policy));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// With routes chosen by another function, the A2A skill of a header say:
+/// ```
+/// use axum::{Router, body::Body, routing::post};
+/// use http::Request;
+/// use spiffe_mtls::{Policy, net::RoutePolicyLayer};
+///
+/// fn skill(request: &Request<Body>) -> String {
+///     let skill = request.headers().get("x-skill").and_then(|v| v.to_str().ok());
+///     skill.unwrap_or("-").to_owned()
+/// }
+/// let policy = Policy::from_toml("[routes.echo]\ntrust_domains = [\"example.org\"]\n")?;
+/// let app: Router = Router::new()
+///     .route("/", post(|| async { "done\n" }))
+///     .layer(RoutePolicyLayer::new(policy).route_by(skill));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RoutePolicyLayer<R = PathPrefixRoute> {
+    policy: Arc<Policy>,
+    route: R,
+}
+
+impl RoutePolicyLayer {
+    /// The layer for `policy`, routes chosen by [`PathPrefixRoute`].
+    ///
+    /// # Example
+    /// See [`RoutePolicyLayer`].
+    pub fn new(policy: Policy) -> Self {
+        let route = PathPrefixRoute::new(&policy);
+        Self {
+            policy: Arc::new(policy),
+            route,
+        }
+    }
+}
+
+impl<R> RoutePolicyLayer<R> {
+    /// Chooses each request's route with `route` (a function or closure
+    /// `Fn(&Request<B>) -> String`, or any [`ChooseRoute`]) instead.
+    ///
+    /// # Example
+    /// See [`RoutePolicyLayer`].
+    pub fn route_by<F>(self, route: F) -> RoutePolicyLayer<F> {
+        RoutePolicyLayer {
+            policy: self.policy,
+            route,
+        }
+    }
+
+    /// The policy.
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::{Policy, net::RoutePolicyLayer};
+    /// let layer = RoutePolicyLayer::new(Policy::from_toml("[routes.\"/api\"]\n")?);
+    /// assert_eq!(layer.policy().route_names().collect::<Vec<_>>(), ["/api"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+impl<S, R: Clone> tower::Layer<S> for RoutePolicyLayer<R> {
+    type Service = RoutePolicy<S, R>;
+
+    fn layer(&self, inner: S) -> RoutePolicy<S, R> {
+        RoutePolicy {
+            inner,
+            policy: Arc::clone(&self.policy),
+            route: self.route.clone(),
+        }
+    }
+}
+
+/// Names the route of a request, for [`RoutePolicyLayer`]. Implemented by every
+/// `Fn(&Request<B>) -> String` and by [`PathPrefixRoute`].
+///
+/// # Example
+/// ```
+/// use http::Request;
+/// use spiffe_mtls::net::ChooseRoute;
+///
+/// #[derive(Clone)]
+/// struct ByMethod;
+/// impl<B> ChooseRoute<B> for ByMethod {
+///     fn route(&self, request: &Request<B>) -> String {
+///         request.method().as_str().to_owned()
+///     }
+/// }
+/// assert_eq!(ByMethod.route(&Request::get("/").body(()).unwrap()), "GET");
+/// ```
+pub trait ChooseRoute<B> {
+    /// The route of `request`: a name the policy may hold.
+    fn route(&self, request: &Request<B>) -> String;
+}
+
+impl<B, F> ChooseRoute<B> for F
+where
+    F: Fn(&Request<B>) -> String,
+{
+    fn route(&self, request: &Request<B>) -> String {
+        self(request)
+    }
+}
+
+/// The default route of [`RoutePolicyLayer`]: of the policy's routes whose name starts with
+/// `/`, the longest that is a path prefix of the request's path, segment by segment (`/api`
+/// covers `/api` and `/api/items`, not `/apis`; `/` covers every path). A path no route covers
+/// is its own route, which the policy does not name, so it is refused.
+///
+/// The path is compared as received (no percent-decoding, no dot-segment removal). A path with
+/// a `.` or `..` segment, even percent-encoded, is its own route too (refused), so that
+/// `/public/../admin` cannot pass as `/public` before something downstream normalizes it.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::{Policy, net::PathPrefixRoute};
+///
+/// let policy = Policy::from_toml("[routes.\"/api\"]\n[routes.\"/api/admin\"]\n")?;
+/// let routes = PathPrefixRoute::new(&policy);
+/// assert_eq!(routes.route_of("/api/admin/users"), "/api/admin");
+/// assert_eq!(routes.route_of("/api/items"), "/api");
+/// assert_eq!(routes.route_of("/apis"), "/apis");
+/// assert_eq!(routes.route_of("/api/../admin"), "/api/../admin");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PathPrefixRoute {
+    /// Longest first.
+    prefixes: Arc<[String]>,
+}
+
+impl PathPrefixRoute {
+    /// The path routes of `policy`.
+    ///
+    /// # Example
+    /// See [`PathPrefixRoute`].
+    pub fn new(policy: &Policy) -> Self {
+        let mut prefixes: Vec<String> = policy
+            .route_names()
+            .filter(|name| name.starts_with('/'))
+            .map(str::to_owned)
+            .collect();
+        prefixes.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        Self {
+            prefixes: prefixes.into(),
+        }
+    }
+
+    /// The route of `path`.
+    ///
+    /// # Example
+    /// See [`PathPrefixRoute`].
+    pub fn route_of(&self, path: &str) -> String {
+        if !path.starts_with('/') || has_dot_segment(path) {
+            return path.to_owned();
+        }
+        self.prefixes
+            .iter()
+            .find(|prefix| covers(prefix, path))
+            .map_or_else(|| path.to_owned(), Clone::clone)
+    }
+}
+
+impl<B> ChooseRoute<B> for PathPrefixRoute {
+    fn route(&self, request: &Request<B>) -> String {
+        self.route_of(request.uri().path())
+    }
+}
+
+/// Whether the route `prefix` covers `path`, segment by segment.
+fn covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Whether a segment of `path` is `.` or `..`, literally or percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// The service of [`RoutePolicyLayer`].
+///
+/// # Example
+/// ```
+/// use tower::Layer;
+/// use spiffe_mtls::{Policy, net::{RoutePolicy, RoutePolicyLayer}};
+///
+/// let layer = RoutePolicyLayer::new(Policy::from_toml("")?);
+/// let service: RoutePolicy<_> = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RoutePolicy<S, R = PathPrefixRoute> {
+    inner: S,
+    policy: Arc<Policy>,
+    route: R,
+}
+
+impl<S, R, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RoutePolicy<S, R>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: ChooseRoute<ReqBody>,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let route = self.route.route(&request);
+        let Some(peer) = request.extensions().get::<PeerIdentity>() else {
+            tls::route_denied(
+                None,
+                &route,
+                &"verified SPIFFE ID",
+                &"the request carries no verified peer identity",
+            );
+            let body = format!("forbidden: route {route:?} needs a verified SPIFFE ID\n");
+            return Box::pin(std::future::ready(Ok(forbidden(body))));
+        };
+        let id = peer.spiffe_id();
+        match self.policy.authorize_route(&route, id) {
+            Ok(()) => {
+                match self.policy.route(&route) {
+                    Some(rule) => tls::route_allowed(
+                        id,
+                        &route,
+                        &format_args!("route {route:?} allows {rule}"),
+                    ),
+                    None => tls::route_allowed(id, &route, &format_args!("route {route:?}")),
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => {
+                tls::route_denied(
+                    Some(id),
+                    &route,
+                    &error.rule,
+                    &"the rule does not allow this SPIFFE ID",
+                );
+                let body = format!("forbidden: route {route:?} does not allow {id}\n");
+                Box::pin(std::future::ready(Ok(forbidden(body))))
+            }
+        }
+    }
+}
+
+fn forbidden<B: From<String>>(body: String) -> Response<B> {
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(names: &[&str]) -> PathPrefixRoute {
+        let text: String = names
+            .iter()
+            .map(|name| format!("[routes.{name:?}]\n"))
+            .collect();
+        PathPrefixRoute::new(&Policy::from_toml(&text).unwrap())
+    }
+
+    #[test]
+    fn longest_segment_prefix_wins() {
+        let r = routes(&["/", "/api", "/api/admin/", "skill"]);
+        assert_eq!(r.route_of("/"), "/");
+        assert_eq!(r.route_of("/index.html"), "/");
+        assert_eq!(r.route_of("/api"), "/api");
+        assert_eq!(r.route_of("/api/"), "/api");
+        assert_eq!(r.route_of("/apis"), "/");
+        assert_eq!(r.route_of("/api/admin"), "/api/admin/");
+        assert_eq!(r.route_of("/api/admin/x/y"), "/api/admin/");
+        assert_eq!(r.route_of("/api/administrators"), "/api");
+        // Names without a leading slash are never path routes.
+        assert_eq!(r.route_of("/skill"), "/");
+    }
+
+    #[test]
+    fn uncovered_and_odd_paths_are_their_own_route() {
+        let r = routes(&["/", "/api"]);
+        for path in [
+            "*",
+            "",
+            "/api/./x",
+            "/api/..",
+            "/x/%2e%2E/api",
+            "/api/%2E",
+            "/./",
+        ] {
+            assert_eq!(r.route_of(path), path);
+        }
+        // Dots inside a segment are fine.
+        assert_eq!(r.route_of("/api/v1.2/..x"), "/api");
+        let none = routes(&["/api"]);
+        assert_eq!(none.route_of("/other"), "/other");
+    }
+}
