@@ -69,7 +69,7 @@ pub mod dev_server;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod net;
-mod pem;
+pub mod pem;
 pub mod source;
 pub mod spiffe_id;
 pub mod svid;
@@ -86,7 +86,6 @@ pub use tokio_rustls;
 
 pub use authorize::{AuthorizeError, Authorizer, Policy, PolicyError};
 pub use bundle::{BundleError, BundleSet, X509Bundle};
-pub use pem::{PemError, pem_certificates, pem_encode, pem_encode_certificates};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
 pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};

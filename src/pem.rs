@@ -39,7 +39,7 @@ pub(crate) fn sections(bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, PemE
 ///
 /// # Errors
 /// [`PemError`] when the input is not PEM or a section is broken. Blank input gives none.
-pub fn pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub fn certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
     Ok(sections(bytes)?
         .into_iter()
         .filter(|(kind, _)| *kind == SectionKind::Certificate)
@@ -48,7 +48,7 @@ pub fn pem_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, Pe
 }
 
 /// PEM text of one DER object under `label` (e.g. `CERTIFICATE`, `PRIVATE KEY`).
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);
     let mut text = format!("-----BEGIN {label}-----\n");
@@ -61,12 +61,12 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 
 /// PEM text of certificates, in order.
-pub fn pem_encode_certificates<'a, 'b: 'a>(
+pub fn encode_certificates<'a, 'b: 'a>(
     certs: impl IntoIterator<Item = &'a CertificateDer<'b>>,
 ) -> String {
     certs
         .into_iter()
-        .map(|der| pem_encode("CERTIFICATE", der))
+        .map(|der| encode("CERTIFICATE", der))
         .collect()
 }
 
@@ -91,9 +91,9 @@ mod tests {
     #[test]
     fn encodes_what_it_decodes() {
         let der = CertificateDer::from((0u8..200).collect::<Vec<u8>>());
-        let text = pem_encode_certificates([&der]);
+        let text = encode_certificates([&der]);
         assert!(text.lines().all(|l| l.len() <= 64));
-        assert_eq!(pem_certificates(text.as_bytes()).unwrap(), vec![der]);
+        assert_eq!(certificates(text.as_bytes()).unwrap(), vec![der]);
     }
 
     #[test]

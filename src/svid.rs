@@ -98,7 +98,7 @@ impl X509Svid {
     /// # Errors
     /// [`SvidError`] naming what is missing or wrong.
     pub fn from_pem(certs: &[u8], key: &[u8]) -> Result<Self, SvidError> {
-        let chain = pem::pem_certificates(certs).map_err(SvidError::CertificatesPem)?;
+        let chain = pem::certificates(certs).map_err(SvidError::CertificatesPem)?;
         let mut keys = pem::sections(key)
             .map_err(SvidError::KeyPem)?
             .into_iter()

@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
+use spiffe_mtls::pem;
 use spiffe_mtls::verify::Position;
-use spiffe_mtls::{
-    BundleError, PemError, SvidError, TrustDomain, VerifyError, X509Bundle, X509Svid,
-};
+use spiffe_mtls::{BundleError, SvidError, TrustDomain, VerifyError, X509Bundle, X509Svid};
 
 fn data(path: &str) -> Vec<u8> {
     let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,10 +44,10 @@ fn svid_loading_outcomes() {
             matches!(r, Err(SvidError::NoPrivateKey))
         }),
         ("good-leaf-only.pem", "not-pem", |r| {
-            matches!(r, Err(SvidError::KeyPem(PemError::NotPem)))
+            matches!(r, Err(SvidError::KeyPem(pem::PemError::NotPem)))
         }),
         ("not-pem", "key-pkcs8-rsa.pem", |r| {
-            matches!(r, Err(SvidError::CertificatesPem(PemError::NotPem)))
+            matches!(r, Err(SvidError::CertificatesPem(pem::PemError::NotPem)))
         }),
         ("good-leaf-only.pem", "corrupt-key.pem", |r| {
             matches!(r, Err(SvidError::CorruptKey(_)))
@@ -176,7 +175,7 @@ fn pem_bundles() {
     assert_eq!(load("not-pem.pem").unwrap_err(), BundleError::UnknownFormat);
     assert_eq!(
         X509Bundle::from_pem(td(), &data("x509bundle/not-pem.pem")).unwrap_err(),
-        BundleError::Pem(PemError::NotPem)
+        BundleError::Pem(pem::PemError::NotPem)
     );
     assert!(matches!(
         load("corrupted.pem").unwrap_err(),

@@ -18,9 +18,10 @@ use std::time::{Duration, SystemTime};
 use common::{Ca, uri_name_constraints};
 use prost::Message;
 use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+use spiffe_mtls::pem;
 use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
 use spiffe_mtls::workload::proto::{X509svid, X509svidResponse};
-use spiffe_mtls::{BundleSet, SvidVerifier, X509Bundle, pem_certificates, pem_encode_certificates};
+use spiffe_mtls::{BundleSet, SvidVerifier, X509Bundle};
 use time::macros::datetime;
 
 fn fuzz_dir() -> PathBuf {
@@ -309,7 +310,11 @@ fn chain_and_response_seeds() {
     let roots = [dev_ca.root().clone(), root.der.clone()];
     let fixtures = fuzz_dir().join("fixtures").join("verify_chain");
     std::fs::create_dir_all(&fixtures).unwrap();
-    std::fs::write(fixtures.join("bundle.pem"), pem_encode_certificates(&roots)).unwrap();
+    std::fs::write(
+        fixtures.join("bundle.pem"),
+        pem::encode_certificates(&roots),
+    )
+    .unwrap();
     let at = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -354,7 +359,7 @@ fn chain_and_response_seeds() {
         "x509svid/wrong-leaf-empty-id.pem",
         "x509svid/wrong-leaf-no-digital-signature.pem",
     ] {
-        let certs = pem_certificates(&go_spiffe(path)).unwrap();
+        let certs = pem::certificates(&go_spiffe(path)).unwrap();
         let name = path
             .trim_start_matches("x509svid/")
             .trim_end_matches(".pem");

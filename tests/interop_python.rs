@@ -2,8 +2,9 @@
 //! valid context from the dev server.
 //!
 //! The interpreter is `$SPIFFE_MTLS_PYTHON`, else `.venv/bin/python` (which `.ci/run` creates
-//! with `pip install spiffe`). Without one the test says so and passes, unless
-//! `SPIFFE_MTLS_REQUIRE_INTEROP` is set (as `.ci/run` sets it), where it fails.
+//! with `pip install spiffe`). A plain `cargo test` lists the test as ignored (skipped), since
+//! it needs that Python; `.ci/run` runs it with `--include-ignored`, and then a missing
+//! interpreter is a failure.
 #![cfg(all(feature = "dev-server", feature = "workload-api"))]
 
 use std::path::PathBuf;
@@ -24,15 +25,11 @@ fn python() -> Option<PathBuf> {
 }
 
 #[tokio::test]
+#[ignore = "skipped: needs a Python with the `spiffe` package (.ci/run creates .venv and runs it with --include-ignored)"]
 async fn python_spiffe_package_fetches_from_the_dev_server() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var_os("SPIFFE_MTLS_REQUIRE_INTEROP").is_none(),
-            "SPIFFE_MTLS_REQUIRE_INTEROP is set but no Python with the spiffe package was found"
-        );
-        eprintln!("skipped: no Python with the `spiffe` package (run .ci/run, or create .venv)");
-        return;
-    };
+    let python = python().expect(
+        "no Python with the `spiffe` package: set SPIFFE_MTLS_PYTHON, or create .venv (python3 -m venv .venv && .venv/bin/pip install spiffe==0.3.2)",
+    );
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let partner = DevCa::new("partner.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();

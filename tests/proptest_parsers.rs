@@ -14,13 +14,14 @@ use proptest::collection::{btree_map, hash_map, vec};
 use proptest::prelude::*;
 use prost::Message;
 use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+use spiffe_mtls::pem;
 use spiffe_mtls::rustls::pki_types::{CertificateDer, UnixTime};
 use spiffe_mtls::source::X509Context;
 use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::workload::proto::{X509svid, X509svidResponse};
 use spiffe_mtls::{
     BundleSet, IdError, Policy, PolicyError, SpiffeId, SvidVerifier, TrustDomain, X509Bundle,
-    X509Svid, pem_certificates, pem_encode_certificates,
+    X509Svid,
 };
 
 /// 256 cases per property keeps the whole file at a few seconds in a debug build.
@@ -295,7 +296,7 @@ proptest! {
         let td: TrustDomain = "example.org".parse().unwrap();
         let _ = X509Bundle::from_pem(td.clone(), &bytes);
         let _ = X509Bundle::from_jwks(td.clone(), &bytes);
-        let _ = pem_certificates(&bytes);
+        let _ = pem::certificates(&bytes);
         if let Ok(bundle) = X509Bundle::parse(td.clone(), &bytes) {
             prop_assert_eq!(bundle.trust_domain(), &td);
             let roots: Vec<_> = bundle.roots().cloned().collect();
@@ -310,8 +311,8 @@ proptest! {
             picks.iter().map(|i| pool[i.index(pool.len())].clone()).collect();
         let td: TrustDomain = "example.org".parse().unwrap();
 
-        let pem = pem_encode_certificates(&certs);
-        prop_assert_eq!(&pem_certificates(pem.as_bytes()).unwrap(), &certs);
+        let pem = pem::encode_certificates(&certs);
+        prop_assert_eq!(&pem::certificates(pem.as_bytes()).unwrap(), &certs);
         let bundle = X509Bundle::parse(td.clone(), pem.as_bytes()).unwrap();
         prop_assert!(bundle.roots().eq(certs.iter()));
 

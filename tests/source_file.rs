@@ -5,11 +5,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use spiffe_mtls::dev_server::{DevCa, DevServer, DevServerConfig, DevServerOptions, SvidRequest};
+use spiffe_mtls::pem;
 use spiffe_mtls::source::{
     FilePaths, FileSource, SourceError, StaticSource, X509Context, X509Source,
 };
 use spiffe_mtls::workload::EndpointAddress;
-use spiffe_mtls::{TrustDomain, X509Svid, pem_encode, pem_encode_certificates};
+use spiffe_mtls::{TrustDomain, X509Svid};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -42,7 +43,7 @@ fn expired_svid(ca: &DevCa) -> X509Svid {
 fn write_svid(dir: &Path, svid: &X509Svid) {
     std::fs::write(
         dir.join("svid.0.pem"),
-        pem_encode_certificates(svid.chain()),
+        pem::encode_certificates(svid.chain()),
     )
     .unwrap();
     write_key(dir, svid);
@@ -51,7 +52,7 @@ fn write_svid(dir: &Path, svid: &X509Svid) {
 fn write_key(dir: &Path, svid: &X509Svid) {
     std::fs::write(
         dir.join("svid.0.key"),
-        pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
+        pem::encode("PRIVATE KEY", svid.private_key().secret_der()),
     )
     .unwrap();
 }
@@ -59,7 +60,7 @@ fn write_key(dir: &Path, svid: &X509Svid) {
 fn write_bundle(path: &Path, roots: &[&DevCa]) {
     let text: String = roots
         .iter()
-        .map(|ca| pem_encode_certificates([ca.root()]))
+        .map(|ca| pem::encode_certificates([ca.root()]))
         .collect();
     std::fs::write(path, text).unwrap();
 }
@@ -134,7 +135,7 @@ fn reloads_whole_updates_only() {
     let second = issue(&authority, "spiffe://example.org/app");
     std::fs::write(
         dir.path().join("svid.0.pem"),
-        pem_encode_certificates(second.chain()),
+        pem::encode_certificates(second.chain()),
     )
     .unwrap();
     let error = source.reload().unwrap_err();
@@ -196,12 +197,12 @@ fn spiffe_helper_layout() {
     let svid = issue(&authority, "spiffe://example.org/app");
     std::fs::write(
         dir.path().join("svid.pem"),
-        pem_encode_certificates(svid.chain()),
+        pem::encode_certificates(svid.chain()),
     )
     .unwrap();
     std::fs::write(
         dir.path().join("svid_key.pem"),
-        pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
+        pem::encode("PRIVATE KEY", svid.private_key().secret_der()),
     )
     .unwrap();
     write_bundle(&dir.path().join("svid_bundle.pem"), &[&authority]);

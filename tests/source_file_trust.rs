@@ -7,11 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use spiffe_mtls::dev_server::{DevCa, DevServer, DevServerConfig, DevServerOptions, SvidRequest};
+use spiffe_mtls::pem;
 use spiffe_mtls::rustls::pki_types::UnixTime;
 use spiffe_mtls::source::{FilePaths, FileSource, X509Source, federated_bundle_file_name};
 use spiffe_mtls::verify::SvidVerifier;
 use spiffe_mtls::workload::EndpointAddress;
-use spiffe_mtls::{TrustDomain, X509Svid, pem_encode, pem_encode_certificates};
+use spiffe_mtls::{TrustDomain, X509Svid};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -29,12 +30,12 @@ fn our_files(dir: &Path, ours: &DevCa) {
     let svid = issue(ours, "spiffe://example.org/app");
     std::fs::write(
         dir.join("svid.0.pem"),
-        pem_encode_certificates(svid.chain()),
+        pem::encode_certificates(svid.chain()),
     )
     .unwrap();
     std::fs::write(
         dir.join("svid.0.key"),
-        pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
+        pem::encode("PRIVATE KEY", svid.private_key().secret_der()),
     )
     .unwrap();
     write_roots(&dir.join("bundle.0.pem"), &[ours]);
@@ -43,7 +44,7 @@ fn our_files(dir: &Path, ours: &DevCa) {
 fn write_roots(path: &Path, cas: &[&DevCa]) {
     let text: String = cas
         .iter()
-        .map(|ca| pem_encode_certificates([ca.root()]))
+        .map(|ca| pem::encode_certificates([ca.root()]))
         .collect();
     std::fs::write(path, text).unwrap();
 }

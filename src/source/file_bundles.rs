@@ -78,7 +78,7 @@ fn bind_file(
         path: path.to_path_buf(),
         reason,
     };
-    let certs = crate::pem::pem_certificates(pem).map_err(|e| fail(e.to_string()))?;
+    let certs = crate::pem::certificates(pem).map_err(|e| fail(e.to_string()))?;
     if certs.is_empty() {
         return Err(fail("no certificates".into()));
     }

@@ -8,6 +8,10 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// The peer of a connection made with this crate's configs: its SPIFFE ID and the chain it
 /// presented. Cheap to clone; handlers receive it as a request extension.
+///
+/// Only this crate makes one, from a handshake its own verifier completed (`net::accept`,
+/// `net::connect`, the servers and clients of `net`): holding a `PeerIdentity` means the
+/// chain was verified as an X.509-SVID, the peer proved its key and the ID was authorized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
     spiffe_id: SpiffeId,
@@ -15,12 +19,12 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// The peer of a finished handshake.
-    ///
-    /// Trust it only for connections whose config came from [`crate::tls`]: there the chain
-    /// was verified as an X.509-SVID and the ID authorized before the handshake finished. It
-    /// is `None` before the handshake completes or without a peer certificate.
-    pub fn from_connection(connection: &rustls::CommonState) -> Option<Self> {
+    /// The peer of a finished handshake made with a config of [`crate::tls`] (the only
+    /// connections `net` hands here): there the chain was verified as an X.509-SVID and the ID
+    /// authorized before the handshake finished. `None` before the handshake completes or
+    /// without a peer certificate.
+    #[cfg(feature = "net")]
+    pub(crate) fn from_connection(connection: &rustls::CommonState) -> Option<Self> {
         let chain = connection.peer_certificates()?;
         let spiffe_id = leaf_spiffe_id(chain.first()?)?;
         Some(Self {
@@ -31,7 +35,7 @@ impl PeerIdentity {
 
     #[cfg(feature = "reqwest")]
     /// The peer of a connection whose TLS layer gives out only the leaf (reqwest's
-    /// `TlsInfo`): the same ID, a chain of the leaf alone. Trusted as [`Self::from_connection`].
+    /// `TlsInfo`): the same ID, a chain of the leaf alone. Trusted as `from_connection`.
     pub(crate) fn from_leaf(leaf: CertificateDer<'static>) -> Option<Self> {
         let spiffe_id = leaf_spiffe_id(&leaf)?;
         Some(Self {

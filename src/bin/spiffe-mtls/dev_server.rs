@@ -8,8 +8,9 @@ use spiffe_mtls::dev_server::{
     DEFAULT_SOCKET_NAME, DevServer, DevServerConfig, DevServerOptions, default_socket_dir,
     ensure_private_dir, parse_duration,
 };
+use spiffe_mtls::pem;
 use spiffe_mtls::workload::EndpointAddress;
-use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, pem_encode_certificates};
+use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
@@ -104,7 +105,7 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
 
 fn write_bundle(server: &DevServer, path: &PathBuf) -> Result<(), String> {
     let roots = server.roots();
-    let text = pem_encode_certificates(roots.iter());
+    let text = pem::encode_certificates(roots.iter());
     let temp = path.with_extension("tmp");
     std::fs::write(&temp, text)
         .and_then(|()| std::fs::rename(&temp, path))

@@ -82,7 +82,7 @@ fn load_bundles(args: &[(TrustDomain, PathBuf)]) -> Result<BundleSet, String> {
 
 fn load_chain(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(path)?;
-    let chain = spiffe_mtls::pem_certificates(&bytes)
+    let chain = spiffe_mtls::pem::certificates(&bytes)
         .map_err(|e| format!("chain {}: {e}", path.display()))?;
     if chain.is_empty() {
         return Err(format!("chain {}: no certificate found", path.display()));

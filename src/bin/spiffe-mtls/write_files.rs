@@ -11,8 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use spiffe_mtls::pem;
 use spiffe_mtls::source::{X509Context, federated_bundle_file_name};
-use spiffe_mtls::{pem_encode, pem_encode_certificates};
 
 /// One file to write: its name, content, and whether only the owner may read it.
 struct File {
@@ -34,7 +34,7 @@ fn files(context: &X509Context) -> Vec<File> {
         if let Some(bundle) = context.bundles().get(own) {
             files.push(public(
                 format!("bundle.{i}.pem"),
-                pem_encode_certificates(bundle.roots()),
+                pem::encode_certificates(bundle.roots()),
             ));
         }
         let mut federated: Vec<_> = context
@@ -46,17 +46,17 @@ fn files(context: &X509Context) -> Vec<File> {
         for bundle in federated {
             files.push(public(
                 federated_bundle_file_name(i, bundle.trust_domain()),
-                pem_encode_certificates(bundle.roots()),
+                pem::encode_certificates(bundle.roots()),
             ));
         }
         files.push(File {
             name: format!("svid.{i}.key"),
-            text: pem_encode("PRIVATE KEY", svid.private_key().secret_der()),
+            text: pem::encode("PRIVATE KEY", svid.private_key().secret_der()),
             private: true,
         });
         files.push(public(
             format!("svid.{i}.pem"),
-            pem_encode_certificates(svid.chain()),
+            pem::encode_certificates(svid.chain()),
         ));
     }
     files
