@@ -3,7 +3,6 @@
 //! handshake signature verified.
 #![cfg(feature = "dev-server")]
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,11 +22,9 @@ use spiffe_mtls::rustls::{
 use spiffe_mtls::source::{SourceError, StaticSource, Updates, X509Context, X509Source};
 use spiffe_mtls::tls::AUDIT_TARGET;
 use spiffe_mtls::{Authorizer, X509Bundle, X509Svid, authorize, rustls, tls};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
 
-type Fields = BTreeMap<String, String>;
+mod common;
+use common::capture::{Capture, Fields};
 
 /// The target of this file's own markers (source reads, handshake steps).
 const MARK: &str = "audit_test";
@@ -39,40 +36,15 @@ struct Recorder {
     trail: Arc<Mutex<Vec<String>>>,
 }
 
-struct Collect<'a>(&'a mut Fields);
-
-impl Visit for Collect<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let target = event.metadata().target();
-        if target != AUDIT_TARGET && target != MARK {
-            return;
-        }
-        let mut fields = Fields::new();
-        event.record(&mut Collect(&mut fields));
+impl Recorder {
+    /// Records an event of the audit target or of this file's markers.
+    fn record(&self, target: &str, fields: Fields) {
         if target == MARK {
             self.trail
                 .lock()
                 .unwrap()
                 .push(field(&fields, "message").to_owned());
-        } else {
+        } else if target == AUDIT_TARGET {
             self.trail.lock().unwrap().push(format!(
                 "{} {}",
                 field(&fields, "side"),
@@ -81,14 +53,12 @@ impl Subscriber for Recorder {
             self.events.lock().unwrap().push(fields);
         }
     }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
 
-impl Recorder {
     /// Runs `f` with this recorder as the thread's subscriber; the events and the trail.
     fn capture<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<Fields>, Vec<String>) {
-        let out = tracing::subscriber::with_default(self.clone(), f);
+        let recorder = self.clone();
+        let subscriber = Capture::new(move |target, fields| recorder.record(target, fields));
+        let out = tracing::subscriber::with_default(subscriber, f);
         let events = std::mem::take(&mut *self.events.lock().unwrap());
         let trail = std::mem::take(&mut *self.trail.lock().unwrap());
         (out, events, trail)

@@ -3,7 +3,6 @@
 //! identity header and sets the verified one, and sets none without a verified identity.
 #![cfg(all(feature = "dev-server", feature = "http"))]
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +20,9 @@ use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::tls::AUDIT_TARGET;
 use spiffe_mtls::{Policy, authorize, tls};
 use tower::ServiceExt;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+
+mod common;
+use common::capture::{Capture, Fields};
 
 const SERVER: &str = "spiffe://example.org/agent/server";
 const CLIENT: &str = "spiffe://example.org/agent/client";
@@ -41,50 +40,23 @@ ids = ["spiffe://example.org/ops"]
 ids = ["spiffe://example.org/agent/client"]
 "#;
 
-type Fields = BTreeMap<String, String>;
-
 /// Keeps the fields of the audit events that name a route.
 #[derive(Clone, Default)]
 struct Recorder {
     events: Arc<Mutex<Vec<Fields>>>,
 }
 
-struct Collect<'a>(&'a mut Fields);
-
-impl Visit for Collect<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        if event.metadata().target() != AUDIT_TARGET {
-            return;
-        }
-        let mut fields = Fields::new();
-        event.record(&mut Collect(&mut fields));
-        if fields.contains_key("route") {
-            self.events.lock().unwrap().push(fields);
-        }
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
 impl Recorder {
+    /// A subscriber that feeds this recorder.
+    fn subscriber(&self) -> Capture {
+        let events = Arc::clone(&self.events);
+        Capture::new(move |target, fields| {
+            if target == AUDIT_TARGET && fields.contains_key("route") {
+                events.lock().unwrap().push(fields);
+            }
+        })
+    }
+
     fn take(&self) -> Vec<Fields> {
         std::mem::take(&mut *self.events.lock().unwrap())
     }
@@ -192,7 +164,7 @@ fn denied(peer: &str, route: &str, rule: &str) -> Fields {
 #[tokio::test]
 async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
     let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let _guard = tracing::subscriber::set_default(recorder.subscriber());
     let material = Material::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
@@ -289,7 +261,7 @@ async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
 #[tokio::test]
 async fn route_layer_with_a_route_function() {
     let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let _guard = tracing::subscriber::set_default(recorder.subscriber());
     let material = Material::new();
     fn skill(request: &Request<Body>) -> String {
         let skill = request
@@ -332,7 +304,7 @@ async fn route_layer_with_a_route_function() {
 #[tokio::test]
 async fn route_layer_refuses_a_request_without_a_verified_identity() {
     let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let _guard = tracing::subscriber::set_default(recorder.subscriber());
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let inner = tower::service_fn(move |_: Request<()>| {

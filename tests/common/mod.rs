@@ -235,3 +235,4 @@ pub fn my_uid() -> u32 {
     let file = tempfile::NamedTempFile::new().unwrap();
     file.as_file().metadata().unwrap().uid()
 }
+pub mod capture;
