@@ -270,9 +270,8 @@ impl MtlsWebClientConfigBuilder {
     /// empty root store ([`TlsConfigError::WebPki`]).
     pub fn build(self) -> Result<ClientConfig, TlsConfigError> {
         let provider = self.settings.provider()?;
-        let web =
-            WebPkiServerVerifier::builder_with_provider(self.roots, Arc::clone(&provider))
-                .build()?;
+        let web = WebPkiServerVerifier::builder_with_provider(self.roots, Arc::clone(&provider))
+            .build()?;
         let config = self
             .settings
             .client_builder(provider)?
