@@ -19,7 +19,10 @@ impl PeerIdentity {
     ///
     /// Trust it only for connections whose config came from [`crate::tls`]: there the chain
     /// was verified as an X.509-SVID and the ID authorized before the handshake finished. It
-    /// is `None` before the handshake completes or without a peer certificate.
+    /// is `None` before the handshake completes or without a peer certificate (a client of
+    /// [`tls_server_config`](super::tls_server_config)). Not for the server of
+    /// [`mtls_web_client_config`](super::mtls_web_client_config): it was verified by web
+    /// PKI, not as an SVID.
     pub fn from_connection(connection: &rustls::CommonState) -> Option<Self> {
         let chain = connection.peer_certificates()?;
         let spiffe_id = leaf_spiffe_id(chain.first()?)?;

@@ -27,6 +27,10 @@
 //! # fn main() {}
 //! ```
 //!
+//! Besides mutual TLS, the modes of go-spiffe's `tlsconfig`: a TLS-only client
+//! ([`tls_client_config`]) and server ([`tls_server_config`]), and web modes, where one side
+//! uses web PKI ([`mtls_web_server_config`], [`mtls_web_client_config`]).
+//!
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
 //! signing key and the bundles' parsed roots are prepared once per update. Session resumption
 //! is off, so every connection is verified and authorized in full. Every decision is an audit
