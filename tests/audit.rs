@@ -533,3 +533,92 @@ fn a_replayed_chain_the_cache_holds_is_still_denied() {
         accepted_once_per_side_after_the_signature(&events, &trail, CLIENT);
     }
 }
+
+/// A web-PKI chain for the name "server" (the name `handshake` dials), and its root.
+fn web_certificate(ca_name: &str) -> (CertifiedKey, rustls::RootCertStore) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, ca_name);
+    let root = params.self_signed(&ca_key).unwrap().der().clone();
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["server".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap()
+        .der()
+        .clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let certified = CertifiedKey::from_der(vec![leaf], key, &provider()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    (certified, roots)
+}
+
+#[test]
+fn web_modes_record_one_event_per_decision() {
+    for versions in [TLS13, TLS12] {
+        let ca = ca("example.org");
+        let (certificate, roots) = web_certificate("web CA");
+        let server = tls::mtls_web_server_config(
+            certificate,
+            source("server", svid(&ca, SERVER), &[ca.bundle()]),
+            authorize::id(CLIENT.parse().unwrap()),
+        )
+        .protocol_versions(versions)
+        .build()
+        .map(Arc::new)
+        .unwrap();
+        let client = |roots| {
+            tls::mtls_web_client_config(source("client", svid(&ca, CLIENT), &[ca.bundle()]), roots)
+                .protocol_versions(versions)
+                .build()
+                .map(Arc::new)
+                .unwrap()
+        };
+        let (done, events, _) = Recorder::default().capture(|| handshake(&server, &client(roots)));
+        assert!(done, "{versions:?}");
+        assert_eq!(events.len(), 2, "{versions:?}: {events:?}");
+        assert_eq!(field(one_event(&events, "server"), "peer"), CLIENT);
+        let web = one_event(&events, "client");
+        assert_eq!(field(web, "decision"), "accepted");
+        assert_eq!(field(web, "peer"), "server");
+        assert_eq!(field(web, "trust_domain"), "-");
+        assert_eq!(
+            field(web, "rule"),
+            "web PKI certificate for the server name"
+        );
+
+        // A server under other roots: one denial by the client, nothing by the server.
+        let (_, other_roots) = web_certificate("other CA");
+        let (done, events, _) =
+            Recorder::default().capture(|| handshake(&server, &client(other_roots)));
+        assert!(!done);
+        assert_eq!(events.len(), 1, "{versions:?}: {events:?}");
+        assert_eq!(field(one_event(&events, "client"), "decision"), "denied");
+    }
+}
+
+#[test]
+fn a_tls_only_server_records_nothing_and_its_client_one_decision() {
+    let ca = ca("example.org");
+    let server = Arc::new(
+        tls::tls_server_config(source("server", svid(&ca, SERVER), &[ca.bundle()]))
+            .build()
+            .unwrap(),
+    );
+    let client = Arc::new(
+        tls::tls_client_config(
+            source("client", svid(&ca, CLIENT), &[ca.bundle()]),
+            authorize::id(SERVER.parse().unwrap()),
+        )
+        .build()
+        .unwrap(),
+    );
+    let (done, events, _) = Recorder::default().capture(|| handshake(&server, &client));
+    assert!(done);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(field(one_event(&events, "client"), "peer"), SERVER);
+}

@@ -22,7 +22,13 @@
 //! `connection rule ...`) and a reason; a request without a verified identity is `denied`
 //! with peer `-`, rule `verified SPIFFE ID`.
 //!
-//! So a handshake records one event: `accepted` or `denied`. A handshake abandoned between
+//! The web-PKI verifier of [`mtls_web_client_config`](super::mtls_web_client_config) records
+//! its decisions the same way, with the server name as `peer`, trust domain `-` and rule
+//! `web PKI certificate for the server name`. The TLS-only server
+//! ([`tls_server_config`](super::tls_server_config)) makes no decision about its clients,
+//! and records nothing.
+//!
+//! So a handshake records one event per side that decides: `accepted` or `denied`. A handshake abandoned between
 //! the two checks (the peer goes away or sends something else than its signature) records
 //! nothing, as nothing was accepted; so does a TLS 1.2 server that signs its key exchange
 //! with an algorithm its cipher suite does not allow, which rustls refuses without asking the
@@ -115,6 +121,51 @@ pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Dis
         rule = SIGNATURE_RULE,
         reason = %format_args!("handshake signature did not verify: {error}"),
         "mTLS peer did not prove its key"
+    );
+}
+
+/// The rule of the web-PKI client mode: the server's chain ends at one of the configured
+/// web roots and its certificate is valid for the server name dialed.
+const WEB_RULE: &str = "web PKI certificate for the server name";
+
+/// A web-PKI server whose certificate is valid for `server_name` and which proved its key.
+pub(crate) fn web_accepted(side: Side, server_name: &str) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = server_name,
+        trust_domain = "-",
+        decision = "accepted",
+        rule = WEB_RULE,
+        "web PKI peer accepted"
+    );
+}
+
+/// A web-PKI server whose certificate was refused (unknown issuer, wrong name, expired...).
+pub(crate) fn web_denied(side: Side, server_name: &str, reason: &dyn fmt::Display) {
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = server_name,
+        trust_domain = "-",
+        decision = "denied",
+        rule = WEB_RULE,
+        reason = %reason,
+        "web PKI peer refused"
+    );
+}
+
+/// A web-PKI server whose certificate passed but whose handshake signature did not verify.
+pub(crate) fn web_unproven(side: Side, server_name: &str, error: &dyn fmt::Display) {
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = server_name,
+        trust_domain = "-",
+        decision = "denied",
+        rule = SIGNATURE_RULE,
+        reason = %format_args!("handshake signature did not verify: {error}"),
+        "web PKI peer did not prove its key"
     );
 }
 

@@ -28,28 +28,29 @@ use crate::spiffe_id::SpiffeId;
 
 const SLOTS: usize = 64;
 
-/// A leaf that verified, and the ID it was authorized as.
+/// A leaf that verified, and the ID it was authorized as (a SPIFFE ID; the server name for the
+/// web-PKI verifier).
 #[derive(Debug)]
-pub(crate) struct Authorized {
+pub(crate) struct Authorized<T = SpiffeId> {
     leaf: Box<[u8]>,
-    id: SpiffeId,
+    id: T,
 }
 
-impl Authorized {
-    /// The authorized SPIFFE ID.
-    pub(crate) fn id(&self) -> &SpiffeId {
+impl<T> Authorized<T> {
+    /// The authorized ID.
+    pub(crate) fn id(&self) -> &T {
         &self.id
     }
 }
 
 /// The last authorized leaves, one per slot.
 #[derive(Debug)]
-pub(crate) struct AuthorizedLeaves {
-    slots: Box<[ArcSwapOption<Authorized>]>,
+pub(crate) struct AuthorizedLeaves<T = SpiffeId> {
+    slots: Box<[ArcSwapOption<Authorized<T>>]>,
     hasher: RandomState,
 }
 
-impl AuthorizedLeaves {
+impl<T: Clone + PartialEq> AuthorizedLeaves<T> {
     pub(crate) fn new() -> Self {
         Self {
             slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
@@ -57,7 +58,7 @@ impl AuthorizedLeaves {
         }
     }
 
-    fn slot(&self, leaf: &[u8]) -> &ArcSwapOption<Authorized> {
+    fn slot(&self, leaf: &[u8]) -> &ArcSwapOption<Authorized<T>> {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(leaf);
         let index = usize::try_from(hasher.finish() % SLOTS as u64).unwrap_or(0);
@@ -66,7 +67,7 @@ impl AuthorizedLeaves {
 
     /// Remembers that `leaf` verified and was authorized as `id`. A peer that reconnects with
     /// the same leaf finds it in place: no allocation.
-    pub(crate) fn insert(&self, leaf: &[u8], id: &SpiffeId) {
+    pub(crate) fn insert(&self, leaf: &[u8], id: &T) {
         let slot = self.slot(leaf);
         if slot
             .load()
@@ -82,7 +83,7 @@ impl AuthorizedLeaves {
     }
 
     /// The ID `leaf` was authorized as, if its slot still holds it.
-    pub(crate) fn get(&self, leaf: &[u8]) -> Option<Arc<Authorized>> {
+    pub(crate) fn get(&self, leaf: &[u8]) -> Option<Arc<Authorized<T>>> {
         self.slot(leaf)
             .load_full()
             .filter(|entry| *entry.leaf == *leaf)

@@ -27,6 +27,10 @@
 //! # fn main() {}
 //! ```
 //!
+//! Besides mutual TLS, the modes of go-spiffe's `tlsconfig`: a TLS-only client
+//! ([`tls_client_config`]) and server ([`tls_server_config`]), and web modes, where one side
+//! uses web PKI ([`mtls_web_server_config`], [`mtls_web_client_config`]).
+//!
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
 //! signing key and the bundles' parsed roots are prepared once per update. Session resumption
 //! is off, so every connection is verified and authorized in full. Every decision is an audit
@@ -38,6 +42,7 @@ mod cache;
 mod identity;
 mod resolver;
 mod verifier;
+mod web;
 
 use std::sync::Arc;
 
@@ -48,6 +53,11 @@ pub use audit::{AUDIT_TARGET, Side};
 #[cfg(feature = "http")]
 pub(crate) use audit::{route_allowed, route_denied};
 pub use identity::PeerIdentity;
+pub use modes::{
+    MtlsWebClientConfigBuilder, MtlsWebServerConfigBuilder, TlsClientConfigBuilder,
+    TlsServerConfigBuilder, WebCertificate, mtls_web_client_config, mtls_web_server_config,
+    tls_client_config, tls_server_config,
+};
 
 use crate::authorize::Authorizer;
 use crate::source::X509Source;
@@ -64,13 +74,15 @@ pub enum TlsConfigError {
     /// rustls refused the settings (a protocol version the provider cannot do, say).
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The web-PKI server verifier could not be built (an empty root store, say).
+    #[error("web PKI server verifier: {0}")]
+    WebPki(#[from] rustls::client::VerifierBuilderError),
 }
 
-/// Settings both builders share.
+/// Settings every builder shares.
 #[derive(Debug)]
 struct Settings {
     source: Arc<dyn X509Source>,
-    authorizer: Authorizer,
     provider: Option<Arc<CryptoProvider>>,
     alpn: Vec<Vec<u8>>,
     versions: &'static [&'static SupportedProtocolVersion],
@@ -79,10 +91,9 @@ struct Settings {
 }
 
 impl Settings {
-    fn new(source: Arc<dyn X509Source>, authorizer: Authorizer) -> Self {
+    fn new(source: Arc<dyn X509Source>) -> Self {
         Self {
             source,
-            authorizer,
             provider: None,
             alpn: Vec::new(),
             versions: rustls::DEFAULT_VERSIONS,
@@ -98,24 +109,57 @@ impl Settings {
             .ok_or(TlsConfigError::NoCryptoProvider)
     }
 
-    fn parts(
-        &self,
-        side: Side,
-    ) -> Result<(Arc<CryptoProvider>, PeerCheck, SvidResolver), TlsConfigError> {
-        let provider = self.provider()?;
-        let check = PeerCheck::new(
+    /// The SPIFFE check of the peer, deciding on `side` by `authorizer`.
+    fn check(&self, provider: &CryptoProvider, side: Side, authorizer: &Authorizer) -> PeerCheck {
+        PeerCheck::new(
             Arc::clone(&self.source),
-            self.authorizer.clone(),
-            &provider,
+            authorizer.clone(),
+            provider,
             side,
             self.cache,
-        );
-        let resolver = SvidResolver::new(Arc::clone(&self.source), self.hint.clone());
-        Ok((provider, check, resolver))
+        )
+    }
+
+    /// The resolver presenting the source's SVID.
+    fn resolver(&self) -> Arc<SvidResolver> {
+        Arc::new(SvidResolver::new(
+            Arc::clone(&self.source),
+            self.hint.clone(),
+        ))
+    }
+
+    fn server_builder(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsConfigError> {
+        Ok(ServerConfig::builder_with_provider(provider).with_protocol_versions(self.versions)?)
+    }
+
+    fn client_builder(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, TlsConfigError> {
+        Ok(ClientConfig::builder_with_provider(provider).with_protocol_versions(self.versions)?)
+    }
+
+    /// ALPN, and no resumption: no session cache, no tickets.
+    fn finish_server(self, mut config: ServerConfig) -> ServerConfig {
+        config.alpn_protocols = self.alpn;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        config
+    }
+
+    /// ALPN, and no resumption.
+    fn finish_client(self, mut config: ClientConfig) -> ClientConfig {
+        config.alpn_protocols = self.alpn;
+        config.resumption = rustls::client::Resumption::disabled();
+        config
     }
 }
 
-macro_rules! shared_setters {
+/// The setters of every builder.
+macro_rules! connection_setters {
     () => {
         /// The ALPN protocols to offer, most preferred first (`h2`, `http/1.1`, ...).
         #[must_use]
@@ -141,7 +185,12 @@ macro_rules! shared_setters {
             self.settings.versions = versions;
             self
         }
+    };
+}
 
+/// The setter of builders that verify the peer's SVID.
+macro_rules! cache_setter {
+    () => {
         /// Whether a chain already verified against the current bundles is taken from a
         /// cache (default: yes). A hit needs the same certificates, an unchanged source and a
         /// time within every validity period of the path; the peer's handshake signature and
@@ -151,7 +200,12 @@ macro_rules! shared_setters {
             self.settings.cache = enabled;
             self
         }
+    };
+}
 
+/// The setter of builders that present an SVID.
+macro_rules! hint_setter {
+    () => {
         /// Presents the SVID with this Workload API hint instead of the default SVID.
         #[must_use]
         pub fn svid_hint(mut self, hint: impl Into<String>) -> Self {
@@ -161,10 +215,22 @@ macro_rules! shared_setters {
     };
 }
 
+macro_rules! shared_setters {
+    () => {
+        connection_setters!();
+        cache_setter!();
+        hint_setter!();
+    };
+}
+
+// After the setter macros, which it uses.
+mod modes;
+
 /// Builds a [`ServerConfig`] that requires client certificates; see [`server_config`].
 #[derive(Debug)]
 pub struct ServerConfigBuilder {
     settings: Settings,
+    authorizer: Authorizer,
 }
 
 impl ServerConfigBuilder {
@@ -175,15 +241,16 @@ impl ServerConfigBuilder {
     /// # Errors
     /// [`TlsConfigError`] without a crypto provider or with versions it cannot do.
     pub fn build(self) -> Result<ServerConfig, TlsConfigError> {
-        let (provider, check, resolver) = self.settings.parts(Side::Server)?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(self.settings.versions)?
+        let provider = self.settings.provider()?;
+        let check = self
+            .settings
+            .check(&provider, Side::Server, &self.authorizer);
+        let config = self
+            .settings
+            .server_builder(provider)?
             .with_client_cert_verifier(Arc::new(SpiffeClientVerifier(check)))
-            .with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = self.settings.alpn;
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        Ok(config)
+            .with_cert_resolver(self.settings.resolver());
+        Ok(self.settings.finish_server(config))
     }
 }
 
@@ -191,6 +258,7 @@ impl ServerConfigBuilder {
 #[derive(Debug)]
 pub struct ClientConfigBuilder {
     settings: Settings,
+    authorizer: Authorizer,
 }
 
 impl ClientConfigBuilder {
@@ -201,15 +269,17 @@ impl ClientConfigBuilder {
     /// # Errors
     /// As [`ServerConfigBuilder::build`].
     pub fn build(self) -> Result<ClientConfig, TlsConfigError> {
-        let (provider, check, resolver) = self.settings.parts(Side::Client)?;
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(self.settings.versions)?
+        let provider = self.settings.provider()?;
+        let check = self
+            .settings
+            .check(&provider, Side::Client, &self.authorizer);
+        let config = self
+            .settings
+            .client_builder(provider)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(check)))
-            .with_client_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = self.settings.alpn;
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(config)
+            .with_client_cert_resolver(self.settings.resolver());
+        Ok(self.settings.finish_client(config))
     }
 }
 
@@ -220,7 +290,8 @@ pub fn server_config(
     authorizer: Authorizer,
 ) -> ServerConfigBuilder {
     ServerConfigBuilder {
-        settings: Settings::new(Arc::new(source), authorizer),
+        settings: Settings::new(Arc::new(source)),
+        authorizer,
     }
 }
 
@@ -232,6 +303,7 @@ pub fn client_config(
     authorizer: Authorizer,
 ) -> ClientConfigBuilder {
     ClientConfigBuilder {
-        settings: Settings::new(Arc::new(source), authorizer),
+        settings: Settings::new(Arc::new(source)),
+        authorizer,
     }
 }
