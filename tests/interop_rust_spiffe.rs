@@ -68,3 +68,66 @@ async fn spiffe_crate_x509_source_fetches_and_follows_rotation() {
     source.shutdown().await;
     server.shutdown().await;
 }
+
+/// Users of the `spiffe` crate keep their `X509Source` and get this crate's checks and configs
+/// on top: `WorkloadApiSource::from_spiffe` follows its rotations.
+#[tokio::test]
+async fn a_spiffe_crate_source_feeds_this_crates_source() {
+    use spiffe_mtls::source::{UpdateLimits, WorkloadApiSource, X509Source};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let config = DevServerConfig::one_identity(
+        "example.org".parse().unwrap(),
+        "spiffe://example.org/agent/adapted".parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let server = DevServer::start(
+        config,
+        EndpointAddress::Unix(socket.clone()),
+        DevServerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let theirs = spiffe::X509Source::builder()
+        .endpoint(format!("unix://{}", socket.display()))
+        .build()
+        .await
+        .unwrap();
+    let ours =
+        WorkloadApiSource::from_spiffe(theirs, UpdateLimits::default(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert!(ours.address().is_none());
+    let leaf = || ours.x509_context().unwrap().default_svid().leaf().to_vec();
+    assert_eq!(leaf(), server.svids()[0].leaf().to_vec());
+
+    let mut updates = ours.updates();
+    server.rotate_svids().await;
+    tokio::time::timeout(Duration::from_secs(5), updates.changed())
+        .await
+        .expect("update within 5 s")
+        .unwrap();
+    assert_eq!(leaf(), server.svids()[0].leaf().to_vec());
+
+    // a context this crate's limits refuse: nothing within the timeout
+    let theirs = spiffe::X509Source::builder()
+        .endpoint(format!("unix://{}", socket.display()))
+        .build()
+        .await
+        .unwrap();
+    let error = WorkloadApiSource::from_spiffe(
+        theirs,
+        UpdateLimits::default().with_max_bundles(0),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("bundles in the update"),
+        "{error}"
+    );
+    ours.shutdown().await;
+    server.shutdown().await;
+}

@@ -93,33 +93,7 @@ impl WorkloadApiSourceBuilder {
             Ok(inner) => inner,
             Err(error) => return Err(diagnose(&address, self.timeout, &error).await),
         };
-        let mut updates = inner.updated();
-        let first = loop {
-            let converted = current(&inner, &self.limits);
-            match converted {
-                Ok(context) => break context,
-                Err(error) => {
-                    let waited = tokio::time::timeout_at(deadline, updates.changed()).await;
-                    if !matches!(waited, Ok(Ok(_))) {
-                        inner.shutdown().await;
-                        return Err(error);
-                    }
-                }
-            }
-        };
-        let cell = Arc::new(SourceCell::new(first));
-        let task = tokio::spawn(follow(
-            inner.clone(),
-            updates,
-            Arc::clone(&cell),
-            self.limits,
-        ));
-        Ok(WorkloadApiSource {
-            cell,
-            inner,
-            address,
-            task,
-        })
+        WorkloadApiSource::follow_until(inner, Some(address), self.limits, deadline).await
     }
 }
 
@@ -147,11 +121,71 @@ impl WorkloadApiSourceBuilder {
 pub struct WorkloadApiSource {
     cell: Arc<SourceCell>,
     inner: spiffe::X509Source,
-    address: EndpointAddress,
+    address: Option<EndpointAddress>,
     task: JoinHandle<()>,
 }
 
 impl WorkloadApiSource {
+    /// A source over a `spiffe` crate `X509Source` the caller already runs: its stream,
+    /// reconnection and settings stay as they are; each of its contexts is checked again by
+    /// this crate's rules within `limits`, and handed to this crate's configs. Waits up to
+    /// `timeout` for a context that passes. [`WorkloadApiSource::shutdown`] shuts `inner` down
+    /// too (and its clones, which share its stream).
+    ///
+    /// # Errors
+    /// [`SourceError::Withdrawn`], [`SourceError::Invalid`] or another reason the last context
+    /// failed, when none passed within `timeout`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use spiffe_mtls::source::{UpdateLimits, WorkloadApiSource};
+    ///
+    /// let theirs = spiffe::X509Source::new().await?; // SPIFFE_ENDPOINT_SOCKET
+    /// let ours = WorkloadApiSource::from_spiffe(theirs, UpdateLimits::default(), Duration::from_secs(10)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_spiffe(
+        inner: spiffe::X509Source,
+        limits: UpdateLimits,
+        timeout: Duration,
+    ) -> Result<Self, SourceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        Self::follow_until(inner, None, limits, deadline).await
+    }
+
+    /// Waits for the first context of `inner` that passes, then mirrors every change.
+    async fn follow_until(
+        inner: spiffe::X509Source,
+        address: Option<EndpointAddress>,
+        limits: UpdateLimits,
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, SourceError> {
+        let mut updates = inner.updated();
+        let first = loop {
+            match current(&inner, &limits) {
+                Ok(context) => break context,
+                Err(error) => {
+                    let waited = tokio::time::timeout_at(deadline, updates.changed()).await;
+                    if !matches!(waited, Ok(Ok(_))) {
+                        inner.shutdown().await;
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let cell = Arc::new(SourceCell::new(first));
+        let task = tokio::spawn(follow(inner.clone(), updates, Arc::clone(&cell), limits));
+        Ok(Self {
+            cell,
+            inner,
+            address,
+            task,
+        })
+    }
+
     /// Settings: address, start timeout, backoff.
     pub fn builder() -> WorkloadApiSourceBuilder {
         WorkloadApiSourceBuilder::default()
@@ -165,9 +199,10 @@ impl WorkloadApiSource {
         Self::builder().address(address).build().await
     }
 
-    /// The endpoint this source streams from.
-    pub fn address(&self) -> &EndpointAddress {
-        &self.address
+    /// The endpoint this source streams from; `None` for a source made by
+    /// [`WorkloadApiSource::from_spiffe`].
+    pub fn address(&self) -> Option<&EndpointAddress> {
+        self.address.as_ref()
     }
 
     /// Closes the stream; reads fail with [`SourceError::Closed`] afterwards.
