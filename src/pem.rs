@@ -5,6 +5,7 @@ use rustls_pki_types::pem::{self, SectionKind};
 
 /// Why bytes could not be read as PEM.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PemError {
     /// No PEM section at all in non-empty input.
     #[error("not PEM: no \"-----BEGIN\" line")]

@@ -46,6 +46,7 @@ const SIGNATURE_RULE: &str = "handshake signature";
 
 /// Which end of the connection decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Side {
     /// A server deciding about a client.
     Server,
