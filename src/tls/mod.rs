@@ -32,6 +32,7 @@ mod authorized;
 mod cache;
 mod identity;
 mod resolver;
+mod table;
 mod verifier;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use audit::{AUDIT_TARGET, Side};
+pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};
 pub use identity::PeerIdentity;
 
 use crate::authorize::Authorizer;
@@ -69,6 +71,7 @@ struct Settings {
     versions: &'static [&'static SupportedProtocolVersion],
     hint: Option<String>,
     cache: bool,
+    cache_entries: usize,
 }
 
 impl Settings {
@@ -81,6 +84,7 @@ impl Settings {
             versions: rustls::DEFAULT_VERSIONS,
             hint: None,
             cache: true,
+            cache_entries: DEFAULT_VERIFICATION_CACHE_ENTRIES,
         }
     }
 
@@ -102,6 +106,7 @@ impl Settings {
             &provider,
             side,
             self.cache,
+            self.cache_entries,
         );
         let resolver = SvidResolver::new(Arc::clone(&self.source), self.hint.clone());
         Ok((provider, check, resolver))
@@ -137,11 +142,30 @@ macro_rules! shared_setters {
 
         /// Whether a chain already verified against the current bundles is taken from a
         /// cache (default: yes). A hit needs the same certificates, an unchanged source and a
-        /// time within every validity period of the path; the peer's handshake signature and
-        /// the authorization are checked every time.
+        /// time within every validity period of the path; it skips the chain's parsing and
+        /// signature checks. The peer's handshake signature and the authorization are
+        /// checked every time. Size: [`Self::verification_cache_entries`].
         #[must_use]
         pub fn verification_cache(mut self, enabled: bool) -> Self {
             self.settings.cache = enabled;
+            self
+        }
+
+        /// How many verified chains the cache holds: at least as many as distinct peers
+        /// reconnect (default [`DEFAULT_VERIFICATION_CACHE_ENTRIES`], 4,096; rounded up to
+        /// a multiple of 8, at most 2^20). The table the audit hands peer IDs through has
+        /// the same size.
+        ///
+        /// Memory is bounded, whatever peers send: an entry copies at most
+        /// [`MAX_CACHED_ENTRY_BYTES`] (4 KiB) of certificates and SPIFFE ID (a larger chain
+        /// is verified every time, not cached) plus a 160-byte header and 16 bytes in the
+        /// table, and each of the two tables of a config holds at most this many entries:
+        /// at most about 17 MiB each with the default, about 3 MiB for typical SVIDs
+        /// (a 533-byte leaf). Lookups and inserts take no lock; when full, entries not hit
+        /// lately make room first.
+        #[must_use]
+        pub fn verification_cache_entries(mut self, entries: usize) -> Self {
+            self.settings.cache_entries = entries;
             self
         }
 
