@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
-//! signing key and the bundles' parsed roots are prepared once per update. Session resumption
+//! signing key and the bundles' parsed roots are prepared once per update, and a chain
+//! verified before comes from a bounded cache (see `verification_cache`). Session resumption
 //! is off, so every connection is verified and authorized in full. Every decision is an audit
 //! event (see [`AUDIT_TARGET`]).
 
@@ -153,16 +154,16 @@ macro_rules! shared_setters {
 
         /// How many verified chains the cache holds: at least as many as distinct peers
         /// reconnect (default [`DEFAULT_VERIFICATION_CACHE_ENTRIES`], 4,096; rounded up to
-        /// a multiple of 8, at most 2^20). The table the audit hands peer IDs through has
-        /// the same size.
+        /// a multiple of 8, at most 2^20). The table that hands a verified peer's ID to the
+        /// audit (on even with the cache off) has the same size.
         ///
-        /// Memory is bounded, whatever peers send: an entry copies at most
+        /// Memory is bounded whatever peers send: an entry copies at most
         /// [`MAX_CACHED_ENTRY_BYTES`] (4 KiB) of certificates and SPIFFE ID (a larger chain
-        /// is verified every time, not cached) plus a 160-byte header and 16 bytes in the
-        /// table, and each of the two tables of a config holds at most this many entries:
-        /// at most about 17 MiB each with the default, about 3 MiB for typical SVIDs
-        /// (a 533-byte leaf). Lookups and inserts take no lock; when full, entries not hit
-        /// lately make room first.
+        /// is verified every time, never cached) plus a header of at most 160 bytes and 16
+        /// bytes of table, allocator overhead aside. With the default size that is at most
+        /// 16.7 MiB per table, and 2.9 MiB for typical SVIDs (a 533-byte leaf, no
+        /// intermediates). Lookups and inserts take no lock; a full table makes room by
+        /// evicting entries not hit lately first.
         #[must_use]
         pub fn verification_cache_entries(mut self, entries: usize) -> Self {
             self.settings.cache_entries = entries;
