@@ -12,7 +12,7 @@
 //! in turn all hit. An entry copies the chain and the SPIFFE ID: at most
 //! [`MAX_CACHED_ENTRY_BYTES`] of them (a larger chain is verified every time, never cached)
 //! plus a fixed header of at most [`ENTRY_HEADER_BYTES`] and the table's 16 bytes per entry
-//! (a tag and a pointer).
+//! (a tag and a pointer; and one byte per set of 8, its CLOCK hand).
 
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
@@ -32,9 +32,11 @@ pub const DEFAULT_VERIFICATION_CACHE_ENTRIES: usize = 4096;
 /// and path. A chain above it is verified every time. X.509-SVIDs are about 0.5 to 1 KiB.
 pub const MAX_CACHED_ENTRY_BYTES: usize = 4096;
 
-/// The fixed part of an entry, the shared pointer's counts included (checked at compile
-/// time, here and for the authorized leaves).
-pub(crate) const ENTRY_HEADER_BYTES: usize = 160;
+/// The fixed part of an entry: the entry and its shared pointer's counts, and the shell of a
+/// replaced X.509 context that its weak reference may keep allocated (the context's SVIDs
+/// and bundles themselves are freed with the last strong reference). Checked at compile
+/// time, here and for the authorized leaves.
+pub(crate) const ENTRY_HEADER_BYTES: usize = 256;
 
 /// The longest chain cached, leaf included.
 const MAX_CACHED_CERTS: usize = 8;
@@ -62,7 +64,10 @@ pub(crate) struct Entry {
     count: u8,
 }
 
-const _: () = assert!(2 * size_of::<usize>() + size_of::<Entry>() <= ENTRY_HEADER_BYTES);
+const _: () = assert!(
+    2 * size_of::<usize>() + size_of::<Entry>() + 2 * size_of::<usize>() + size_of::<X509Context>()
+        <= ENTRY_HEADER_BYTES
+);
 
 impl Entry {
     /// The verified SPIFFE ID of the chain.

@@ -159,9 +159,9 @@ macro_rules! shared_setters {
         ///
         /// Memory is bounded whatever peers send: an entry copies at most
         /// [`MAX_CACHED_ENTRY_BYTES`] (4 KiB) of certificates and SPIFFE ID (a larger chain
-        /// is verified every time, never cached) plus a header of at most 160 bytes and 16
+        /// is verified every time, never cached) plus a header of at most 256 bytes and 16
         /// bytes of table, allocator overhead aside. With the default size that is at most
-        /// 16.7 MiB per table, and 2.9 MiB for typical SVIDs (a 533-byte leaf, no
+        /// 17.1 MiB per table, and 2.9 MiB for typical SVIDs (a 533-byte leaf, no
         /// intermediates). Lookups and inserts take no lock; a full table makes room by
         /// evicting entries not hit lately first.
         #[must_use]
