@@ -9,6 +9,13 @@
 //! - `spiffe_mtls_uncached`: this crate with its verification cache off, every chain verified
 //!   in full (what the first connection of a peer costs).
 //!
+//! Group `handshake_1000_peers`: a server config of each contender (`rustls_static`,
+//! `spiffe_mtls`, `spiffe_rustls`, `spiffe_mtls_uncached`) facing 1,000 distinct clients, each
+//! a plain rustls client with its own SVID (`spiffe://example.org/bench/peer/N`) from the same
+//! dev-server CA, taken in turn: every handshake comes from another peer than the one before,
+//! and each peer comes back after 999 others (a mesh reconnecting). The servers let in the
+//! trust domain `example.org` (the floor: any chain to its root).
+//!
 //! Group `rotation`: `push_to_handshake`, the time from the dev server pushing a rotated SVID
 //! to the first handshake presenting it (this crate's configs on a Workload API source).
 //!
@@ -31,11 +38,14 @@ use spiffe_mtls::rustls::{
     ServerConnection, SignatureScheme,
 };
 use spiffe_mtls::source::{StaticSource, WorkloadApiSource, X509Context, X509Source};
+use spiffe_mtls::svid::X509Svid;
 use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::{authorize, rustls, tls};
 
 const SERVER: &str = "spiffe://example.org/bench/server";
 const CLIENT: &str = "spiffe://example.org/bench/client";
+/// The distinct clients of `handshake_1000_peers`.
+const PEERS: usize = 1000;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -123,21 +133,25 @@ impl ServerCertVerifier for ChainOnly {
 
 const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
-fn rustls_static(context: &X509Context) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let provider = provider();
+fn roots(context: &X509Context) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for bundle in context.bundles().iter() {
         for root in bundle.roots() {
             roots.add(root.clone()).expect("root");
         }
     }
+    roots
+}
+
+/// Plain rustls server with a WebPki client verifier, resumption off.
+fn rustls_static_server(context: &X509Context) -> Arc<ServerConfig> {
+    let provider = provider();
     let server_svid = context.svid_by_hint("server").expect("server SVID");
-    let client_svid = context.svid_by_hint("client").expect("client SVID");
     let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), Arc::clone(&provider))
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(context)), provider.clone())
             .build()
             .expect("client verifier");
-    let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let mut server = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(TLS13)
         .expect("versions")
         .with_client_cert_verifier(client_verifier)
@@ -148,21 +162,47 @@ fn rustls_static(context: &X509Context) -> (Arc<ServerConfig>, Arc<ClientConfig>
         .expect("server config");
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server.send_tls13_tickets = 0;
+    Arc::new(server)
+}
+
+/// Plain rustls client presenting `svid`, verifying the server's chain only, resumption off.
+fn rustls_static_client(context: &X509Context, svid: &X509Svid) -> Arc<ClientConfig> {
+    let provider = provider();
     let mut client = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(TLS13)
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ChainOnly {
-            roots,
+            roots: roots(context),
             algorithms: provider.signature_verification_algorithms,
         }))
-        .with_client_auth_cert(
-            client_svid.chain().to_vec(),
-            client_svid.private_key().clone_key(),
-        )
+        .with_client_auth_cert(svid.chain().to_vec(), svid.private_key().clone_key())
         .expect("client config");
     client.resumption = rustls::client::Resumption::disabled();
-    (Arc::new(server), Arc::new(client))
+    Arc::new(client)
+}
+
+fn rustls_static(context: &X509Context) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let client_svid = context.svid_by_hint("client").expect("client SVID");
+    (
+        rustls_static_server(context),
+        rustls_static_client(context, client_svid),
+    )
+}
+
+fn spiffe_mtls_server(
+    source: impl X509Source + 'static,
+    authorizer: authorize::Authorizer,
+    cache: bool,
+) -> Arc<ServerConfig> {
+    let server = tls::server_config(source, authorizer)
+        .verification_cache(cache)
+        .crypto_provider(provider())
+        .protocol_versions(TLS13)
+        .svid_hint("server")
+        .build()
+        .expect("server config");
+    Arc::new(server)
 }
 
 fn spiffe_mtls_configs(
@@ -170,13 +210,11 @@ fn spiffe_mtls_configs(
     client_source: impl X509Source + 'static,
     cache: bool,
 ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let server = tls::server_config(server_source, authorize::id(CLIENT.parse().expect("id")))
-        .verification_cache(cache)
-        .crypto_provider(provider())
-        .protocol_versions(TLS13)
-        .svid_hint("server")
-        .build()
-        .expect("server config");
+    let server = spiffe_mtls_server(
+        server_source,
+        authorize::id(CLIENT.parse().expect("id")),
+        cache,
+    );
     let client = tls::client_config(client_source, authorize::id(SERVER.parse().expect("id")))
         .verification_cache(cache)
         .crypto_provider(provider())
@@ -184,7 +222,7 @@ fn spiffe_mtls_configs(
         .svid_hint("client")
         .build()
         .expect("client config");
-    (Arc::new(server), Arc::new(client))
+    (server, Arc::new(client))
 }
 
 /// Picks the SVID with a hint, for spiffe-rustls.
@@ -197,31 +235,44 @@ impl spiffe::x509_source::SvidPicker for Hint {
     }
 }
 
-async fn spiffe_rustls_configs(socket: &str) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let source = |hint| {
-        spiffe::X509Source::builder()
-            .endpoint(socket)
-            .picker(Hint(hint))
-            .build()
-    };
-    let server_source = source("server").await.expect("spiffe source");
-    let client_source = source("client").await.expect("spiffe source");
-    let server = spiffe_rustls::mtls_server(server_source)
-        .authorize(spiffe_rustls::authorizer::exact([CLIENT]).expect("authorizer"))
+async fn spiffe_source(socket: &str, hint: &'static str) -> spiffe::X509Source {
+    spiffe::X509Source::builder()
+        .endpoint(socket)
+        .picker(Hint(hint))
+        .build()
+        .await
+        .expect("spiffe source")
+}
+
+async fn spiffe_rustls_server(
+    socket: &str,
+    authorizer: impl spiffe_rustls::authorizer::Authorizer,
+) -> Arc<ServerConfig> {
+    let server = spiffe_rustls::mtls_server(spiffe_source(socket, "server").await)
+        .authorize(authorizer)
         .with_config_customizer(|config: &mut ServerConfig| {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         })
         .build()
         .expect("spiffe-rustls server");
-    let client = spiffe_rustls::mtls_client(client_source)
+    Arc::new(server)
+}
+
+async fn spiffe_rustls_configs(socket: &str) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let server = spiffe_rustls_server(
+        socket,
+        spiffe_rustls::authorizer::exact([CLIENT]).expect("authorizer"),
+    )
+    .await;
+    let client = spiffe_rustls::mtls_client(spiffe_source(socket, "client").await)
         .authorize(spiffe_rustls::authorizer::exact([SERVER]).expect("authorizer"))
         .with_config_customizer(|config: &mut ClientConfig| {
             config.resumption = rustls::client::Resumption::disabled();
         })
         .build()
         .expect("spiffe-rustls client");
-    (Arc::new(server), Arc::new(client))
+    (server, Arc::new(client))
 }
 
 struct Fixture {
@@ -231,7 +282,10 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+/// A dev server with the `server` and `client` entries for this process, and `peers` more
+/// entries that no process matches (the dev server issues their SVIDs all the same; the
+/// bench takes them from its handle).
+fn fixture(peers: usize) -> Fixture {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -255,7 +309,14 @@ fn fixture() -> Fixture {
         spiffe_id = "{CLIENT}"
         selectors = ["unix:uid:{uid}"]
         hint = "client"
-        "#
+        {}
+        "#,
+        (0..peers)
+            .map(|n| format!(
+                "[[entry]]\nspiffe_id = \"spiffe://example.org/bench/peer/{n}\"\n\
+                 selectors = [\"unix:path:/nonexistent/bench-peer\"]\n"
+            ))
+            .collect::<String>()
     ))
     .expect("config");
     let server = runtime
@@ -274,7 +335,7 @@ fn fixture() -> Fixture {
 }
 
 fn bench_handshake(c: &mut Criterion) {
-    let fixture = fixture();
+    let fixture = fixture(0);
     let source = fixture
         .runtime
         .block_on(WorkloadApiSource::connect(
@@ -338,5 +399,70 @@ fn bench_handshake(c: &mut Criterion) {
     fixture.runtime.block_on(fixture.server.shutdown());
 }
 
-criterion_group!(benches, bench_handshake);
+/// One handshake of the next peer in turn; panics if it fails.
+fn next_peer(server: &Arc<ServerConfig>, peers: &[Arc<ClientConfig>], next: &mut usize) -> Vec<u8> {
+    let leaf = handshake(server, &peers[*next]);
+    *next = (*next + 1) % peers.len();
+    leaf
+}
+
+fn bench_1000_peers(c: &mut Criterion) {
+    let started = Instant::now();
+    let fixture = fixture(PEERS);
+    let source = fixture
+        .runtime
+        .block_on(WorkloadApiSource::connect(
+            fixture.socket.parse().expect("address"),
+        ))
+        .expect("source");
+    let context = source.x509_context().expect("context");
+    // Entry order: server, client, then the peers.
+    let peer_svids = fixture.server.svids().split_off(2);
+    assert_eq!(peer_svids.len(), PEERS);
+    let peers: Vec<Arc<ClientConfig>> = peer_svids
+        .iter()
+        .map(|svid| rustls_static_client(&context, svid))
+        .collect();
+    let static_source = Arc::new(StaticSource::new((*context).clone()));
+    let members = || authorize::member_of(["example.org".parse().expect("trust domain")]);
+
+    let contenders = [
+        ("rustls_static", rustls_static_server(&context)),
+        (
+            "spiffe_mtls",
+            spiffe_mtls_server(Arc::clone(&static_source), members(), true),
+        ),
+        (
+            "spiffe_rustls",
+            fixture.runtime.block_on(spiffe_rustls_server(
+                &fixture.socket,
+                spiffe_rustls::authorizer::trust_domains(["example.org"]).expect("authorizer"),
+            )),
+        ),
+        (
+            "spiffe_mtls_uncached",
+            spiffe_mtls_server(static_source, members(), false),
+        ),
+    ];
+    // Every contender lets every peer in and presents the same server leaf.
+    let leaf = handshake(&contenders[0].1, &peers[0]);
+    for (_, server) in &contenders {
+        assert_eq!(handshake(server, &peers[0]), leaf);
+        assert_eq!(handshake(server, &peers[PEERS - 1]), leaf);
+    }
+    eprintln!(
+        "handshake_1000_peers: {PEERS} peer SVIDs and clients set up in {:.2?}",
+        started.elapsed()
+    );
+
+    let mut group = c.benchmark_group("handshake_1000_peers");
+    for (name, server) in &contenders {
+        let mut next = 0;
+        group.bench_function(*name, |b| b.iter(|| next_peer(server, &peers, &mut next)));
+    }
+    group.finish();
+    fixture.runtime.block_on(fixture.server.shutdown());
+}
+
+criterion_group!(benches, bench_handshake, bench_1000_peers);
 criterion_main!(benches);

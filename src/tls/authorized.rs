@@ -13,20 +13,39 @@
 //! verification cache cannot serve here: it can be turned off, and it also holds chains that
 //! were not authorized.
 //!
-//! Direct-mapped slots behind atomic pointers, as in the verification cache: no lock on the
-//! handshake path, and the memory is bounded (one leaf and its ID per slot; only leaves that
-//! verified and were authorized get in). A slot holds the exact leaf bytes, so a lookup never
-//! returns the ID of another certificate. A miss (another peer's handshake took the slot in
-//! between) costs the parse, nothing else.
+//! The same set-associative [`Table`] as the verification cache, of the same size: no lock on
+//! the handshake path, and a peer that reconnects finds its entry in place (no allocation),
+//! also among 1,000 peers taking turns. Memory is bounded: one leaf and its ID per entry, at
+//! most [`MAX_CACHED_ENTRY_BYTES`] of them (a larger leaf is not kept: its signature check
+//! reads the ID from the leaf) plus a header of at most [`ENTRY_HEADER_BYTES`]; only leaves
+//! that verified and were authorized get in. An entry holds the exact leaf bytes, so a lookup
+//! never returns the ID of another certificate. A miss (the entry evicted in between) costs
+//! the parse, nothing else.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
+use super::cache::{ENTRY_HEADER_BYTES, MAX_CACHED_ENTRY_BYTES, id_bytes};
+use super::table::Table;
 use crate::spiffe_id::SpiffeId;
 
-const SLOTS: usize = 64;
+/// What a leaf was authorized as: a SPIFFE ID, or the server name the web-PKI verifier
+/// checked; its text counts against the entry's bound.
+pub(crate) trait AuthorizedId: Clone + PartialEq {
+    /// The bytes of text the ID holds.
+    fn text_bytes(&self) -> usize;
+}
+
+impl AuthorizedId for SpiffeId {
+    fn text_bytes(&self) -> usize {
+        id_bytes(self)
+    }
+}
+
+impl AuthorizedId for String {
+    fn text_bytes(&self) -> usize {
+        self.len()
+    }
+}
 
 /// A leaf that verified, and the ID it was authorized as (a SPIFFE ID; the server name for the
 /// web-PKI verifier).
@@ -36,6 +55,10 @@ pub(crate) struct Authorized<T = SpiffeId> {
     id: T,
 }
 
+const _: () = assert!(2 * size_of::<usize>() + size_of::<Authorized>() <= ENTRY_HEADER_BYTES);
+const _: () =
+    assert!(2 * size_of::<usize>() + size_of::<Authorized<String>>() <= ENTRY_HEADER_BYTES);
+
 impl<T> Authorized<T> {
     /// The authorized ID.
     pub(crate) fn id(&self) -> &T {
@@ -43,50 +66,43 @@ impl<T> Authorized<T> {
     }
 }
 
-/// The last authorized leaves, one per slot.
+/// The last authorized leaves.
 #[derive(Debug)]
 pub(crate) struct AuthorizedLeaves<T = SpiffeId> {
-    slots: Box<[ArcSwapOption<Authorized<T>>]>,
-    hasher: RandomState,
+    table: Table<Authorized<T>>,
 }
 
-impl<T: Clone + PartialEq> AuthorizedLeaves<T> {
-    pub(crate) fn new() -> Self {
+impl<T: AuthorizedId> AuthorizedLeaves<T> {
+    /// A table of `entries` leaves (rounded up to a multiple of 8).
+    pub(crate) fn new(entries: usize) -> Self {
         Self {
-            slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
-            hasher: RandomState::new(),
+            table: Table::new(entries),
         }
-    }
-
-    fn slot(&self, leaf: &[u8]) -> &ArcSwapOption<Authorized<T>> {
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(leaf);
-        let index = usize::try_from(hasher.finish() % SLOTS as u64).unwrap_or(0);
-        &self.slots[index]
     }
 
     /// Remembers that `leaf` verified and was authorized as `id`. A peer that reconnects with
     /// the same leaf finds it in place: no allocation.
     pub(crate) fn insert(&self, leaf: &[u8], id: &T) {
-        let slot = self.slot(leaf);
-        if slot
-            .load()
-            .as_ref()
-            .is_some_and(|entry| *entry.leaf == *leaf && entry.id == *id)
+        let key = self.table.key(leaf);
+        if self
+            .table
+            .contains(key, |entry| *entry.leaf == *leaf && entry.id == *id)
+            || leaf.len() + id.text_bytes() > MAX_CACHED_ENTRY_BYTES
         {
             return;
         }
-        slot.store(Some(Arc::new(Authorized {
+        let entry = Authorized {
             leaf: leaf.into(),
             id: id.clone(),
-        })));
+        };
+        self.table
+            .insert(key, entry, |held| *held.leaf == *leaf, |_| false);
     }
 
-    /// The ID `leaf` was authorized as, if its slot still holds it.
+    /// The ID `leaf` was authorized as, if the table still holds it.
     pub(crate) fn get(&self, leaf: &[u8]) -> Option<Arc<Authorized<T>>> {
-        self.slot(leaf)
-            .load_full()
-            .filter(|entry| *entry.leaf == *leaf)
+        self.table
+            .get(self.table.key(leaf), |entry| *entry.leaf == *leaf)
     }
 }
 
@@ -100,31 +116,53 @@ mod tests {
 
     #[test]
     fn gives_the_id_of_exactly_the_leaf_that_was_inserted() {
-        let leaves = AuthorizedLeaves::new();
+        let leaves = AuthorizedLeaves::new(64);
         assert!(leaves.get(b"leaf a").is_none(), "empty");
         leaves.insert(b"leaf a", &id("a"));
         assert_eq!(leaves.get(b"leaf a").unwrap().id(), &id("a"));
         assert!(leaves.get(b"leaf b").is_none());
         assert!(leaves.get(b"leaf a ").is_none());
 
-        // The same leaf again keeps the entry; every slot bounded to one leaf.
+        // The same leaf again keeps the entry; the table bounded.
         let before = leaves.get(b"leaf a").unwrap();
         leaves.insert(b"leaf a", &id("a"));
         assert!(Arc::ptr_eq(&before, &leaves.get(b"leaf a").unwrap()));
-        for n in 0..(4 * SLOTS) {
+        for n in 0..256 {
             leaves.insert(format!("leaf {n}").as_bytes(), &id(&n.to_string()));
         }
-        let held = leaves
-            .slots
-            .iter()
-            .filter(|slot| slot.load().is_some())
-            .count();
-        assert!(held <= SLOTS);
-        for n in 0..(4 * SLOTS) {
+        assert!(leaves.table.len() <= 64);
+        for n in 0..256 {
             let leaf = format!("leaf {n}");
             if let Some(entry) = leaves.get(leaf.as_bytes()) {
                 assert_eq!(entry.id(), &id(&n.to_string()), "never another leaf's ID");
             }
         }
+    }
+
+    #[test]
+    fn a_thousand_peers_taking_turns_find_their_entries_in_place() {
+        let leaves = AuthorizedLeaves::new(crate::tls::DEFAULT_VERIFICATION_CACHE_ENTRIES);
+        let peers: Vec<(Vec<u8>, SpiffeId)> = (0..1000)
+            .map(|n| (format!("leaf {n}").into_bytes(), id(&n.to_string())))
+            .collect();
+        for (leaf, id) in &peers {
+            leaves.insert(leaf, id);
+        }
+        let first: Vec<_> = peers
+            .iter()
+            .map(|(leaf, _)| leaves.get(leaf).unwrap())
+            .collect();
+        for (held, (leaf, id)) in first.iter().zip(&peers) {
+            leaves.insert(leaf, id);
+            assert!(Arc::ptr_eq(held, &leaves.get(leaf).unwrap()), "reallocated");
+        }
+    }
+
+    #[test]
+    fn leaves_above_the_bound_are_not_kept() {
+        let leaves = AuthorizedLeaves::new(8);
+        let big = vec![0x30; MAX_CACHED_ENTRY_BYTES];
+        leaves.insert(&big, &id("big"));
+        assert!(leaves.get(&big).is_none());
     }
 }

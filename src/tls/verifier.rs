@@ -53,6 +53,7 @@ impl PeerCheck {
         provider: &CryptoProvider,
         side: Side,
         cache: bool,
+        entries: usize,
     ) -> Self {
         Self {
             source,
@@ -60,8 +61,8 @@ impl PeerCheck {
             verifier: SvidVerifier::with_provider(provider),
             algorithms: provider.signature_verification_algorithms,
             side,
-            cache: cache.then(VerificationCache::new),
-            authorized: AuthorizedLeaves::new(),
+            cache: cache.then(|| VerificationCache::new(entries)),
+            authorized: AuthorizedLeaves::new(entries),
         }
     }
 
@@ -83,7 +84,7 @@ impl PeerCheck {
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            return self.authorize(end_entity, hit.verified.spiffe_id());
+            return self.authorize(end_entity, hit.spiffe_id());
         }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
@@ -101,7 +102,7 @@ impl PeerCheck {
             })?;
         let decision = self.authorize(end_entity, verified.spiffe_id());
         if let Some(cache) = &self.cache {
-            cache.insert(&context, verified);
+            cache.insert(&context, &verified, seconds);
         }
         decision
     }
@@ -307,6 +308,7 @@ mod tests {
             &crate::crypto::default_provider().unwrap(),
             Side::Server,
             true,
+            crate::tls::DEFAULT_VERIFICATION_CACHE_ENTRIES,
         );
         let valid = || Ok(HandshakeSignatureValid::assertion());
 

@@ -25,7 +25,8 @@ impl WebServerVerifier {
     pub(crate) fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
         Self {
             inner,
-            verified: AuthorizedLeaves::new(),
+            // a client talks to few servers: a small table (one set of 8 ways per 8 entries)
+            verified: AuthorizedLeaves::new(64),
         }
     }
 

@@ -88,10 +88,10 @@ impl VerifiedSvid {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    /// Whether every certificate of the validated path, root included, is within its
-    /// validity period at `now` (Unix seconds).
-    pub(crate) fn path_valid_at(&self, now: i64) -> bool {
-        (self.path_validity.from..=self.path_validity.until).contains(&now)
+    /// The times (Unix seconds) at which every certificate of the validated path, root
+    /// included, is within its validity period.
+    pub(crate) fn path_validity(&self) -> std::ops::RangeInclusive<i64> {
+        self.path_validity.from..=self.path_validity.until
     }
 }
 
