@@ -7,23 +7,28 @@ use std::time::Duration;
 use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
 use spiffe_mtls::workload::EndpointAddress;
 
+/// The dev server on `socket`, issuing `id` to this process.
+async fn start(socket: &std::path::Path, id: &str) -> DevServer {
+    let config = DevServerConfig::one_identity(
+        "example.org".parse().unwrap(),
+        id.parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    DevServer::start(
+        config,
+        EndpointAddress::Unix(socket.to_path_buf()),
+        DevServerOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn spiffe_crate_x509_source_fetches_and_follows_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let config = DevServerConfig::one_identity(
-        "example.org".parse().unwrap(),
-        "spiffe://example.org/agent/rust".parse().unwrap(),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
-    let server = DevServer::start(
-        config,
-        EndpointAddress::Unix(socket.clone()),
-        DevServerOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(&socket, "spiffe://example.org/agent/rust").await;
 
     let source = tokio::time::timeout(
         Duration::from_secs(10),
@@ -77,19 +82,7 @@ async fn a_spiffe_crate_source_feeds_this_crates_source() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let config = DevServerConfig::one_identity(
-        "example.org".parse().unwrap(),
-        "spiffe://example.org/agent/adapted".parse().unwrap(),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
-    let server = DevServer::start(
-        config,
-        EndpointAddress::Unix(socket.clone()),
-        DevServerOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(&socket, "spiffe://example.org/agent/adapted").await;
     let theirs = spiffe::X509Source::builder()
         .endpoint(format!("unix://{}", socket.display()))
         .build()

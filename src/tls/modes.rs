@@ -215,28 +215,25 @@ impl MtlsWebServerConfigBuilder {
 /// and lets in the IDs `authorizer` allows. `source`'s own SVIDs are not presented.
 ///
 /// # Example
-/// ```no_run
-/// # #[cfg(feature = "dev-server")]
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
 /// use spiffe_mtls::rustls::sign::CertifiedKey;
+/// use spiffe_mtls::source::StaticSource;
 /// use spiffe_mtls::{authorize, tls};
-/// # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
-/// # use spiffe_mtls::source::{StaticSource, X509Context};
-/// # let ca = DevCa::new("example.org".parse()?, std::time::Duration::from_secs(3600))?;
-/// # let svid = ca.issue(&SvidRequest::new("spiffe://example.org/api".parse()?, std::time::Duration::from_secs(600)))?;
-/// # let source = StaticSource::new(X509Context::new(vec![svid], [ca.bundle()].into_iter().collect())?);
-/// # let web_certificate: CertifiedKey = unimplemented!();
-/// // `web_certificate`: the chain and key of a certificate for the server's DNS name.
-/// let config = tls::mtls_web_server_config(
-///     web_certificate,
-///     source,
-///     authorize::member_of(["example.org".parse()?]),
-/// )
-/// .build()?;
-/// # Ok(())
-/// # }
-/// # #[cfg(not(feature = "dev-server"))]
-/// # fn main() {}
+///
+/// /// `web_certificate`: the chain and key of a certificate for the server's DNS name;
+/// /// `source`: the bundles client SVIDs are verified against.
+/// fn config(
+///     web_certificate: CertifiedKey,
+///     source: StaticSource,
+/// ) -> Result<spiffe_mtls::rustls::ServerConfig, Box<dyn std::error::Error>> {
+///     let config = tls::mtls_web_server_config(
+///         web_certificate,
+///         source,
+///         authorize::member_of(["example.org".parse()?]),
+///     )
+///     .build()?;
+///     Ok(config)
+/// }
 /// ```
 pub fn mtls_web_server_config(
     certificate: impl Into<WebCertificate>,
