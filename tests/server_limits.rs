@@ -1,7 +1,8 @@
 //! The servers' handshake limits: a client that connects and says nothing is disconnected
 //! after the handshake timeout without holding up other clients, and a flood of such clients
 //! beyond the bound on handshakes in flight delays new good clients but does not keep them
-//! out; for `HttpServer` and for `GrpcIncoming` (tonic).
+//! out; for `HttpServer` and for `GrpcIncoming` (tonic). A client that finishes its handshake
+//! and then sends nothing, or half a request head, is disconnected after the header timeout.
 #![cfg(all(feature = "dev-server", feature = "http", feature = "grpc"))]
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use spiffe_mtls::rustls::pki_types::ServerName;
 use spiffe_mtls::rustls::{ClientConfig, ServerConfig};
 use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::{authorize, tls};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 
@@ -94,6 +95,7 @@ async fn http_server(
     server_config: ServerConfig,
     timeout: Duration,
     max_handshakes: usize,
+    header_read_timeout: Duration,
 ) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -104,7 +106,8 @@ async fn http_server(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = HttpServer::new(listener, Arc::new(server_config))
         .handshake_timeout(timeout)
-        .max_handshakes(max_handshakes);
+        .max_handshakes(max_handshakes)
+        .header_read_timeout(header_read_timeout);
     let task = tokio::spawn(server.serve_with_shutdown(app, async {
         let _ = stopped.await;
     }));
@@ -120,7 +123,7 @@ async fn a_silent_client_is_closed_after_the_timeout_and_blocks_no_one() {
     let (server_config, client_config) = configs();
     // A longer timeout here, so that "served at once" has room on a loaded machine.
     let timeout = Duration::from_secs(1);
-    let server = http_server(server_config, timeout, 16).await;
+    let server = http_server(server_config, timeout, 16, net::HEADER_READ_TIMEOUT).await;
     let address = server.address.clone();
     let silent = TcpStream::connect(&address).await.unwrap();
     let closed = tokio::spawn(closed_after(silent));
@@ -145,7 +148,7 @@ async fn a_silent_client_is_closed_after_the_timeout_and_blocks_no_one() {
 async fn a_flood_of_silent_clients_delays_good_clients_but_cannot_keep_them_out() {
     // Two handshakes at once; six silent clients queue three rounds of timeouts.
     let (server_config, client_config) = configs();
-    let server = http_server(server_config, TIMEOUT, 2).await;
+    let server = http_server(server_config, TIMEOUT, 2, net::HEADER_READ_TIMEOUT).await;
     let address = server.address.clone();
     let mut silent = Vec::new();
     for _ in 0..6 {
@@ -167,6 +170,56 @@ async fn a_flood_of_silent_clients_delays_good_clients_but_cannot_keep_them_out(
     for closed in closed {
         closed.await.unwrap();
     }
+    server.shut_down().await;
+}
+
+/// A client that completes its handshake, sends `prefix` (nothing, or the start of a request
+/// head) and stalls: how long the server kept it.
+async fn stalled_after_handshake(prefix: &[u8]) -> Duration {
+    let (server_config, client_config) = configs();
+    let server = http_server(server_config, PATIENCE, 16, TIMEOUT).await;
+    let address: std::net::SocketAddr = server.address.parse().unwrap();
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let name = ServerName::IpAddress(address.ip().into());
+    let mut stream = net::connect(Arc::new(client_config), name, tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    stream.write_all(prefix).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("the server closed the stalled client");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server answered a request it never got: {read:?}"
+    );
+    let waited = start.elapsed();
+    server.shut_down().await;
+    waited
+}
+
+#[tokio::test]
+async fn a_client_silent_after_its_handshake_is_closed_after_the_header_timeout() {
+    let waited = stalled_after_handshake(b"").await;
+    assert!(waited >= TIMEOUT - Duration::from_millis(50), "{waited:?}");
+    assert!(waited < PATIENCE, "{waited:?}");
+}
+
+#[tokio::test]
+async fn half_a_request_head_is_closed_after_the_header_timeout() {
+    let waited = stalled_after_handshake(b"GET /whoami HTTP/1.1\r\nHost: a\r\n").await;
+    assert!(waited >= TIMEOUT - Duration::from_millis(50), "{waited:?}");
+    assert!(waited < PATIENCE, "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_whole_request_is_answered_under_a_short_header_timeout() {
+    let (server_config, client_config) = configs();
+    let server = http_server(server_config, PATIENCE, 16, TIMEOUT).await;
+    let client = Client::builder(TokioExecutor::new()).build(MtlsConnector::new(client_config));
+    assert_eq!(whoami(&client, &server.address).await, CLIENT);
     server.shut_down().await;
 }
 

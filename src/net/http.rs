@@ -10,14 +10,19 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::first_read::FirstReadDeadline;
 use super::listener::{Handshake, HandshakeLimits, MtlsListener, is_transient};
+
+/// How long [`HttpServer`] waits, by default, for a request head: the first bytes after the
+/// TLS handshake, and each HTTP/1 request's headers (see [`HttpServer::header_read_timeout`]).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -67,7 +72,10 @@ impl fmt::Display for RemoteAddr {
 /// stops accepting: new clients wait in the listener's backlog for a slot, which a handshake
 /// frees when it finishes, fails or times out. So clients that connect and stay silent delay
 /// others by at most the timeout; they cannot keep them out, and a slow handshake never blocks
-/// the others. The timeout covers the TLS handshake only; HTTP itself is hyper's.
+/// the others. After the handshake, a client has
+/// [`header_read_timeout`](Self::header_read_timeout) (default 30 s) to send its first bytes,
+/// and each HTTP/1 request head must arrive within it, so a client that connects and says
+/// nothing cannot hold a connection either.
 ///
 /// # Example
 /// ```no_run
@@ -99,6 +107,7 @@ pub struct HttpServer {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     limits: HandshakeLimits,
+    header_read_timeout: Duration,
 }
 
 impl HttpServer {
@@ -112,7 +121,30 @@ impl HttpServer {
             listener,
             config,
             limits: HandshakeLimits::default(),
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
+    }
+
+    /// How long a client has, once its handshake is done, to send its first bytes, and how long
+    /// each HTTP/1 request head may take to arrive, an idle keep-alive connection's included
+    /// (default [`HEADER_READ_TIMEOUT`], 30 s; hyper's HTTP/1 header timeout). A client that
+    /// stays silent that long is disconnected. An HTTP/2 connection's later requests are
+    /// streams, not bound by it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::{sync::Arc, time::Duration};
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = spiffe_mtls::net::HttpServer::new(listener, config)
+    ///     .header_read_timeout(Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
     }
 
     /// How long a client has to finish its TLS handshake, from the moment its connection is
@@ -214,7 +246,11 @@ impl HttpServer {
                 }
                 Err(error) => return Err(error),
             };
-            connections.spawn(serve_connection(handshake, service.clone()));
+            connections.spawn(serve_connection(
+                handshake,
+                service.clone(),
+                self.header_read_timeout,
+            ));
             while connections.try_join_next().is_some() {}
         }
         connections.shutdown().await;
@@ -300,7 +336,7 @@ where
         .await
 }
 
-async fn serve_connection<S, B>(handshake: Handshake, service: S)
+async fn serve_connection<S, B>(handshake: Handshake, service: S, header_read_timeout: Duration)
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -325,8 +361,14 @@ where
         request.extensions_mut().insert(remote);
         request
     });
-    let served = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let io = TokioIo::new(FirstReadDeadline::new(stream, header_read_timeout));
+    let served = builder
+        .serve_connection(io, TowerToHyperService::new(service))
         .await;
     if let Err(error) = served {
         tracing::debug!(%error, "HTTP connection ended with an error");

@@ -27,6 +27,8 @@
 
 #[cfg(feature = "http")]
 mod connector;
+#[cfg(feature = "http")]
+mod first_read;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
@@ -49,7 +51,7 @@ pub use connector::MtlsConnector;
 pub use grpc::{GrpcChannelError, GrpcConnectInfo, GrpcIncoming, grpc_channel, incoming};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
+pub use http::{HEADER_READ_TIMEOUT, HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use identity_header::{IdentityHeader, IdentityHeaderLayer, SPIFFE_ID_HEADER};
