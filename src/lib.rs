@@ -50,7 +50,7 @@
 //! |---|---|
 //! | `ring` (default) / `aws-lc-rs` | the rustls crypto provider used when the process has no default installed |
 //! | `logging` (default) | rustls and tokio-rustls log through the `log` crate |
-//! | `workload-api` | the Workload API client and generated types (`workload::proto`, `workload::connect`), `source::WorkloadApiSource` |
+//! | `workload-api` | `workload::WorkloadClient`, `source::WorkloadApiSource`, and the raw protocol (`workload::proto`) for mock servers |
 //! | `net` | `net`: tokio mutual TLS streams carrying the peer's identity |
 //! | `http` (default) | `net::serve_http`: hyper/axum servers whose handlers see the peer |
 //! | `grpc` (default) | `net::incoming`, `net::grpc_channel`: tonic servers and clients |
@@ -63,8 +63,8 @@
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;
-#[cfg(feature = "dev-server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
+#[cfg(all(unix, feature = "dev-server"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "dev-server"))))]
 pub mod dev_server;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
@@ -91,6 +91,6 @@ pub use svid::{SvidError, X509Svid};
 pub use verify::{SvidVerifier, VerifiedSvid, VerifyError, verify_svid};
 
 /// The README's code blocks, compiled as doc tests (they use the default features).
-#[cfg(all(doctest, feature = "cli", feature = "http", feature = "grpc"))]
+#[cfg(all(doctest, unix, feature = "cli", feature = "http", feature = "grpc"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! One audit event per authentication decision, with the peer, its trust domain, the decision,
 //! the rule and, for a denial, the reason, and nothing else; `accepted` only once the peer's
 //! handshake signature verified.
-#![cfg(feature = "dev-server")]
+#![cfg(all(unix, feature = "dev-server"))]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

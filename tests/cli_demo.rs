@@ -1,6 +1,6 @@
 //! The README's demo command: mutual TLS while SVIDs rotate, an unauthorized client refused,
 //! and a summary; it finishes by itself and cleans up (short settings here).
-#![cfg(feature = "cli")]
+#![cfg(all(unix, feature = "cli"))]
 
 #[test]
 fn demo_rotates_without_failures_and_refuses_the_rogue() {

@@ -1,5 +1,5 @@
 //! `spiffe-mtls verify` end to end through the built binary: every exit code of the contract.
-#![cfg(feature = "cli")]
+#![cfg(all(unix, feature = "cli"))]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! `spiffe-mtls dev-server`, `fetch` and `watch` through the built binary.
-#![cfg(all(feature = "cli", feature = "dev-server"))]
+#![cfg(all(unix, feature = "cli", feature = "dev-server"))]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

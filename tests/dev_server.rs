@@ -1,6 +1,6 @@
 //! The dev server in-process: attestation, the header rule, streaming and rotation, faults,
 //! and socket handling.
-#![cfg(all(feature = "dev-server", feature = "workload-api", feature = "grpc"))]
+#![cfg(all(unix, feature = "dev-server", feature = "workload-api", feature = "grpc"))]
 
 mod common;
 
@@ -17,7 +17,7 @@ use spiffe_mtls::workload::proto::spiffe_workload_api_client::SpiffeWorkloadApiC
 use spiffe_mtls::workload::proto::{
     JwtsvidRequest, X509BundlesRequest, X509svidRequest, X509svidResponse,
 };
-use spiffe_mtls::workload::{EndpointAddress, connect, request};
+use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, request};
 use spiffe_mtls::{SvidVerifier, X509Bundle};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
@@ -58,7 +58,10 @@ async fn start_one() -> (tempfile::TempDir, DevServer) {
 }
 
 async fn client(server: &DevServer) -> SpiffeWorkloadApiClient<Channel> {
-    connect(server.address()).await.unwrap()
+    WorkloadClient::connect(server.address())
+        .await
+        .unwrap()
+        .into_raw()
 }
 
 async fn open_stream(server: &DevServer) -> Result<Streaming<X509svidResponse>, tonic::Status> {
@@ -435,5 +438,48 @@ async fn tcp_on_loopback() {
             .to_string(),
         SERVER_ID
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_typed_client_fetches_watches_and_reads_bundles() {
+    let (_dir, server) = start_one().await;
+    let mut client = WorkloadClient::connect(server.address()).await.unwrap();
+    let context = client.fetch_x509_context().await.unwrap();
+    assert_eq!(context.default_svid().spiffe_id().to_string(), SERVER_ID);
+    assert_self_consistent(&context);
+
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let names: Vec<String> = bundles
+        .iter()
+        .map(|b| b.trust_domain().to_string())
+        .collect();
+    assert_eq!(names, ["example.org"]);
+
+    let mut contexts = client.watch_x509_contexts().await.unwrap();
+    let first = contexts.next().await.unwrap().unwrap();
+    server.rotate_svids().await;
+    let rotated = tokio::time::timeout(Duration::from_secs(5), contexts.next())
+        .await
+        .expect("a rotation within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_ne!(rotated.default_svid().leaf(), first.default_svid().leaf());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_typed_client_refuses_an_update_past_its_limits() {
+    let (_dir, server) = start_one().await;
+    let limits = spiffe_mtls::source::UpdateLimits::default().with_max_message_bytes(64);
+    let mut client = WorkloadClient::connect(server.address())
+        .await
+        .unwrap()
+        .with_limits(limits);
+    let error = client.fetch_x509_context().await.unwrap_err();
+    assert!(error.to_string().contains("bytes in the update"), "{error}");
+    // Within the default limits the same update is fine.
+    let mut client = WorkloadClient::connect(server.address()).await.unwrap();
+    client.fetch_x509_context().await.unwrap();
     server.shutdown().await;
 }

@@ -26,7 +26,7 @@ use spiffe_mtls::dev_server::{
     ensure_private_dir,
 };
 use spiffe_mtls::workload::proto::{X509svidRequest, X509svidResponse};
-use spiffe_mtls::workload::{EndpointAddress, connect, request};
+use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tonic::{Code, Streaming};
@@ -74,9 +74,10 @@ async fn start_in(dir: &Path, options: DevServerOptions) -> DevServer {
 async fn open_stream(
     address: &EndpointAddress,
 ) -> Result<Streaming<X509svidResponse>, tonic::Status> {
-    Ok(connect(address)
+    Ok(WorkloadClient::connect(address)
         .await
         .unwrap()
+        .into_raw()
         .fetch_x509svid(request(X509svidRequest {}))
         .await?
         .into_inner())

@@ -8,7 +8,7 @@
 //!
 //! Every run issues new keys, so the `verify_chain` bundle and verification time in
 //! `fuzz/fixtures/` are rewritten together with the chains that need them.
-#![cfg(all(feature = "dev-server", feature = "workload-api"))]
+#![cfg(all(unix, feature = "dev-server", feature = "workload-api"))]
 
 mod common;
 

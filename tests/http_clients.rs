@@ -2,7 +2,7 @@
 //! client each see the server's ID while the server's handler sees theirs; a server with
 //! another ID is refused by the client before any request reaches it; the reqwest client
 //! presents a rotated SVID on its next connection.
-#![cfg(all(feature = "dev-server", feature = "http", feature = "reqwest"))]
+#![cfg(all(unix, feature = "dev-server", feature = "http", feature = "reqwest"))]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //! with `pip install spiffe`). A plain `cargo test` lists the test as ignored (skipped), since
 //! it needs that Python; `.ci/run` runs it with `--include-ignored`, and then a missing
 //! interpreter is a failure.
-#![cfg(all(feature = "dev-server", feature = "workload-api"))]
+#![cfg(all(unix, feature = "dev-server", feature = "workload-api"))]
 
 use std::path::PathBuf;
 use std::time::Duration;

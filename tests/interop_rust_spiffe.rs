@@ -1,6 +1,6 @@
 //! A client we did not write: the `spiffe` crate's `X509Source` fetches from the dev server and
 //! follows its rotations.
-#![cfg(all(feature = "dev-server", feature = "workload-api"))]
+#![cfg(all(unix, feature = "dev-server", feature = "workload-api"))]
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The tower layers behind `serve_http`: `RoutePolicyLayer` allows and refuses per route from
 //! a policy, with one audit event per decision; `IdentityHeaderLayer` strips a spoofed
 //! identity header and sets the verified one, and sets none without a verified identity.
-#![cfg(all(feature = "dev-server", feature = "http"))]
+#![cfg(all(unix, feature = "dev-server", feature = "http"))]
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! The modes beyond mutual TLS: each one handshakes with the right peer, and refuses its
 //! adversarial twin.
-#![cfg(feature = "dev-server")]
+#![cfg(all(unix, feature = "dev-server"))]
 
 use std::sync::Arc;
 use std::time::Duration;

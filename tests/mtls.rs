@@ -1,6 +1,6 @@
 //! Mutual TLS with the hot-reloading configs: who gets in, who is refused, and what each side
 //! learns about the other.
-#![cfg(all(feature = "dev-server", feature = "grpc"))]
+#![cfg(all(unix, feature = "dev-server", feature = "grpc"))]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! beyond the bound on handshakes in flight delays new good clients but does not keep them
 //! out; for `HttpServer` and for `GrpcIncoming` (tonic). A client that finishes its handshake
 //! and then sends nothing, or half a request head, is disconnected after the header timeout.
-#![cfg(all(feature = "dev-server", feature = "http", feature = "grpc"))]
+#![cfg(all(unix, feature = "dev-server", feature = "http", feature = "grpc"))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -285,7 +285,7 @@ impl FromIterator<X509Bundle> for BundleSet {
     }
 }
 
-#[cfg(all(test, feature = "dev-server"))]
+#[cfg(all(test, unix, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

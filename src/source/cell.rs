@@ -161,7 +161,7 @@ impl Updates {
     }
 }
 
-#[cfg(all(test, feature = "dev-server"))]
+#[cfg(all(test, unix, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

@@ -12,7 +12,7 @@ use super::{SourceError, Updates, X509Context, X509Source};
 /// notAfter, [`X509Source::x509_context`] fails.
 ///
 /// ```
-/// # #[cfg(feature = "dev-server")]
+/// # #[cfg(all(unix, feature = "dev-server"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
@@ -27,7 +27,7 @@ use super::{SourceError, Updates, X509Context, X509Source};
 /// );
 /// # Ok(())
 /// # }
-/// # #[cfg(not(feature = "dev-server"))]
+/// # #[cfg(not(all(unix, feature = "dev-server")))]
 /// # fn main() {}
 /// ```
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use super::{ContextError, X509Context};
 use crate::bundle::{BundleSet, X509Bundle};
 use crate::spiffe_id::{IdError, TrustDomain};
 use crate::svid::X509Svid;
-use crate::workload::proto::X509svidResponse;
+use crate::workload::proto::{X509BundlesResponse, X509svidResponse};
 
 impl TryFrom<&spiffe::X509Context> for X509Context {
     type Error = ContextError;
@@ -188,4 +188,29 @@ impl X509Context {
         }
         Self::new(svids, bundles)
     }
+}
+
+/// The bundles of a `FetchX509Bundles` update, within `limits`.
+///
+/// # Errors
+/// [`ContextError::LimitExceeded`] before any certificate is parsed when the update is past a
+/// limit; else the first bundle that breaks a rule.
+pub(crate) fn bundles_from_response(
+    response: &X509BundlesResponse,
+    limits: &UpdateLimits,
+) -> Result<BundleSet, ContextError> {
+    UpdateLimits::check(
+        "bundles in the update",
+        response.bundles.len(),
+        limits.max_bundles,
+    )?;
+    let bytes = response.bundles.values().map(Vec::len).sum::<usize>();
+    UpdateLimits::check("bytes in the update", bytes, limits.max_message_bytes)?;
+    let mut bundles = BundleSet::new();
+    for (key, der) in &response.bundles {
+        let roots = split_certificates(der).map_err(ContextError::Der)?;
+        UpdateLimits::check("roots in a bundle", roots.len(), limits.max_bundle_roots)?;
+        bundles.insert(bundle(key, roots)?);
+    }
+    Ok(bundles)
 }

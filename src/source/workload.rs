@@ -8,8 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::cell::SourceCell;
 use super::{SourceError, UpdateLimits, Updates, X509Context, X509Source};
-use crate::workload::proto::X509svidRequest;
-use crate::workload::{EndpointAddress, WorkloadError, connect, request};
+use crate::workload::{EndpointAddress, WorkloadClient, WorkloadError};
 
 /// How long [`WorkloadApiSourceBuilder::build`] waits for the first update by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -309,13 +308,6 @@ async fn diagnose(
 
 /// One fetch of the first update, checked like the source checks it.
 async fn probe(address: &EndpointAddress) -> Result<(), WorkloadError> {
-    let mut client = connect(address).await?;
-    let mut stream = client
-        .fetch_x509svid(request(X509svidRequest {}))
-        .await?
-        .into_inner();
-    let response = stream.message().await?.ok_or(WorkloadError::StreamEnded)?;
-    X509Context::try_from(response)
-        .map(drop)
-        .map_err(|e| WorkloadError::InvalidResponse(e.to_string()))
+    let mut client = WorkloadClient::connect(address).await?;
+    client.fetch_x509_context().await.map(drop)
 }

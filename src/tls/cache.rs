@@ -190,7 +190,7 @@ impl VerificationCache {
     }
 }
 
-#[cfg(all(test, feature = "dev-server"))]
+#[cfg(all(test, unix, feature = "dev-server"))]
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -6,7 +6,7 @@
 //! or bundle is used by the next handshake, with no restart.
 //!
 //! ```
-//! # #[cfg(all(feature = "dev-server", feature = "net"))]
+//! # #[cfg(all(unix, feature = "dev-server", feature = "net"))]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use spiffe_mtls::{authorize, tls};
@@ -23,7 +23,7 @@
 //! let acceptor = spiffe_mtls::tokio_rustls::TlsAcceptor::from(Arc::new(config));
 //! # Ok(())
 //! # }
-//! # #[cfg(not(all(feature = "dev-server", feature = "net")))]
+//! # #[cfg(not(all(unix, feature = "dev-server", feature = "net")))]
 //! # fn main() {}
 //! ```
 //!

@@ -65,7 +65,7 @@ impl TlsClientConfigBuilder {
 ///
 /// # Example
 /// ```
-/// # #[cfg(feature = "dev-server")]
+/// # #[cfg(all(unix, feature = "dev-server"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use spiffe_mtls::{authorize, tls};
 /// # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
@@ -78,7 +78,7 @@ impl TlsClientConfigBuilder {
 /// assert!(!config.client_auth_cert_resolver.has_certs());
 /// # Ok(())
 /// # }
-/// # #[cfg(not(feature = "dev-server"))]
+/// # #[cfg(not(all(unix, feature = "dev-server")))]
 /// # fn main() {}
 /// ```
 pub fn tls_client_config(
@@ -128,7 +128,7 @@ impl TlsServerConfigBuilder {
 ///
 /// # Example
 /// ```
-/// # #[cfg(feature = "dev-server")]
+/// # #[cfg(all(unix, feature = "dev-server"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use spiffe_mtls::tls;
 /// # use spiffe_mtls::dev_server::{DevCa, SvidRequest};
@@ -139,7 +139,7 @@ impl TlsServerConfigBuilder {
 /// let config = tls::tls_server_config(source).build()?;
 /// # Ok(())
 /// # }
-/// # #[cfg(not(feature = "dev-server"))]
+/// # #[cfg(not(all(unix, feature = "dev-server")))]
 /// # fn main() {}
 /// ```
 pub fn tls_server_config(source: impl X509Source + 'static) -> TlsServerConfigBuilder {
@@ -291,7 +291,7 @@ impl MtlsWebClientConfigBuilder {
 ///
 /// # Example
 /// ```
-/// # #[cfg(feature = "dev-server")]
+/// # #[cfg(all(unix, feature = "dev-server"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use spiffe_mtls::rustls::RootCertStore;
 /// use spiffe_mtls::tls;
@@ -307,7 +307,7 @@ impl MtlsWebClientConfigBuilder {
 /// let config = tls::mtls_web_client_config(source, roots).build()?;
 /// # Ok(())
 /// # }
-/// # #[cfg(not(feature = "dev-server"))]
+/// # #[cfg(not(all(unix, feature = "dev-server")))]
 /// # fn main() {}
 /// ```
 pub fn mtls_web_client_config(

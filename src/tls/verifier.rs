@@ -284,7 +284,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-#[cfg(all(test, feature = "dev-server"))]
+#[cfg(all(test, unix, feature = "dev-server"))]
 mod tests {
     use std::time::Duration;
 

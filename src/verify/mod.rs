@@ -99,7 +99,7 @@ impl VerifiedSvid {
 ///
 /// # Example
 /// ```
-/// # #[cfg(feature = "dev-server")]
+/// # #[cfg(all(unix, feature = "dev-server"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use spiffe_mtls::dev_server::{DevCa, SvidRequest};
@@ -116,7 +116,7 @@ impl VerifiedSvid {
 /// assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/agent/client");
 /// # Ok(())
 /// # }
-/// # #[cfg(not(feature = "dev-server"))]
+/// # #[cfg(not(all(unix, feature = "dev-server")))]
 /// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy)]

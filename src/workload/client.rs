@@ -1,11 +1,15 @@
-//! A connection to a Workload API endpoint, and requests that carry the required header.
+//! A connection to a Workload API endpoint, its calls answered in this crate's checked types,
+//! and requests that carry the required header.
 
 use hyper_util::rt::TokioIo;
-use tonic::Request;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Streaming};
 
 use super::address::EndpointAddress;
 use super::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use super::proto::{X509BundlesRequest, X509svidRequest, X509svidResponse};
+use crate::bundle::BundleSet;
+use crate::source::{UpdateLimits, X509Context};
 
 /// The gRPC metadata key every Workload API call must carry with the value `true`.
 pub const WORKLOAD_HEADER: &str = "workload.spiffe.io";
@@ -36,23 +40,190 @@ pub enum WorkloadError {
     InvalidResponse(String),
 }
 
-/// Connects to the Workload API at `address`.
+/// A Workload API client: the calls a workload makes, answered in this crate's types and
+/// checked by its rules (every SVID and bundle as strictly as the verifier checks a peer's,
+/// within [`UpdateLimits`]).
 ///
-/// # Errors
-/// [`WorkloadError::Connect`] when nothing listens there.
-pub async fn connect(
-    address: &EndpointAddress,
-) -> Result<SpiffeWorkloadApiClient<Channel>, WorkloadError> {
+/// Most services want a [`WorkloadApiSource`](crate::source::WorkloadApiSource), which keeps
+/// the stream open, reconnects and feeds rustls configs; this is for tools and one-off reads.
+/// Cloning it is cheap and shares the connection.
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::workload::{EndpointAddress, WorkloadClient};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = WorkloadClient::connect(&EndpointAddress::from_env()?).await?;
+/// let context = client.fetch_x509_context().await?;
+/// println!("I am {}", context.default_svid().spiffe_id());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkloadClient {
+    inner: SpiffeWorkloadApiClient<Channel>,
+    limits: UpdateLimits,
+}
+
+impl WorkloadClient {
+    /// Connects to the Workload API at `address`, with the default [`UpdateLimits`].
+    ///
+    /// # Errors
+    /// [`WorkloadError::Connect`] when nothing listens there.
+    ///
+    /// # Example
+    /// See [`WorkloadClient`].
+    pub async fn connect(address: &EndpointAddress) -> Result<Self, WorkloadError> {
+        let channel = open_channel(address).await?;
+        Ok(Self {
+            inner: SpiffeWorkloadApiClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            limits: UpdateLimits::default(),
+        })
+    }
+
+    /// The same client, checking updates against `limits` instead of the defaults.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use spiffe_mtls::{source::UpdateLimits, workload::WorkloadClient};
+    /// # async fn run(client: WorkloadClient) {
+    /// let limits = UpdateLimits::default().with_max_svids(4);
+    /// let client = client.with_limits(limits);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_limits(mut self, limits: UpdateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The caller's first X.509 context: its SVIDs and the bundles it trusts.
+    ///
+    /// # Errors
+    /// The server's status, [`WorkloadError::StreamEnded`], or
+    /// [`WorkloadError::InvalidResponse`] when an SVID or bundle breaks a rule.
+    ///
+    /// # Example
+    /// See [`WorkloadClient`].
+    pub async fn fetch_x509_context(&mut self) -> Result<X509Context, WorkloadError> {
+        self.watch_x509_contexts()
+            .await?
+            .next()
+            .await?
+            .ok_or(WorkloadError::StreamEnded)
+    }
+
+    /// The stream of the caller's X.509 contexts: the current one, then one per rotation.
+    ///
+    /// # Errors
+    /// The server's status when it refuses the call.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(mut client: spiffe_mtls::workload::WorkloadClient) -> Result<(), spiffe_mtls::workload::WorkloadError> {
+    /// let mut contexts = client.watch_x509_contexts().await?;
+    /// while let Some(context) = contexts.next().await? {
+    ///     println!("now {}", context.default_svid().spiffe_id());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn watch_x509_contexts(&mut self) -> Result<X509ContextStream, WorkloadError> {
+        let stream = self
+            .inner
+            .fetch_x509svid(request(X509svidRequest {}))
+            .await?
+            .into_inner();
+        Ok(X509ContextStream {
+            stream,
+            limits: self.limits,
+        })
+    }
+
+    /// The bundles the caller trusts (`FetchX509Bundles`'s first answer), for workloads that
+    /// verify peers but hold no SVID of their own.
+    ///
+    /// # Errors
+    /// As [`fetch_x509_context`](Self::fetch_x509_context).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(mut client: spiffe_mtls::workload::WorkloadClient) -> Result<(), spiffe_mtls::workload::WorkloadError> {
+    /// let bundles = client.fetch_x509_bundles().await?;
+    /// for bundle in bundles.iter() {
+    ///     println!("trusts {}", bundle.trust_domain());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fetch_x509_bundles(&mut self) -> Result<BundleSet, WorkloadError> {
+        let mut stream = self
+            .inner
+            .fetch_x509_bundles(request(X509BundlesRequest {}))
+            .await?
+            .into_inner();
+        let response = stream.message().await?.ok_or(WorkloadError::StreamEnded)?;
+        crate::source::bundles_from_response(&response, &self.limits)
+            .map_err(|e| WorkloadError::InvalidResponse(e.to_string()))
+    }
+
+    /// The generated gRPC client on the same connection, for calls this type does not offer.
+    /// Each request must carry the `workload.spiffe.io` header: build it with [`request`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// use spiffe_mtls::workload::{proto::X509svidRequest, request, WorkloadClient};
+    /// # async fn run(client: WorkloadClient) -> Result<(), tonic::Status> {
+    /// let mut raw = client.into_raw();
+    /// let mut stream = raw.fetch_x509svid(request(X509svidRequest {})).await?.into_inner();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_raw(self) -> SpiffeWorkloadApiClient<Channel> {
+        self.inner
+    }
+}
+
+/// The X.509 contexts of a [`WorkloadClient::watch_x509_contexts`] call, each checked.
+#[derive(Debug)]
+pub struct X509ContextStream {
+    stream: Streaming<X509svidResponse>,
+    limits: UpdateLimits,
+}
+
+impl X509ContextStream {
+    /// The next context; `None` when the server ended the stream.
+    ///
+    /// # Errors
+    /// The server's status, or [`WorkloadError::InvalidResponse`] for an update that breaks a
+    /// rule (the stream can still be read after it).
+    ///
+    /// # Example
+    /// See [`WorkloadClient::watch_x509_contexts`].
+    pub async fn next(&mut self) -> Result<Option<X509Context>, WorkloadError> {
+        match self.stream.message().await? {
+            Some(response) => X509Context::from_response(response, &self.limits)
+                .map(Some)
+                .map_err(|e| WorkloadError::InvalidResponse(e.to_string())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A channel to the endpoint: TCP, or a Unix socket where the platform has them.
+async fn open_channel(address: &EndpointAddress) -> Result<Channel, WorkloadError> {
     let fail = |e: &dyn std::fmt::Display| WorkloadError::Connect {
         address: address.to_string(),
         reason: e.to_string(),
     };
-    let channel = match address {
+    match address {
         EndpointAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| fail(&e))?
             .connect()
             .await
-            .map_err(|e| fail(&source_chain(&e)))?,
+            .map_err(|e| fail(&source_chain(&e))),
+        #[cfg(unix)]
         EndpointAddress::Unix(path) => {
             let path = path.clone();
             // The URI is not used: the connector dials the socket.
@@ -65,10 +236,11 @@ pub async fn connect(
                     }
                 }))
                 .await
-                .map_err(|e| fail(&source_chain(&e)))?
+                .map_err(|e| fail(&source_chain(&e)))
         }
-    };
-    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        #[cfg(not(unix))]
+        EndpointAddress::Unix(_) => Err(fail(&"Unix domain sockets need a Unix platform")),
+    }
 }
 
 /// A request with the `workload.spiffe.io: true` metadata.

@@ -1,4 +1,5 @@
-//! The SPIFFE Workload API: generated gRPC types, endpoint addresses and a client.
+//! The SPIFFE Workload API: endpoint addresses, a client answering in this crate's checked
+//! types ([`WorkloadClient`]), and the raw protocol ([`proto`]).
 //!
 //! The gRPC code is generated at build time from `proto/workload.proto` by a pure-Rust
 //! protobuf compiler (no system `protoc`).
@@ -10,9 +11,18 @@ mod client;
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
-pub use client::{MAX_MESSAGE_BYTES, WORKLOAD_HEADER, WorkloadError, connect, request};
+pub use client::{
+    MAX_MESSAGE_BYTES, WORKLOAD_HEADER, WorkloadClient, WorkloadError, X509ContextStream, request,
+};
 
-/// The generated messages, client and server of the `SpiffeWorkloadAPI` service.
+/// The raw protocol: the generated messages, client and server of the `SpiffeWorkloadAPI`
+/// service.
+///
+/// Services need none of it ([`WorkloadClient`] and
+/// [`WorkloadApiSource`](crate::source::WorkloadApiSource) answer in checked types). It is here
+/// for the two jobs that need the wire types: writing a mock Workload API server for tests
+/// (`spiffe_workload_api_server`), and calls [`WorkloadClient`] does not make
+/// ([`WorkloadClient::into_raw`]).
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 #[allow(

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use spiffe_mtls::X509Svid;
 use spiffe_mtls::source::X509Context;
-use spiffe_mtls::workload::proto::X509svidRequest;
-use spiffe_mtls::workload::{EndpointAddress, WorkloadError, connect, request};
+use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, X509ContextStream};
 
 /// Where the Workload API is: --socket, else SPIFFE_ENDPOINT_SOCKET.
 #[derive(clap::Args)]
@@ -85,27 +84,18 @@ fn trust_domains(context: &X509Context) -> String {
 }
 
 /// Opens the X.509-SVID stream.
-async fn open(
-    address: &EndpointAddress,
-) -> Result<tonic::Streaming<spiffe_mtls::workload::proto::X509svidResponse>, String> {
-    let mut client = connect(address).await.map_err(|e| e.to_string())?;
-    let response = client
-        .fetch_x509svid(request(X509svidRequest {}))
+async fn open(address: &EndpointAddress) -> Result<X509ContextStream, String> {
+    let mut client = WorkloadClient::connect(address)
         .await
-        .map_err(|status| WorkloadError::from(status).to_string())?;
-    Ok(response.into_inner())
+        .map_err(|e| e.to_string())?;
+    client
+        .watch_x509_contexts()
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn next_context(
-    stream: &mut tonic::Streaming<spiffe_mtls::workload::proto::X509svidResponse>,
-) -> Result<Option<X509Context>, String> {
-    match stream.message().await {
-        Ok(Some(response)) => X509Context::try_from(response)
-            .map(Some)
-            .map_err(|e| format!("invalid update: {e}")),
-        Ok(None) => Ok(None),
-        Err(status) => Err(WorkloadError::from(status).to_string()),
-    }
+async fn next_context(stream: &mut X509ContextStream) -> Result<Option<X509Context>, String> {
+    stream.next().await.map_err(|e| e.to_string())
 }
 
 /// `fetch`: prints the context, optionally writes it to files.

@@ -9,6 +9,11 @@
 //! - `fetch`, `watch`: read the Workload API (the dev server's or a SPIRE agent's).
 #![forbid(unsafe_code)]
 
+// The dev server attests callers by their Unix credentials and `fetch --write` sets Unix file
+// modes: the command is for Unix platforms. (The library builds anywhere; see the README.)
+#[cfg(not(unix))]
+compile_error!("the spiffe-mtls command needs a Unix platform");
+
 mod demo;
 mod dev_server;
 mod fetch;
