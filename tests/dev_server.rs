@@ -1,6 +1,11 @@
 //! The dev server in-process: attestation, the header rule, streaming and rotation, faults,
 //! and socket handling.
-#![cfg(all(unix, feature = "dev-server", feature = "workload-api", feature = "grpc"))]
+#![cfg(all(
+    unix,
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "grpc"
+))]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! beyond loopback, entries without selectors, and attestation over TCP. Each attack has its
 //! good twin: the server keeps serving a normal client, the safe setup works.
 #![cfg(all(
+    unix,
     feature = "cli",
     feature = "dev-server",
     feature = "workload-api",

@@ -1,6 +1,7 @@
 //! The peer's identity and address reach request handlers: an axum handler (through
 //! `serve_http`) and a tonic handler (through `incoming` and `grpc_channel`).
 #![cfg(all(
+    unix,
     feature = "dev-server",
     feature = "workload-api",
     feature = "http",

@@ -1,7 +1,12 @@
 //! Property tests of every parser that reads what a peer, a file or the Workload API supplies:
 //! valid input round-trips, anything else is refused, and no input panics. The fuzz targets in
 //! `fuzz/` explore the same parsers for longer (see `fuzz/README.md`).
-#![cfg(all(unix, feature = "dev-server", feature = "workload-api", feature = "net"))]
+#![cfg(all(
+    unix,
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "net"
+))]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

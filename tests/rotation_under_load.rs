@@ -2,7 +2,12 @@
 //! rotates the SVIDs every 200 ms and the CA every second. No handshake may fail, and each
 //! presents the server SVID its source held while the handshake ran (so every handshake after
 //! a push presents the new certificate).
-#![cfg(all(unix, feature = "dev-server", feature = "workload-api", feature = "net"))]
+#![cfg(all(
+    unix,
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "net"
+))]
 
 mod common;
 

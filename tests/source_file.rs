@@ -1,5 +1,10 @@
 //! The file and static sources: the layouts they read, atomic reloads, and expiry.
-#![cfg(all(unix, feature = "cli", feature = "dev-server", feature = "workload-api"))]
+#![cfg(all(
+    unix,
+    feature = "cli",
+    feature = "dev-server",
+    feature = "workload-api"
+))]
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

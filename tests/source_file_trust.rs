@@ -1,7 +1,12 @@
 //! Trust-domain binding of bundle files: a federated partner cannot mint identities of
 //! another trust domain (least of all ours) through the files a `FileSource` reads, and a
 //! trust domain that left the federation is no longer trusted after the next `fetch --write`.
-#![cfg(all(unix, feature = "cli", feature = "dev-server", feature = "workload-api"))]
+#![cfg(all(
+    unix,
+    feature = "cli",
+    feature = "dev-server",
+    feature = "workload-api"
+))]
 
 use std::path::Path;
 use std::time::Duration;

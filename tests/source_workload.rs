@@ -1,7 +1,12 @@
 //! The Workload API source against the dev server: first update, rotation, and faults (the
 //! stream ends, the server restarts, a PermissionDenied period, the server goes away), and
 //! why a start fails.
-#![cfg(all(unix, feature = "dev-server", feature = "workload-api", feature = "grpc"))]
+#![cfg(all(
+    unix,
+    feature = "dev-server",
+    feature = "workload-api",
+    feature = "grpc"
+))]
 
 use std::time::{Duration, Instant};
 

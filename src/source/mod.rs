@@ -33,9 +33,9 @@ pub use file_paths::{FilePaths, federated_bundle_file_name};
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use limits::{DEFAULT_MAX_MESSAGE_BYTES, UpdateLimits};
+pub use static_source::StaticSource;
 #[cfg(feature = "workload-api")]
 pub(crate) use update::bundles_from_response;
-pub use static_source::StaticSource;
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use workload::{WorkloadApiSource, WorkloadApiSourceBuilder};
