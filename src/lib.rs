@@ -51,6 +51,7 @@
 //! | `ring` (default) / `aws-lc-rs` | the rustls crypto provider used when the process has no default installed |
 //! | `logging` (default) | rustls and tokio-rustls log through the `log` crate |
 //! | `workload-api` | `workload::WorkloadClient`, `source::WorkloadApiSource`, and the raw protocol (`workload::proto`) for mock servers |
+//! | `jwt` (default) | `jwt`: JWT-SVID validation, JWT bundles and signing |
 //! | `net` | `net`: tokio mutual TLS streams carrying the peer's identity |
 //! | `http` (default) | `net::serve_http`: hyper/axum servers whose handlers see the peer |
 //! | `grpc` (default) | `net::incoming`, `net::grpc_channel`: tonic servers and clients |
@@ -66,6 +67,9 @@ pub mod crypto;
 #[cfg(all(unix, feature = "dev-server"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "dev-server"))))]
 pub mod dev_server;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod net;
