@@ -7,6 +7,7 @@
 //!   optionally authorizes its SPIFFE ID.
 //! - `dev-server`: a SPIRE-compatible Workload API for development and tests.
 //! - `fetch`, `watch`: read the Workload API (the dev server's or a SPIRE agent's).
+//! - `jwt validate`: checks a JWT-SVID for an audience against JWT bundles.
 #![forbid(unsafe_code)]
 
 // The dev server attests callers by their Unix credentials and `fetch --write` sets Unix file
@@ -17,6 +18,7 @@ compile_error!("the spiffe-mtls command needs a Unix platform");
 mod demo;
 mod dev_server;
 mod fetch;
+mod jwt;
 mod verify;
 mod write_files;
 
@@ -41,6 +43,7 @@ enum Command {
     DevServer(dev_server::Args),
     Fetch(fetch::FetchArgs),
     Watch(fetch::WatchArgs),
+    Jwt(jwt::Args),
 }
 
 /// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1.
@@ -72,5 +75,6 @@ fn main() -> ExitCode {
         Command::DevServer(args) => dev_server::run(&args),
         Command::Fetch(args) => fetch::fetch(&args),
         Command::Watch(args) => fetch::watch(&args),
+        Command::Jwt(args) => jwt::run(&args),
     }
 }

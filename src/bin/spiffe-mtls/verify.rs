@@ -38,7 +38,7 @@ const INVALID: u8 = 1;
 const USAGE: u8 = 2;
 const UNAUTHORIZED: u8 = 3;
 
-fn parse_bundle_arg(value: &str) -> Result<(TrustDomain, PathBuf), String> {
+pub(crate) fn parse_bundle_arg(value: &str) -> Result<(TrustDomain, PathBuf), String> {
     let (td, file) = value
         .split_once('=')
         .ok_or_else(|| format!("{value:?} is not TD=FILE"))?;
@@ -49,7 +49,7 @@ fn parse_bundle_arg(value: &str) -> Result<(TrustDomain, PathBuf), String> {
     Ok((td, PathBuf::from(file)))
 }
 
-fn parse_time(value: &str) -> Result<UnixTime, String> {
+pub(crate) fn parse_time(value: &str) -> Result<UnixTime, String> {
     let time = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("{value:?} is not an RFC 3339 time: {e}"))?;
     let secs =
