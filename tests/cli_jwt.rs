@@ -1,5 +1,8 @@
-//! `spiffe-mtls jwt validate` through the built binary: each exit code of its contract.
+//! `spiffe-mtls jwt` through the built binary: each exit code of `validate`'s contract, and
+//! `fetch` and `bundles` against the dev server, their output checked by `validate`.
 #![cfg(all(unix, feature = "cli", feature = "jwt"))]
+
+mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -61,9 +64,13 @@ fn setup() -> Files {
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    jwt(&[&["validate"], args].concat(), stdin)
+}
+
+/// `spiffe-mtls jwt ARGS...`.
+fn jwt(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_spiffe-mtls"))
         .arg("jwt")
-        .arg("validate")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -281,4 +288,97 @@ fn usage_errors_and_unusable_input_exit_2() {
         assert!(!out.stderr.is_empty(), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_and_bundles_from_the_dev_server_then_validate() {
+    use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+    use spiffe_mtls::workload::EndpointAddress;
+    let dir = tempfile::tempdir().unwrap();
+    let uid = common::my_uid();
+    let config = DevServerConfig::from_toml(&format!(
+        "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"{SUBJECT}\"\nselectors = [\"unix:uid:{uid}\"]\n"
+    ))
+    .unwrap();
+    let address = EndpointAddress::Unix(dir.path().join("agent.sock"));
+    let server = DevServer::start(config, address.clone(), DevServerOptions::default())
+        .await
+        .unwrap();
+    let socket = address.to_string();
+    let out_dir = dir.path().join("jwks");
+    let (fetched, listed) = tokio::task::spawn_blocking({
+        let socket = socket.clone();
+        let out_dir = out_dir.clone();
+        move || {
+            let fetched = jwt(
+                &[
+                    "fetch",
+                    "--audience",
+                    AUDIENCE,
+                    "--audience",
+                    "second",
+                    "--socket",
+                    &socket,
+                ],
+                None,
+            );
+            let listed = jwt(
+                &[
+                    "bundles",
+                    "--socket",
+                    &socket,
+                    "--write",
+                    out_dir.to_str().unwrap(),
+                ],
+                None,
+            );
+            (fetched, listed)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    let stdout = text(&fetched.stdout);
+    let tokens: Vec<&str> = stdout.lines().collect();
+    assert_eq!(tokens.len(), 1, "{stdout}");
+    assert_eq!(tokens[0].split('.').count(), 3);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    assert_eq!(text(&listed.stdout), "example.org\n");
+    let jwks = out_dir.join("example.org.jwks");
+    let token = tokens[0].to_owned();
+    let validated = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "--token",
+                "-",
+                "--audience",
+                "second",
+                "--bundle",
+                &format!("example.org={}", jwks.display()),
+            ],
+            Some(&token),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        validated.status.code(),
+        Some(0),
+        "{}",
+        text(&validated.stderr)
+    );
+    assert_eq!(text(&validated.stdout).lines().next(), Some(SUBJECT));
+    server.shutdown().await;
+
+    // Nobody there: non-zero, the reason on stderr, nothing on stdout.
+    let gone = jwt(
+        &["fetch", "--audience", AUDIENCE, "--socket", &socket],
+        None,
+    );
+    assert_ne!(gone.status.code(), Some(0));
+    assert!(gone.stdout.is_empty());
+    assert!(!gone.stderr.is_empty());
+    // No audience: a usage error.
+    let usage = jwt(&["fetch", "--socket", &socket], None);
+    assert_eq!(usage.status.code(), Some(2));
 }

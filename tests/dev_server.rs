@@ -19,9 +19,7 @@ use spiffe_mtls::dev_server::{
 use spiffe_mtls::rustls::pki_types::UnixTime;
 use spiffe_mtls::source::X509Context;
 use spiffe_mtls::workload::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use spiffe_mtls::workload::proto::{
-    JwtsvidRequest, X509BundlesRequest, X509svidRequest, X509svidResponse,
-};
+use spiffe_mtls::workload::proto::{X509BundlesRequest, X509svidRequest, X509svidResponse};
 use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, request};
 use spiffe_mtls::{SvidVerifier, X509Bundle};
 use tonic::transport::Channel;
@@ -129,21 +127,6 @@ async fn the_header_is_required() {
         client.fetch_x509_bundles(wrong).await.unwrap_err().code(),
         Code::InvalidArgument
     );
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn jwt_calls_are_unimplemented() {
-    let (_dir, server) = start_one().await;
-    let status = client(&server)
-        .await
-        .fetch_jwtsvid(request(JwtsvidRequest {
-            audience: vec!["x".into()],
-            spiffe_id: String::new(),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
     server.shutdown().await;
 }
 

@@ -28,6 +28,24 @@ pub enum DevCaError {
     /// The issued SVID does not load (a bug: the CA issues profile-conformant SVIDs).
     #[error("issued SVID does not load: {0}")]
     Svid(#[from] SvidError),
+    /// The JWT-SVID signing key does not load into the crypto provider.
+    #[error("JWT signing key: {0}")]
+    Jwt(#[from] crate::jwt::JwtSignError),
+}
+
+/// A fresh ES256 JWT-SVID signing key. Its key ID is the first 16 bytes of its public point's
+/// x coordinate, base64url: distinct for distinct keys, and it says nothing secret.
+pub(crate) fn new_jwt_signer() -> Result<crate::jwt::JwtSigner, DevCaError> {
+    use base64::Engine;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let point = key.public_key_raw();
+    let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&point[1..17]);
+    let der = PrivatePkcs8KeyDer::from(key.serialize_der());
+    Ok(crate::jwt::JwtSigner::new(
+        der.into(),
+        crate::jwt::Algorithm::ES256,
+        kid,
+    )?)
 }
 
 /// What to issue: the ID, its DNS names and its validity.

@@ -5,7 +5,9 @@
 //! - each SVID is re-issued at half its lifetime;
 //! - a CA rotation first publishes the new root beside the old one, and only after
 //!   `ca_propagation` starts signing with it, so peers hold the new root before any SVID signed
-//!   by it is served; the old root leaves the bundle when the last SVID it signed has expired.
+//!   by it is served; the old root leaves the bundle when the last SVID it signed has expired;
+//! - each CA has a JWT-SVID signing key that follows the same steps: published with the new
+//!   root, signing from its activation, gone `JWT_SVID_TTL` after it stopped signing.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,9 +16,10 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::ca::{DevCa, DevCaError, SvidRequest};
+use super::ca::{DevCa, DevCaError, SvidRequest, new_jwt_signer};
 use super::config::{ConfigError, DevServerConfig, Entry};
 use crate::bundle::X509Bundle;
+use crate::jwt::{JwtBundle, JwtKey, JwtSigner};
 use crate::spiffe_id::TrustDomain;
 use crate::svid::X509Svid;
 
@@ -24,6 +27,12 @@ use crate::svid::X509Svid;
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) trust_domain: TrustDomain,
+    /// The public JWT-SVID keys of the local trust domain (more than one during a rotation).
+    pub(crate) jwt_keys: Vec<JwtKey>,
+    /// The key that signs JWT-SVIDs now.
+    pub(crate) jwt_signer: JwtSigner,
+    /// Federated trust domains' JWT bundles.
+    pub(crate) federated_jwt: Vec<JwtBundle>,
     /// The entries, with the current SVID of each, in file order.
     pub(crate) issued: Vec<(Entry, Arc<X509Svid>)>,
     /// The roots of the local trust domain (more than one during a CA rotation).
@@ -45,7 +54,12 @@ pub(crate) struct IssuerSettings {
     pub(crate) ca_ttl: Duration,
     pub(crate) ca_propagation: Duration,
     pub(crate) federated: Vec<X509Bundle>,
+    pub(crate) federated_jwt: Vec<JwtBundle>,
 }
+
+/// The longest lifetime of a JWT-SVID the dev server issues (shorter when the entry's TTL is):
+/// a retired JWT key stays in the bundle this long after it last signed.
+pub(crate) const JWT_SVID_TTL: Duration = Duration::from_secs(300);
 
 /// Half a CA lifetime: when its successor is prepared.
 fn settings_half(settings: &IssuerSettings) -> Duration {
@@ -54,8 +68,32 @@ fn settings_half(settings: &IssuerSettings) -> Duration {
 
 struct Ca {
     ca: DevCa,
+    /// The JWT-SVID key that rotates with this CA: published with its root, signing while it
+    /// signs.
+    jwt: JwtSigner,
     /// Latest expiry of an SVID this CA signed.
     last_expiry: SystemTime,
+    /// When it stopped signing (its JWT-SVIDs have all expired `JWT_SVID_TTL` later).
+    stopped_signing: Option<SystemTime>,
+}
+
+impl Ca {
+    fn new(trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
+        Ok(Self {
+            ca: DevCa::new(trust_domain, ttl)?,
+            jwt: new_jwt_signer()?,
+            last_expiry: SystemTime::UNIX_EPOCH,
+            stopped_signing: None,
+        })
+    }
+
+    /// When nothing it signed is valid any more.
+    fn retires_at(&self) -> SystemTime {
+        let jwt = self
+            .stopped_signing
+            .map_or(SystemTime::UNIX_EPOCH, |at| at + JWT_SVID_TTL);
+        self.last_expiry.max(jwt)
+    }
 }
 
 /// The issuer's state; only its task touches it.
@@ -80,13 +118,12 @@ impl Issuer {
         config: DevServerConfig,
         settings: IssuerSettings,
     ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), DevCaError> {
-        let ca = DevCa::new(config.trust_domain.clone(), settings.ca_ttl)?;
-        let cas = vec![Ca {
-            ca,
-            last_expiry: SystemTime::UNIX_EPOCH,
-        }];
+        let cas = vec![Ca::new(config.trust_domain.clone(), settings.ca_ttl)?];
         let placeholder = Arc::new(Snapshot {
             trust_domain: config.trust_domain.clone(),
+            jwt_keys: Vec::new(),
+            jwt_signer: cas[0].jwt.clone(),
+            federated_jwt: Vec::new(),
             issued: Vec::new(),
             roots: Vec::new(),
             federated: Vec::new(),
@@ -140,17 +177,23 @@ impl Issuer {
                 .collect(),
             roots: self.cas.iter().map(|c| c.ca.root().clone()).collect(),
             federated: self.settings.federated.clone(),
+            jwt_keys: self
+                .cas
+                .iter()
+                .map(|c| c.jwt.public_key().clone())
+                .collect(),
+            jwt_signer: self.cas[self.signing].jwt.clone(),
+            federated_jwt: self.settings.federated_jwt.clone(),
         };
         self.publish.send_replace(Arc::new(snapshot));
     }
 
     /// Prepares a new CA: it joins the bundle now and signs after the propagation delay.
     fn prepare_ca(&mut self) -> Result<(), DevCaError> {
-        let ca = DevCa::new(self.config.trust_domain.clone(), self.settings.ca_ttl)?;
-        self.cas.push(Ca {
-            ca,
-            last_expiry: SystemTime::UNIX_EPOCH,
-        });
+        self.cas.push(Ca::new(
+            self.config.trust_domain.clone(),
+            self.settings.ca_ttl,
+        )?);
         self.activate_at = Some(Instant::now() + self.settings.ca_propagation);
         self.ca_rotate_at = Instant::now() + settings_half(&self.settings);
         Ok(())
@@ -159,6 +202,7 @@ impl Issuer {
     /// Switches to the newest CA and re-issues every SVID with it.
     fn activate_ca(&mut self) -> Result<(), DevCaError> {
         self.activate_at = None;
+        self.cas[self.signing].stopped_signing = Some(SystemTime::now());
         self.signing = self.cas.len() - 1;
         self.reissue_all()
     }
@@ -170,7 +214,7 @@ impl Issuer {
         let signing_root = self.cas[self.signing].ca.root().clone();
         let mut index = 0;
         self.cas.retain(|c| {
-            let keep = index >= self.signing || c.last_expiry > now;
+            let keep = index >= self.signing || c.retires_at() > now;
             index += 1;
             keep
         });
@@ -188,7 +232,7 @@ impl Issuer {
         let now = Instant::now();
         let retirement = self.cas[..self.signing]
             .iter()
-            .map(|c| now + c.last_expiry.duration_since(now_wall).unwrap_or_default());
+            .map(|c| now + c.retires_at().duration_since(now_wall).unwrap_or_default());
         self.issued
             .iter()
             .map(|(_, at)| *at)

@@ -52,6 +52,7 @@ mod config;
 mod connection;
 mod hpack;
 mod issuer;
+mod jwt_service;
 mod peer;
 mod procfs;
 mod server;

@@ -67,6 +67,9 @@ pub struct DevServerOptions {
     pub ca_propagation: Duration,
     /// Bundles of federated trust domains, sent to every caller.
     pub federated: Vec<X509Bundle>,
+    /// JWT bundles of federated trust domains, sent to every caller (`FetchJWTBundles`) and
+    /// used by `ValidateJWTSVID`.
+    pub federated_jwt: Vec<crate::jwt::JwtBundle>,
     /// Permission bits of the Unix socket file, set right after it is bound. Default `0o600`:
     /// only this user can connect.
     pub socket_mode: u32,
@@ -82,6 +85,7 @@ impl Default for DevServerOptions {
             ca_ttl: Duration::from_secs(24 * 3600),
             ca_propagation: Duration::from_secs(1),
             federated: Vec::new(),
+            federated_jwt: Vec::new(),
             socket_mode: 0o600,
             allow_remote_tcp: false,
         }
@@ -104,6 +108,12 @@ impl DevServerOptions {
     /// Adds a federated trust domain's bundle.
     pub fn with_federated(mut self, bundle: X509Bundle) -> Self {
         self.federated.push(bundle);
+        self
+    }
+
+    /// Adds a federated trust domain's JWT bundle.
+    pub fn with_federated_jwt(mut self, bundle: crate::jwt::JwtBundle) -> Self {
+        self.federated_jwt.push(bundle);
         self
     }
 
@@ -232,6 +242,7 @@ impl DevServer {
             ca_ttl: options.ca_ttl,
             ca_propagation: options.ca_propagation,
             federated: options.federated,
+            federated_jwt: options.federated_jwt,
         };
         let (issuer, snapshots) = Issuer::start(config, settings)?;
         let (commands, command_rx) = mpsc::channel(8);

@@ -11,6 +11,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::attest::Caller;
 use super::issuer::Snapshot;
+use super::jwt_service as jwt;
 use super::peer::{BindingError, Peer};
 use crate::workload::WORKLOAD_HEADER;
 use crate::workload::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -60,7 +61,7 @@ fn concat(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
         .collect()
 }
 
-fn no_identity() -> Status {
+pub(crate) fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
 
@@ -189,8 +190,6 @@ impl WorkloadService {
     }
 }
 
-const JWT_UNIMPLEMENTED: &str = "JWT-SVIDs are not implemented by the spiffe-mtls dev server";
-
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadService {
     type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
@@ -217,23 +216,25 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        self.admit(&request)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let (caller, _) = self.admit(&request)?;
+        let snapshot = Arc::clone(&self.snapshots.borrow());
+        jwt::svids(&snapshot, &caller, request.get_ref()).map(Response::new)
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        self.admit(&request)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let caller = self.admit(&request)?;
+        Ok(Response::new(self.stream(caller, jwt::bundles_response)?))
     }
 
     async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        self.admit(&request)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let (caller, _) = self.admit(&request)?;
+        let snapshot = Arc::clone(&self.snapshots.borrow());
+        jwt::validate(&snapshot, &caller, request.get_ref()).map(Response::new)
     }
 }

@@ -9,7 +9,11 @@ use super::address::EndpointAddress;
 use super::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use super::proto::{X509BundlesRequest, X509svidRequest, X509svidResponse};
 use crate::bundle::BundleSet;
+#[cfg(feature = "jwt")]
+use crate::jwt::{JwtBundle, JwtBundleSet};
 use crate::source::{UpdateLimits, X509Context};
+#[cfg(feature = "jwt")]
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// The gRPC metadata key every Workload API call must carry with the value `true`.
 pub const WORKLOAD_HEADER: &str = "workload.spiffe.io";
@@ -168,6 +172,108 @@ impl WorkloadClient {
             .map_err(|e| WorkloadError::InvalidResponse(e.to_string()))
     }
 
+    /// JWT-SVIDs for `audience` (at least one): one per identity of the caller, or the one
+    /// `spiffe_id` names. The tokens come from the Workload API, which the caller trusts; they
+    /// are not validated here (the receiving side does that).
+    ///
+    /// # Errors
+    /// The server's status (`InvalidArgument` without an audience, `PermissionDenied`
+    /// without an identity), or [`WorkloadError::InvalidResponse`] for an answer that names
+    /// no valid SPIFFE ID.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(mut client: spiffe_mtls::workload::WorkloadClient) -> Result<(), spiffe_mtls::workload::WorkloadError> {
+    /// let svids = client.fetch_jwt_svids(&["spiffe://example.org/reports".into()], None).await?;
+    /// let token = svids[0].token();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub async fn fetch_jwt_svids(
+        &mut self,
+        audience: &[String],
+        spiffe_id: Option<&SpiffeId>,
+    ) -> Result<Vec<IssuedJwtSvid>, WorkloadError> {
+        let response = self
+            .inner
+            .fetch_jwtsvid(request(super::proto::JwtsvidRequest {
+                audience: audience.to_vec(),
+                spiffe_id: spiffe_id.map(ToString::to_string).unwrap_or_default(),
+            }))
+            .await?
+            .into_inner();
+        if response.svids.len() > self.limits.max_svids {
+            return Err(WorkloadError::InvalidResponse(format!(
+                "{} JWT-SVIDs, over the limit of {}",
+                response.svids.len(),
+                self.limits.max_svids
+            )));
+        }
+        response
+            .svids
+            .into_iter()
+            .map(|svid| {
+                let id = svid.spiffe_id.parse().map_err(|e| {
+                    WorkloadError::InvalidResponse(format!(
+                        "JWT-SVID for {:?}: {e}",
+                        svid.spiffe_id
+                    ))
+                })?;
+                Ok(IssuedJwtSvid {
+                    spiffe_id: id,
+                    token: svid.svid,
+                    hint: (!svid.hint.is_empty()).then_some(svid.hint),
+                })
+            })
+            .collect()
+    }
+
+    /// The JWT bundles the caller trusts (`FetchJWTBundles`'s first answer): the local and
+    /// federated trust domains' JWT-SVID keys.
+    ///
+    /// # Errors
+    /// The server's status, [`WorkloadError::StreamEnded`], or
+    /// [`WorkloadError::InvalidResponse`] for a bundle that is not a usable JWKS.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(mut client: spiffe_mtls::workload::WorkloadClient) -> Result<(), spiffe_mtls::workload::WorkloadError> {
+    /// let bundles = client.fetch_jwt_bundles().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub async fn fetch_jwt_bundles(&mut self) -> Result<JwtBundleSet, WorkloadError> {
+        let mut stream = self
+            .inner
+            .fetch_jwt_bundles(request(super::proto::JwtBundlesRequest {}))
+            .await?
+            .into_inner();
+        let response = stream.message().await?.ok_or(WorkloadError::StreamEnded)?;
+        if response.bundles.len() > self.limits.max_bundles {
+            return Err(WorkloadError::InvalidResponse(format!(
+                "{} JWT bundles, over the limit of {}",
+                response.bundles.len(),
+                self.limits.max_bundles
+            )));
+        }
+        let mut bundles = JwtBundleSet::new();
+        for (key, jwks) in &response.bundles {
+            let name = key.strip_prefix("spiffe://").unwrap_or(key);
+            let invalid = |reason: String| {
+                WorkloadError::InvalidResponse(format!("JWT bundle {key:?}: {reason}"))
+            };
+            let trust_domain: TrustDomain = name.parse().map_err(|e| invalid(format!("{e}")))?;
+            let bundle =
+                JwtBundle::parse(trust_domain, jwks).map_err(|e| invalid(e.to_string()))?;
+            bundles.insert(bundle);
+        }
+        Ok(bundles)
+    }
+
     /// The generated gRPC client on the same connection, for calls this type does not offer.
     /// Each request must carry the `workload.spiffe.io` header: build it with [`request`].
     ///
@@ -182,6 +288,34 @@ impl WorkloadClient {
     /// ```
     pub fn into_raw(self) -> SpiffeWorkloadApiClient<Channel> {
         self.inner
+    }
+}
+
+/// A JWT-SVID as the Workload API issued it: [`WorkloadClient::fetch_jwt_svids`].
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedJwtSvid {
+    spiffe_id: SpiffeId,
+    token: String,
+    hint: Option<String>,
+}
+
+#[cfg(feature = "jwt")]
+impl IssuedJwtSvid {
+    /// The identity it was issued for.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        &self.spiffe_id
+    }
+
+    /// The token, to send as `Authorization: Bearer <token>`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The entry's hint, if any.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
     }
 }
 

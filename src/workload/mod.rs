@@ -9,6 +9,9 @@ mod address;
 mod client;
 
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
+#[cfg(all(feature = "workload-api", feature = "jwt"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "workload-api", feature = "jwt"))))]
+pub use client::IssuedJwtSvid;
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use client::{

@@ -44,7 +44,8 @@ pub struct Args {
     /// SVID lifetime (rotation at half of it); the default for entries without `ttl`.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     svid_ttl: Duration,
-    /// A federated trust domain's bundle (PEM or SPIFFE bundle JSON), sent to every caller.
+    /// A federated trust domain's bundle (PEM or SPIFFE bundle JSON), sent to every caller;
+    /// the JWT-SVID keys of a SPIFFE bundle document become its JWT bundle.
     #[arg(long, value_name = "TD=FILE", value_parser = parse_federate)]
     federate: Vec<(TrustDomain, PathBuf)>,
     /// Write the local bundle as PEM here, and again at every CA change.
@@ -99,6 +100,11 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
             .and_then(|bundle| bundle.check_root_names().map(|()| bundle))
             .map_err(|e| format!("federated bundle {}: {e}", path.display()))?;
         options.federated.push(bundle);
+        if bytes.trim_ascii_start().starts_with(b"{") {
+            let jwt = spiffe_mtls::jwt::JwtBundle::parse(td.clone(), &bytes)
+                .map_err(|e| format!("federated JWT bundle {}: {e}", path.display()))?;
+            options.federated_jwt.push(jwt);
+        }
     }
     Ok((config, options))
 }

@@ -18,7 +18,7 @@ pub struct SocketArg {
 }
 
 impl SocketArg {
-    fn address(&self) -> Result<EndpointAddress, String> {
+    pub(crate) fn address(&self) -> Result<EndpointAddress, String> {
         match &self.socket {
             Some(address) => Ok(address.clone()),
             None => EndpointAddress::from_env().map_err(|e| format!("no --socket given and {e}")),

@@ -1,5 +1,9 @@
 //! `spiffe-mtls jwt`: JWT-SVIDs from the command line.
 //!
+//! `jwt fetch` prints one token per line on stdout and nothing else; `jwt bundles` prints the
+//! trust domains and can write each JWT bundle to `DIR/<trust-domain>.jwks`; both exit 1 with
+//! the reason on stderr when the Workload API refuses or cannot be reached.
+//!
 //! `jwt validate` exit codes: 0 valid (stdout's first line is the SPIFFE ID), 1 invalid token
 //! (one line on stderr names the rule), 2 usage error or unusable input.
 
@@ -8,10 +12,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use spiffe_mtls::TrustDomain;
 use spiffe_mtls::jwt::{JwtBundle, JwtBundleSet, JwtSvidValidator};
+use spiffe_mtls::workload::WorkloadClient;
+use spiffe_mtls::{SpiffeId, TrustDomain};
 
-/// JWT-SVIDs: validate a token.
+use crate::fetch::SocketArg;
+
+/// How long `fetch` and `bundles` wait for the Workload API.
+const WORKLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// JWT-SVIDs: fetch tokens and bundles from the Workload API, validate a token.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -20,7 +30,32 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    Fetch(FetchArgs),
+    Bundles(BundlesArgs),
     Validate(ValidateArgs),
+}
+
+/// Fetch JWT-SVIDs for audiences: each token on its own line, nothing else on stdout.
+#[derive(clap::Args)]
+struct FetchArgs {
+    /// An audience of the tokens (repeatable; at least one).
+    #[arg(long, value_name = "AUD", required = true)]
+    audience: Vec<String>,
+    /// Fetch the token of this identity only (default: every identity of the caller).
+    #[arg(long, value_name = "ID")]
+    spiffe_id: Option<SpiffeId>,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+/// Fetch the JWT bundles: print their trust domains, optionally write them.
+#[derive(clap::Args)]
+struct BundlesArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Write each bundle to DIR/<trust-domain>.jwks (a SPIFFE bundle / JWK Set document).
+    #[arg(long, value_name = "DIR")]
+    write: Option<PathBuf>,
 }
 
 /// Validate a JWT-SVID for an audience against JWT bundles.
@@ -106,9 +141,75 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
+/// A Workload API client on `socket`, and `work` with it, within [`WORKLOAD_TIMEOUT`].
+fn with_client<T>(
+    socket: &SocketArg,
+    work: impl AsyncFnOnce(&mut WorkloadClient) -> Result<T, String>,
+    then: impl FnOnce(T) -> Result<(), String>,
+) -> ExitCode {
+    crate::runtime(async move {
+        let address = socket.address()?;
+        let fetched = tokio::time::timeout(WORKLOAD_TIMEOUT, async {
+            let mut client = WorkloadClient::connect(&address)
+                .await
+                .map_err(|e| e.to_string())?;
+            work(&mut client).await
+        })
+        .await
+        .map_err(|_| format!("no answer from {address} within {WORKLOAD_TIMEOUT:?}"))??;
+        then(fetched)
+    })
+}
+
+fn fetch(args: &FetchArgs) -> ExitCode {
+    with_client(
+        &args.socket,
+        async |client| {
+            client
+                .fetch_jwt_svids(&args.audience, args.spiffe_id.as_ref())
+                .await
+                .map_err(|e| e.to_string())
+        },
+        |svids| {
+            for svid in svids {
+                println!("{}", svid.token());
+            }
+            Ok(())
+        },
+    )
+}
+
+fn bundles(args: &BundlesArgs) -> ExitCode {
+    with_client(
+        &args.socket,
+        async |client| client.fetch_jwt_bundles().await.map_err(|e| e.to_string()),
+        |bundles| {
+            let mut sorted: Vec<&JwtBundle> = bundles.iter().collect();
+            sorted.sort_by(|a, b| a.trust_domain().as_str().cmp(b.trust_domain().as_str()));
+            for bundle in &sorted {
+                println!("{}", bundle.trust_domain());
+            }
+            if let Some(dir) = &args.write {
+                for bundle in sorted {
+                    let name = format!("{}.jwks", bundle.trust_domain());
+                    let path = crate::write_files::write_public(
+                        dir,
+                        &name,
+                        format!("{:#}\n", bundle.to_jwks()),
+                    )?;
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
 /// Runs `jwt` and returns the contract's exit code.
 pub fn run(args: &Args) -> ExitCode {
     match &args.command {
+        Command::Fetch(fetch_args) => fetch(fetch_args),
+        Command::Bundles(bundles_args) => bundles(bundles_args),
         Command::Validate(validate_args) => validate(validate_args),
     }
 }

@@ -100,6 +100,21 @@ fn write_atomically(dir: &Path, file: &File) -> std::io::Result<PathBuf> {
     result.map(|()| path)
 }
 
+/// Writes a public file (mode 0644) `dir/name` atomically, creating `dir` if needed.
+///
+/// # Errors
+/// A message naming the file or directory that could not be written.
+pub(crate) fn write_public(dir: &Path, name: &str, text: String) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = File {
+        name: name.to_owned(),
+        text,
+        private: false,
+    };
+    write_atomically(dir, &file)
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+}
+
 /// Writes `context` into `dir` and returns the paths written and the stale ones removed.
 ///
 /// # Errors
