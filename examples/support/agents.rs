@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::stream::{self, BoxStream};
 use spiffe_mtls::a2a::a2a_server::{
@@ -21,6 +22,7 @@ use spiffe_mtls::a2a::{
 use spiffe_mtls::source::X509Source;
 use spiffe_mtls::{Policy, SpiffeId, net, tls};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 /// What the `secret` skill answers.
 pub const SECRET: &str = "the secret is 42";
@@ -124,6 +126,8 @@ pub struct AgentServer {
     pub base_url: String,
     /// Its SPIFFE ID when it started.
     pub id: SpiffeId,
+    /// How many HTTP requests reached it.
+    pub requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -184,9 +188,21 @@ pub fn start_agent_server(
     ))
     .with_interceptor(PeerInterceptor::new())
     .with_interceptor(SkillPolicy::new(policy));
-    let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card);
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&requests);
+    let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card).map_request(
+        move |request: http::Request<hyper::body::Incoming>| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            request
+        },
+    );
     let task = tokio::spawn(net::serve_http(listener, Arc::new(config), app));
-    Ok(AgentServer { base_url, id, task })
+    Ok(AgentServer {
+        base_url,
+        id,
+        requests,
+        task,
+    })
 }
 
 /// `--name value` flags and `--switch` switches; anything else is an error.

@@ -116,10 +116,10 @@ async fn jsonrpc<H: RequestHandler>(
         .and_then(|v| v.get("method"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if legacy::is_legacy_method(method) {
-        if let Some(request) = parsed {
-            return legacy_call(handler.as_ref(), &parts.headers, request).await;
-        }
+    if legacy::is_legacy_method(method)
+        && let Some(request) = parsed
+    {
+        return legacy_call(handler.as_ref(), &parts.headers, request).await;
     }
     forward(sdk, parts, bytes).await
 }
