@@ -260,12 +260,19 @@ pub fn endpoint(flags: &Flags) -> Result<spiffe_mtls::workload::EndpointAddress,
 
 /// A minimal `tracing` subscriber: audit events (and warnings, errors of anything) on stderr,
 /// one line each, `field=value` pairs.
-pub struct StderrLog;
+pub struct StderrLog {
+    only_denied: bool,
+}
 
 impl StderrLog {
     /// The subscriber.
     pub fn new() -> Self {
-        Self
+        Self { only_denied: false }
+    }
+
+    /// The subscriber of audit denials only.
+    pub fn denials() -> Self {
+        Self { only_denied: true }
     }
 }
 
@@ -304,7 +311,9 @@ impl tracing::Subscriber for StderrLog {
         };
         let mut line = Line(label);
         event.record(&mut line);
-        eprintln!("{}", line.0);
+        if !self.only_denied || line.0.contains("decision=denied") {
+            eprintln!("{}", line.0);
+        }
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
