@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use spiffe_mtls::a2a::protocol::{
+    GetTaskRequest, ListTasksRequest, Message, Part, Role, SendMessageRequest, SendMessageResponse,
+    error_code,
+};
 use spiffe_mtls::a2a::{AgentClient, AgentClientError, REFUSED_CODE};
 use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
 use spiffe_mtls::source::{WorkloadApiSource, X509Source};
@@ -242,6 +246,46 @@ async fn an_unauthorized_client_is_refused_per_skill() {
             .await
             .unwrap(),
         agents::SECRET
+    );
+
+    // The boss's task (its answer) is the boss's alone: GetTask (v1.0) finds it for the boss,
+    // not for the client; listing every task is refused.
+    let mut request = SendMessageRequest {
+        message: Message::new(Role::User, vec![Part::text("tell me")]),
+        configuration: None,
+        metadata: None,
+        tenant: None,
+    };
+    request.message.metadata = Some([("skill".to_owned(), json!("secret"))].into());
+    let SendMessageResponse::Task(task) = boss.sdk().send_message(&request).await.unwrap() else {
+        panic!("no task");
+    };
+    let get = GetTaskRequest {
+        id: task.id.clone(),
+        history_length: None,
+        tenant: None,
+    };
+    let found = boss.sdk().get_task(&get).await.unwrap();
+    assert_eq!(
+        found.artifacts.unwrap()[0].parts[0].as_text(),
+        Some(agents::SECRET)
+    );
+    let hidden = client.sdk().get_task(&get).await.unwrap_err();
+    assert_eq!(hidden.code, error_code::TASK_NOT_FOUND, "{hidden}");
+    let listing = ListTasksRequest {
+        context_id: None,
+        status: None,
+        page_size: None,
+        page_token: None,
+        history_length: None,
+        status_timestamp_after: None,
+        include_artifacts: None,
+        tenant: None,
+    };
+    let refused = client.sdk().list_tasks(&listing).await.unwrap_err();
+    assert!(
+        refused.message.contains("ListTasks does not allow"),
+        "{refused}"
     );
 
     // A header claiming the boss's ID is removed before the agent reads it.

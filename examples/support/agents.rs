@@ -17,7 +17,7 @@ use spiffe_mtls::a2a::protocol::{
 };
 use spiffe_mtls::a2a::{
     DEFAULT_SKILL, InterceptingHandler, MtlsAgentCard, PeerInterceptor, SKILL_METADATA_KEY,
-    SkillPolicy,
+    SkillPolicy, TaskOwners,
 };
 use spiffe_mtls::source::X509Source;
 use spiffe_mtls::{Policy, SpiffeId, net, tls};
@@ -182,12 +182,13 @@ pub fn start_agent_server(
             "Secret",
             "Tells a secret, to the callers the policy allows",
         );
-    let handler = InterceptingHandler::new(DefaultRequestHandler::new(
-        SkillsExecutor,
-        InMemoryTaskStore::new(),
-    ))
-    .with_interceptor(PeerInterceptor::new())
-    .with_interceptor(SkillPolicy::new(policy));
+    let owners = TaskOwners::default();
+    let tasks =
+        DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
+            .with_authorizer(owners);
+    let handler = InterceptingHandler::new(tasks)
+        .with_interceptor(PeerInterceptor::new())
+        .with_interceptor(SkillPolicy::new(policy));
     let requests = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&requests);
     let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card).map_request(

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`PeerInterceptor`] | the SDK's `CallInterceptor`: the verified peer (the `x-spiffe-id` header the [`IdentityHeaderLayer`](crate::net::IdentityHeaderLayer) sets) becomes the call's authenticated [`User`](a2a_server::User) |
 //! | [`SkillPolicy`] | a `CallInterceptor` that allows each message's skill (`metadata.skill`) by the [`Policy`](crate::Policy)'s `[routes.<skill>]`, with an audit event per call |
+//! | [`TaskOwners`] | the SDK's `RequestAuthorizer`: a task is only for the caller who started it (`GetTask`, `CancelTask`, `SubscribeToTask`, continuing messages) |
 //! | [`InterceptingHandler`] | a `RequestHandler` that runs interceptors around another one (the SDK defines interceptors but does not run them) |
 //! | [`MtlsAgentCard`] | an agent card declaring mutual TLS in both dialects (v1.0 and v0.3), without key material |
 //! | [`agent_router`] | the axum router: the card at `/.well-known/agent-card.json`, JSON-RPC (v1.0, and v0.3 translated in front of the SDK's router) on the card's endpoint |
@@ -19,7 +20,7 @@
 //! # Server
 //! ```no_run
 //! use std::sync::Arc;
-//! use spiffe_mtls::a2a::{self, MtlsAgentCard, SkillPolicy, PeerInterceptor, InterceptingHandler};
+//! use spiffe_mtls::a2a::{self, MtlsAgentCard, SkillPolicy, PeerInterceptor, InterceptingHandler, TaskOwners};
 //! use spiffe_mtls::a2a::a2a_server::{DefaultRequestHandler, InMemoryTaskStore, AgentExecutor};
 //! use spiffe_mtls::{Policy, net, source::WorkloadApiSource, tls};
 //!
@@ -29,7 +30,10 @@
 //! let config = tls::server_config(source, policy.connect().clone()).build()?;
 //! let card = MtlsAgentCard::new("echo agent", "https://127.0.0.1:8443/a2a")
 //!     .skill("echo", "Echo", "Replies with the text it was sent");
-//! let handler = InterceptingHandler::new(DefaultRequestHandler::new(executor, InMemoryTaskStore::new()))
+//! let owners = TaskOwners::default();
+//! let tasks = DefaultRequestHandler::new(owners.executor(executor), InMemoryTaskStore::new())
+//!     .with_authorizer(owners);
+//! let handler = InterceptingHandler::new(tasks)
 //!     .with_interceptor(PeerInterceptor::new())
 //!     .with_interceptor(SkillPolicy::new(policy));
 //! let app = a2a::agent_router(Arc::new(handler), card);
@@ -61,6 +65,7 @@ mod client;
 mod handler;
 mod identity;
 mod legacy;
+mod owners;
 mod router;
 mod skill;
 
@@ -72,6 +77,7 @@ pub use card::MtlsAgentCard;
 pub use client::{AgentClient, AgentClientError, reply_text};
 pub use handler::InterceptingHandler;
 pub use identity::{PeerInterceptor, caller};
+pub use owners::{DEFAULT_TASK_OWNERS, OwnedExecutor, TaskOwners};
 pub use router::{AGENT_CARD_PATH, agent_router};
 pub use skill::{DEFAULT_SKILL, REFUSED_CODE, SKILL_METADATA_KEY, SkillPolicy, skill_of};
 

@@ -54,8 +54,11 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 /// A [`CallInterceptor`] that authorizes each message by its skill: the caller's SPIFFE ID
 /// (the [`User`](a2a_server::User) a [`PeerInterceptor`](super::PeerInterceptor) set) must
 /// pass the policy's `[connect]` rule and the rule of `[routes.<skill>]`; a skill the policy
-/// does not name is refused. Other methods (`GetTask`, `CancelTask`...) need the connection
-/// rule only.
+/// does not name is refused. `GetTask`, `CancelTask`, `SubscribeToTask` and
+/// `GetExtendedAgentCard` need the connection rule (which task is whose is
+/// [`TaskOwners`](super::TaskOwners)' part); the methods over all tasks or push
+/// configurations (`ListTasks`, `CreateTaskPushNotificationConfig`...) need a route of their
+/// name (`[routes.ListTasks]`), so they are refused unless the policy names them.
 ///
 /// Every call is one audit event (target [`AUDIT_TARGET`](crate::tls::AUDIT_TARGET)):
 /// `decision` `accepted` or `denied`, `peer`, `trust_domain`, `method`, `skill` and `rule`. A
@@ -141,28 +144,41 @@ impl SkillPolicy {
     }
 
     fn authorize(&self, id: &SpiffeId, method: &str, request: &Value) -> Result<(), A2AError> {
-        if method != methods::SEND_MESSAGE && method != methods::SEND_STREAMING_MESSAGE {
-            return if self.policy.connect().is_allowed(id) {
-                super::audit::allowed(
-                    id,
-                    method,
-                    "-",
-                    &format_args!("connection rule {}", self.policy.connect()),
-                );
-                Ok(())
-            } else {
-                super::audit::refused(
-                    id,
-                    method,
-                    "-",
-                    &format_args!("connection rule {}", self.policy.connect()),
-                );
-                Err(A2AError::new(
-                    REFUSED_CODE,
-                    format!("{method} does not allow {id}"),
-                ))
-            };
+        if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
+            return self.authorize_skill(id, method, request);
         }
+        let connect = self.policy.connect();
+        let (allowed, rule) = match method {
+            methods::GET_TASK
+            | methods::CANCEL_TASK
+            | methods::SUBSCRIBE_TO_TASK
+            | methods::GET_EXTENDED_AGENT_CARD => {
+                (connect.is_allowed(id), format!("connection rule {connect}"))
+            }
+            // Methods over every task or over push configs: a route of their own name.
+            _ => match self.policy.authorize_route(method, id) {
+                Ok(()) => (true, format!("route {method:?}")),
+                Err(error) => (false, error.rule),
+            },
+        };
+        if allowed {
+            super::audit::allowed(id, method, "-", &rule);
+            Ok(())
+        } else {
+            super::audit::refused(id, method, "-", &rule);
+            Err(A2AError::new(
+                REFUSED_CODE,
+                format!("{method} does not allow {id}"),
+            ))
+        }
+    }
+
+    fn authorize_skill(
+        &self,
+        id: &SpiffeId,
+        method: &str,
+        request: &Value,
+    ) -> Result<(), A2AError> {
         let skill = skill_of(request, &self.default_skill).map_err(A2AError::invalid_params)?;
         match self.policy.authorize_route(&skill, id) {
             Ok(()) => {
