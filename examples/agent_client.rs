@@ -8,7 +8,8 @@
 //!     --text hello [--skill secret] [--stream]
 //! ```
 //! `--socket` defaults to `SPIFFE_ENDPOINT_SOCKET`. Exits 1 with the reason on stderr when the
-//! server, the card or the agent refuses.
+//! server, the card or the agent refuses (a refused server's audit event, naming its SPIFFE
+//! ID, comes first).
 
 #[path = "support/agents.rs"]
 mod agents;
@@ -21,6 +22,8 @@ const USAGE: &str = "usage: agent_client [--socket ADDR] --server URL --server-i
 
 #[tokio::main]
 async fn main() {
+    // A refused server's audit event (its SPIFFE ID and the rule) on stderr.
+    let _ = tracing::subscriber::set_global_default(agents::StderrLog::denials());
     match run().await {
         Ok(reply) => println!("{reply}"),
         Err(error) => {

@@ -14,8 +14,10 @@
 //! [routes.secret]
 //! ids = ["spiffe://example.org/agent/boss"]
 //! ```
-//! The card is at `https://127.0.0.1:8443/.well-known/agent-card.json`, JSON-RPC (v1.0 and
-//! v0.3) at `/a2a`. Every call is an audit event on stderr (`RUST_LOG` sets the level).
+//! The card is at `https://localhost:8443/.well-known/agent-card.json`, JSON-RPC (v1.0 and
+//! v0.3) at `/a2a` (the card names `localhost` when listening on a loopback address, so that
+//! clients checking host names match the SVID's DNS SAN `localhost`). Every handshake and
+//! every call is an audit event on stderr.
 
 #[path = "support/agents.rs"]
 mod agents;
@@ -53,8 +55,10 @@ async fn run() -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // The card's URL: `localhost` on this host (which an SVID's DNS SAN can name, for
+    // clients that check host names), else the address listened on.
     let host = match listener.local_addr().map_err(|e| e.to_string())?.ip() {
-        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
         ip if ip.is_ipv6() => format!("[{ip}]"),
         ip => ip.to_string(),
     };
