@@ -468,6 +468,12 @@ async fn the_card_declares_mutual_tls_in_both_dialects_without_key_material() {
         .collect();
     assert_eq!(skills, ["echo", "secret"]);
 
+    // The SDK's v1.0 type reads the two-dialect document too.
+    let read: spiffe_mtls::a2a::protocol::AgentCard = serde_json::from_value(both.clone()).unwrap();
+    assert!(matches!(
+        read.security_schemes.unwrap()["mtls"],
+        spiffe_mtls::a2a::protocol::SecurityScheme::MutualTls(_)
+    ));
     let v1: Value = serde_json::from_str(&v1).unwrap();
     assert!(v1.get("url").is_none() && v1.get("security").is_none());
     let v1: spiffe_mtls::a2a::protocol::AgentCard = serde_json::from_value(v1).unwrap();
