@@ -56,11 +56,15 @@
 //! | `http` (default) | `net::serve_http`: hyper/axum servers whose handlers see the peer |
 //! | `grpc` (default) | `net::incoming`, `net::grpc_channel`: tonic servers and clients |
 //! | `dev-server` | `dev_server`: the SPIRE-compatible development Workload API server |
+//! | `a2a` (default) | `a2a`: A2A agents over SPIFFE mutual TLS with the official A2A SDK (per-skill policy, audit, agent cards in both dialects) |
 //! | `cli` (default) | the `spiffe-mtls` command (with `dev-server`, `workload-api`, `net`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "a2a")]
+#[cfg_attr(docsrs, doc(cfg(feature = "a2a")))]
+pub mod a2a;
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;

@@ -1,0 +1,301 @@
+//! Agent cards that declare mutual TLS with X.509-SVIDs, in the v1.0 and v0.3 dialects.
+
+use std::collections::HashMap;
+
+use a2a_protocol::{
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, MutualTlsSecurityScheme,
+    SecurityScheme, TRANSPORT_PROTOCOL_JSONRPC,
+};
+use serde_json::{Value, json};
+
+use super::MTLS_SCHEME;
+use crate::spiffe_id::SpiffeId;
+
+/// The protocol version a v0.3 card declares.
+const V0_3: &str = "0.3.0";
+
+/// An agent card for an agent reached over SPIFFE mutual TLS, in both card dialects:
+///
+/// - v1.0 ([`v1_0`](Self::v1_0), the SDK's [`AgentCard`]): `supportedInterfaces` with the
+///   JSON-RPC endpoint and `protocolVersion` `"1.0"`, `securitySchemes:
+///   {"mtls": {"mtlsSecurityScheme": {"description": ...}}}`, `securityRequirements`
+///   naming `mtls`, and the same requirement on every skill;
+/// - v0.3 ([`v0_3_json`](Self::v0_3_json)): `url`, `protocolVersion` `"0.3.0"`,
+///   `preferredTransport` `"JSONRPC"`, `securitySchemes: {"mtls": {"type": "mutualTLS"}}`,
+///   `security: [{"mtls": []}]`, and `security` on every skill;
+/// - both in one document ([`to_json`](Self::to_json)), what
+///   [`agent_router`](super::agent_router) serves to a client that names no version: the
+///   v1.0 card plus the v0.3 fields (the `mtls` scheme carries `mtlsSecurityScheme` and
+///   `type`), which each dialect's readers skip where they do not know them.
+///
+/// The card says how to authenticate, never with what: it holds no certificate, key or
+/// bundle. The scheme's description names the server's SPIFFE ID when one is given, which is
+/// public.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::a2a::MtlsAgentCard;
+///
+/// let card = MtlsAgentCard::new("echo agent", "https://127.0.0.1:8443/a2a")
+///     .server_id("spiffe://example.org/agent/server".parse()?)
+///     .skill("echo", "Echo", "Replies with the text it was sent");
+/// let json = card.to_json();
+/// assert_eq!(json["supportedInterfaces"][0]["protocolVersion"], "1.0");
+/// assert_eq!(json["securitySchemes"]["mtls"]["type"], "mutualTLS");
+/// assert!(json["securitySchemes"]["mtls"]["mtlsSecurityScheme"].is_object());
+/// assert_eq!(json["security"][0]["mtls"], serde_json::json!([]));
+/// assert_eq!(json["url"], "https://127.0.0.1:8443/a2a");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MtlsAgentCard {
+    name: String,
+    description: String,
+    version: String,
+    url: String,
+    server_id: Option<SpiffeId>,
+    streaming: bool,
+    skills: Vec<(String, String, String)>,
+}
+
+impl MtlsAgentCard {
+    /// A card for the agent `name` whose JSON-RPC endpoint is `url` (an `https://` URL),
+    /// version `1.0.0`, streaming declared, no skill yet.
+    ///
+    /// # Example
+    /// See [`MtlsAgentCard`].
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            description: format!("{name}, reached over SPIFFE mutual TLS"),
+            name,
+            version: "1.0.0".to_owned(),
+            url: url.into(),
+            server_id: None,
+            streaming: true,
+            skills: Vec::new(),
+        }
+    }
+
+    /// Sets the description.
+    ///
+    /// # Example
+    /// ```
+    /// let card = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").description("says hello");
+    /// assert_eq!(card.v1_0().description, "says hello");
+    /// ```
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Sets the agent's version (`1.0.0` by default).
+    ///
+    /// # Example
+    /// ```
+    /// let card = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").version("2.1.0");
+    /// assert_eq!(card.v1_0().version, "2.1.0");
+    /// ```
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Names the server's SPIFFE ID in the scheme's description.
+    ///
+    /// # Example
+    /// See [`MtlsAgentCard`].
+    pub fn server_id(mut self, id: SpiffeId) -> Self {
+        self.server_id = Some(id);
+        self
+    }
+
+    /// Declares streaming (`SendStreamingMessage`, `message/stream`) or not (declared by
+    /// default).
+    ///
+    /// # Example
+    /// ```
+    /// let card = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").streaming(false);
+    /// assert_eq!(card.v1_0().capabilities.streaming, Some(false));
+    /// ```
+    pub fn streaming(mut self, streaming: bool) -> Self {
+        self.streaming = streaming;
+        self
+    }
+
+    /// Adds a skill: its ID (the policy's `[routes.<id>]`), a name and a description.
+    ///
+    /// # Example
+    /// See [`MtlsAgentCard`].
+    pub fn skill(
+        mut self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.skills
+            .push((id.into(), name.into(), description.into()));
+        self
+    }
+
+    /// The JSON-RPC endpoint.
+    ///
+    /// # Example
+    /// ```
+    /// let card = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a");
+    /// assert_eq!(card.url(), "https://127.0.0.1:1/a2a");
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The scheme's description.
+    fn scheme_description(&self) -> String {
+        let mut text = "Mutual TLS with X.509-SVIDs (SPIFFE): the client presents its SVID \
+                        and verifies the server's against its trust domain bundle"
+            .to_owned();
+        if let Some(id) = &self.server_id {
+            text.push_str(&format!("; the server is {id}"));
+        }
+        text
+    }
+
+    /// The v1.0 card, as the SDK's type.
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::a2a::{MtlsAgentCard, protocol::SecurityScheme};
+    ///
+    /// let card = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").skill("echo", "Echo", "echoes").v1_0();
+    /// assert!(matches!(card.security_schemes.unwrap()["mtls"], SecurityScheme::MutualTls(_)));
+    /// assert_eq!(card.skills[0].security_requirements.as_ref().unwrap()[0]["mtls"], Vec::<String>::new());
+    /// ```
+    pub fn v1_0(&self) -> AgentCard {
+        let requirement = || vec![HashMap::from([(MTLS_SCHEME.to_owned(), Vec::new())])];
+        AgentCard {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            version: self.version.clone(),
+            supported_interfaces: vec![AgentInterface::new(
+                self.url.clone(),
+                TRANSPORT_PROTOCOL_JSONRPC,
+            )],
+            capabilities: AgentCapabilities {
+                streaming: Some(self.streaming),
+                push_notifications: Some(false),
+                extensions: None,
+                extended_agent_card: None,
+            },
+            default_input_modes: vec!["text/plain".to_owned()],
+            default_output_modes: vec!["text/plain".to_owned()],
+            skills: self
+                .skills
+                .iter()
+                .map(|(id, name, description)| AgentSkill {
+                    id: id.clone(),
+                    name: name.clone(),
+                    description: description.clone(),
+                    tags: vec![id.clone()],
+                    examples: None,
+                    input_modes: None,
+                    output_modes: None,
+                    security_requirements: Some(requirement()),
+                })
+                .collect(),
+            provider: None,
+            documentation_url: None,
+            icon_url: None,
+            security_schemes: Some(HashMap::from([(
+                MTLS_SCHEME.to_owned(),
+                SecurityScheme::MutualTls(MutualTlsSecurityScheme {
+                    description: Some(self.scheme_description()),
+                }),
+            )])),
+            security_requirements: Some(requirement()),
+            signatures: None,
+        }
+    }
+
+    /// The v1.0 card as JSON.
+    ///
+    /// # Example
+    /// ```
+    /// let json = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").v1_0_json();
+    /// assert_eq!(json["securityRequirements"][0]["schemes"]["mtls"]["list"], serde_json::json!([]));
+    /// assert!(json.get("url").is_none());
+    /// ```
+    pub fn v1_0_json(&self) -> Value {
+        serde_json::to_value(self.v1_0()).unwrap_or(Value::Null)
+    }
+
+    /// The v0.3 card as JSON.
+    ///
+    /// # Example
+    /// ```
+    /// let json = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").v0_3_json();
+    /// assert_eq!(json["protocolVersion"], "0.3.0");
+    /// assert_eq!(json["preferredTransport"], "JSONRPC");
+    /// assert_eq!(json["securitySchemes"]["mtls"]["type"], "mutualTLS");
+    /// assert!(json.get("supportedInterfaces").is_none());
+    /// ```
+    pub fn v0_3_json(&self) -> Value {
+        let skills: Vec<Value> = self
+            .skills
+            .iter()
+            .map(|(id, name, description)| {
+                json!({
+                    "id": id,
+                    "name": name,
+                    "description": description,
+                    "tags": [id],
+                    "security": [{ MTLS_SCHEME: [] }],
+                })
+            })
+            .collect();
+        json!({
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "url": self.url,
+            "protocolVersion": V0_3,
+            "preferredTransport": TRANSPORT_PROTOCOL_JSONRPC,
+            "capabilities": { "streaming": self.streaming, "pushNotifications": false },
+            "defaultInputModes": ["text/plain"],
+            "defaultOutputModes": ["text/plain"],
+            "skills": skills,
+            "securitySchemes": {
+                MTLS_SCHEME: { "type": "mutualTLS", "description": self.scheme_description() }
+            },
+            "security": [{ MTLS_SCHEME: [] }],
+        })
+    }
+
+    /// Both dialects in one document: the v1.0 card plus the v0.3 fields.
+    ///
+    /// # Example
+    /// See [`MtlsAgentCard`].
+    pub fn to_json(&self) -> Value {
+        let mut card = self.v1_0_json();
+        let legacy = self.v0_3_json();
+        let Some(object) = card.as_object_mut() else {
+            return legacy;
+        };
+        for key in ["url", "protocolVersion", "preferredTransport", "security"] {
+            object.insert(key.to_owned(), legacy[key].clone());
+        }
+        if let Some(scheme) = object
+            .get_mut("securitySchemes")
+            .and_then(|schemes| schemes.get_mut(MTLS_SCHEME))
+            .and_then(Value::as_object_mut)
+        {
+            scheme.insert("type".to_owned(), json!("mutualTLS"));
+            scheme.insert("description".to_owned(), json!(self.scheme_description()));
+        }
+        if let Some(skills) = object.get_mut("skills").and_then(Value::as_array_mut) {
+            for skill in skills.iter_mut().filter_map(Value::as_object_mut) {
+                skill.insert("security".to_owned(), json!([{ MTLS_SCHEME: [] }]));
+            }
+        }
+        card
+    }
+}
