@@ -6,6 +6,9 @@
 //!   the specification is a [`JwtError`] variant naming it.
 //! - [`JwtBundle`] reads the JWT keys of a JWK Set or SPIFFE bundle document.
 //! - [`JwtSigner`] mints tokens (the dev server's issuer, tests).
+//! - Sources: [`JwtSource`] (a Workload API: bundles streamed, tokens cached per audience set
+//!   and refreshed at half their lifetime), [`JwtBundleFiles`] (`<trust-domain>.jwks` files),
+//!   [`StaticJwtBundles`].
 //!
 //! The rules are this crate's; the signatures are checked by the rustls crypto provider's
 //! algorithms (the same that verify X.509-SVIDs), and ES512 by RustCrypto's `p521` where the
@@ -17,11 +20,18 @@ mod der;
 mod json_object;
 mod key;
 mod signer;
+mod source;
 mod token;
 mod validate;
+#[cfg(feature = "workload-api")]
+mod workload_source;
 
 pub use algorithm::Algorithm;
 pub use bundle::{JwtBundle, JwtBundleError, JwtBundleSet};
 pub use key::JwtKey;
 pub use signer::{JwtSignError, JwtSigner};
+pub use source::{JwtBundleFiles, JwtBundleSource, JwtSourceError, StaticJwtBundles};
 pub use validate::{DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtSvid, JwtSvidValidator};
+#[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
+pub use workload_source::{CachedJwtSvid, JwtSource};

@@ -56,3 +56,12 @@ impl<'a> CompactToken<'a> {
         })
     }
 }
+
+/// The `exp` and `iat` of a token whose signature is not checked: for a client caching the
+/// tokens its own Workload API issued (never for trusting a token received).
+pub(crate) fn unverified_times(token: &str) -> Option<(u64, Option<u64>)> {
+    let parsed = CompactToken::parse(token).ok()?;
+    let exp = parsed.claims.get("exp")?.as_u64()?;
+    let iat = parsed.claims.get("iat").and_then(serde_json::Value::as_u64);
+    Some((exp, iat))
+}

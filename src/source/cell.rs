@@ -143,6 +143,12 @@ pub struct Updates {
 }
 
 impl Updates {
+    /// A subscription to a change counter (the JWT sources share this handle).
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) fn from_receiver(receiver: watch::Receiver<u64>) -> Self {
+        Self { receiver }
+    }
+
     /// Waits for the next change and returns its generation (a counter starting at 0).
     ///
     /// # Errors

@@ -1,0 +1,318 @@
+//! Where JWT bundles come from, on the X.509 sources' conventions: the current set read
+//! lock-free, a change counter that wakes subscribers; in memory ([`StaticJwtBundles`]), from
+//! files ([`JwtBundleFiles`]), or from a Workload API (`JwtSource`, feature `workload-api`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::bundle::{JwtBundle, JwtBundleSet};
+use crate::source::Updates;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+/// Why a JWT source has nothing to hand out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtSourceError {
+    /// The source was shut down.
+    #[error("the JWT source is closed")]
+    Closed,
+    /// The Workload API could not be reached or refused.
+    #[error("Workload API: {0}")]
+    Workload(String),
+    /// The JWT-SVID for these audiences has expired and no fresh one could be fetched: it is
+    /// not handed out.
+    #[error(
+        "the JWT-SVID of {spiffe_id} expired at {}; refusing to use it (no fresh one could be fetched)",
+        crate::verify::rfc3339_system_time(*expired_at)
+    )]
+    Expired {
+        /// Whose token.
+        spiffe_id: SpiffeId,
+        /// Its `exp`.
+        expired_at: SystemTime,
+    },
+    /// A token from the Workload API is unreadable (no `exp`).
+    #[error("unusable JWT-SVID from the Workload API: {0}")]
+    Invalid(String),
+    /// A bundle file could not be read or parsed.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A source of JWT bundles: what a validator needs.
+pub trait JwtBundleSource: std::fmt::Debug + Send + Sync {
+    /// The current bundles.
+    ///
+    /// # Errors
+    /// [`JwtSourceError::Closed`] after shutdown.
+    fn jwt_bundles(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError>;
+
+    /// A handle that wakes on every change of the bundles.
+    fn updates(&self) -> Updates;
+}
+
+impl<S: JwtBundleSource + ?Sized> JwtBundleSource for Arc<S> {
+    fn jwt_bundles(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError> {
+        (**self).jwt_bundles()
+    }
+
+    fn updates(&self) -> Updates {
+        (**self).updates()
+    }
+}
+
+/// The current bundle set behind an atomic pointer, and a change counter.
+#[derive(Debug)]
+pub(crate) struct JwtBundleCell {
+    bundles: ArcSwap<JwtBundleSet>,
+    changes: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+impl JwtBundleCell {
+    pub(crate) fn new(bundles: JwtBundleSet) -> Self {
+        Self {
+            bundles: ArcSwap::from_pointee(bundles),
+            changes: watch::Sender::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn read(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(JwtSourceError::Closed);
+        }
+        Ok(self.bundles.load_full())
+    }
+
+    /// Swaps in `bundles` when they differ from the current ones; whether they did.
+    pub(crate) fn publish(&self, bundles: JwtBundleSet) -> bool {
+        if *self.bundles.load_full() == bundles {
+            return false;
+        }
+        self.bundles.store(Arc::new(bundles));
+        self.changes.send_modify(|generation| *generation += 1);
+        true
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    pub(crate) fn updates(&self) -> Updates {
+        Updates::from_receiver(self.changes.subscribe())
+    }
+}
+
+/// Fixed JWT bundles held in memory (tests, or keys distributed out of band).
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::jwt::{JwtBundleSet, JwtBundleSource, StaticJwtBundles};
+///
+/// let source = StaticJwtBundles::new(JwtBundleSet::new());
+/// assert!(source.jwt_bundles()?.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct StaticJwtBundles {
+    cell: JwtBundleCell,
+}
+
+impl StaticJwtBundles {
+    /// A source that always hands out `bundles`.
+    pub fn new(bundles: JwtBundleSet) -> Self {
+        Self {
+            cell: JwtBundleCell::new(bundles),
+        }
+    }
+
+    /// Replaces the bundles; subscribers are woken when they changed.
+    pub fn set(&self, bundles: JwtBundleSet) {
+        self.cell.publish(bundles);
+    }
+}
+
+impl JwtBundleSource for StaticJwtBundles {
+    fn jwt_bundles(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError> {
+        self.cell.read()
+    }
+
+    fn updates(&self) -> Updates {
+        self.cell.updates()
+    }
+}
+
+/// JWT bundles from a directory of `<trust-domain>.jwks` files (what `spiffe-mtls jwt bundles
+/// --write DIR` writes; each a JWK Set or SPIFFE bundle document), reloaded when they change.
+///
+/// A background thread reads the directory every poll interval; a changed set of files that
+/// does not parse whole (a file half written) is ignored and the last good set stays current.
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::jwt::{JwtBundleFiles, JwtBundleSource};
+///
+/// let source = JwtBundleFiles::open("/run/jwt-bundles")?;
+/// for bundle in source.jwt_bundles()?.iter() {
+///     println!("{}", bundle.trust_domain());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct JwtBundleFiles {
+    cell: Arc<JwtBundleCell>,
+    loader: Arc<FilesLoader>,
+}
+
+#[derive(Debug)]
+struct FilesLoader {
+    dir: PathBuf,
+    last: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl FilesLoader {
+    /// The `*.jwks` files of the directory, by file name.
+    fn read(&self) -> Result<BTreeMap<String, Vec<u8>>, JwtSourceError> {
+        let fail = |path: &Path, reason: String| JwtSourceError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| fail(&self.dir, e.to_string()))?;
+        let mut files = BTreeMap::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".jwks") && !name.starts_with('.') {
+                let bytes =
+                    std::fs::read(entry.path()).map_err(|e| fail(&entry.path(), e.to_string()))?;
+                files.insert(name, bytes);
+            }
+        }
+        Ok(files)
+    }
+
+    fn parse(&self, files: &BTreeMap<String, Vec<u8>>) -> Result<JwtBundleSet, JwtSourceError> {
+        let mut bundles = JwtBundleSet::new();
+        for (name, bytes) in files {
+            let path = self.dir.join(name);
+            let trust_domain: TrustDomain =
+                name.trim_end_matches(".jwks")
+                    .parse()
+                    .map_err(|e| JwtSourceError::File {
+                        path: path.clone(),
+                        reason: format!("the file name is not <trust-domain>.jwks: {e}"),
+                    })?;
+            let bundle =
+                JwtBundle::parse(trust_domain, bytes).map_err(|e| JwtSourceError::File {
+                    path,
+                    reason: e.to_string(),
+                })?;
+            bundles.insert(bundle);
+        }
+        Ok(bundles)
+    }
+
+    /// Reloads when the files changed: whether new bundles were published.
+    fn reload(&self, cell: &JwtBundleCell) -> Result<bool, JwtSourceError> {
+        let files = self.read()?;
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == files {
+            return Ok(false);
+        }
+        let bundles = self.parse(&files)?;
+        *last = files;
+        Ok(cell.publish(bundles))
+    }
+}
+
+impl JwtBundleFiles {
+    /// Loads `dir/*.jwks` and watches them every second.
+    ///
+    /// # Errors
+    /// [`JwtSourceError::File`] when the directory or a file cannot be read or parsed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, JwtSourceError> {
+        Self::open_with_interval(dir, crate::source::DEFAULT_POLL_INTERVAL)
+    }
+
+    /// As [`open`](Self::open), looking every `interval`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_interval(
+        dir: impl Into<PathBuf>,
+        interval: Duration,
+    ) -> Result<Self, JwtSourceError> {
+        let loader = Arc::new(FilesLoader {
+            dir: dir.into(),
+            last: Mutex::new(BTreeMap::new()),
+        });
+        let files = loader.read()?;
+        let cell = Arc::new(JwtBundleCell::new(loader.parse(&files)?));
+        *loader
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
+        let watched = (Arc::downgrade(&cell), Arc::downgrade(&loader));
+        std::thread::Builder::new()
+            .name("spiffe-mtls-jwt-files".into())
+            .spawn(move || poll_files(&watched.0, &watched.1, interval))
+            .map_err(|e| JwtSourceError::File {
+                path: loader.dir.clone(),
+                reason: format!("cannot start the watcher thread: {e}"),
+            })?;
+        Ok(Self { cell, loader })
+    }
+
+    /// Looks at the files now: whether they changed and the new bundles are current.
+    ///
+    /// # Errors
+    /// Why changed files were not taken (the last good bundles stay current).
+    pub fn reload(&self) -> Result<bool, JwtSourceError> {
+        self.loader.reload(&self.cell)
+    }
+}
+
+fn poll_files(cell: &Weak<JwtBundleCell>, loader: &Weak<FilesLoader>, interval: Duration) {
+    let mut last_error = None;
+    loop {
+        std::thread::sleep(interval);
+        let (Some(cell), Some(loader)) = (cell.upgrade(), loader.upgrade()) else {
+            return;
+        };
+        match loader.reload(&cell) {
+            Ok(_) => last_error = None,
+            Err(error) => {
+                let text = error.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    tracing::warn!(%error, "ignoring changed JWT bundle files; keeping the last good ones");
+                    last_error = Some(text);
+                }
+            }
+        }
+    }
+}
+
+impl JwtBundleSource for JwtBundleFiles {
+    fn jwt_bundles(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError> {
+        self.cell.read()
+    }
+
+    fn updates(&self) -> Updates {
+        self.cell.updates()
+    }
+}

@@ -1,0 +1,311 @@
+//! JWT bundles and JWT-SVIDs from a Workload API: the bundle stream followed in the background,
+//! tokens fetched per audience set and cached until half their lifetime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+
+use super::bundle::{JwtBundle, JwtBundleSet};
+use super::source::{JwtBundleCell, JwtBundleSource, JwtSourceError};
+use super::token::unverified_times;
+use crate::source::Updates;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::workload::proto::{JwtBundlesRequest, JwtBundlesResponse};
+use crate::workload::{EndpointAddress, IssuedJwtSvid, WorkloadClient, request};
+
+/// How long [`JwtSource::connect`] waits for the first bundles.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A JWT-SVID from the source's cache: the token and when it stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedJwtSvid {
+    svid: IssuedJwtSvid,
+    issued_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl CachedJwtSvid {
+    /// The identity.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        self.svid.spiffe_id()
+    }
+
+    /// The token, for `Authorization: Bearer`.
+    pub fn token(&self) -> &str {
+        self.svid.token()
+    }
+
+    /// Its `exp`.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// When it is due for a refresh: half its lifetime.
+    fn refresh_at(&self) -> SystemTime {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.issued_at)
+            .unwrap_or_default();
+        self.issued_at + lifetime / 2
+    }
+}
+
+type CacheKey = (Vec<String>, Option<SpiffeId>);
+
+/// JWT bundles and JWT-SVIDs from a Workload API (a SPIRE agent, the dev server).
+///
+/// - The `FetchJWTBundles` stream is followed in the background (reconnecting after a
+///   failure); [`jwt_bundles`](JwtBundleSource::jwt_bundles) reads the current set lock-free and
+///   [`updates`](JwtBundleSource::updates) wakes on each change (a key rotation).
+/// - [`fetch_svid`](Self::fetch_svid) fetches a token for an audience set and caches it: the
+///   same set gets the cached token until half its lifetime, then a fresh one. When the
+///   refresh fails the cached token is still handed out until it expires, never after (the
+///   source fails closed).
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::jwt::{JwtBundleSource, JwtSource, JwtSvidValidator};
+/// use spiffe_mtls::workload::EndpointAddress;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = JwtSource::connect(EndpointAddress::from_env()?).await?;
+/// let svid = source.fetch_svid(&["spiffe://example.org/reports".into()]).await?;
+/// let bearer = format!("Bearer {}", svid.token());
+/// // ... and, on the receiving side:
+/// let validated = JwtSvidValidator::new()?
+///     .validate(svid.token(), "spiffe://example.org/reports", &source.jwt_bundles()?)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct JwtSource {
+    client: WorkloadClient,
+    cell: Arc<JwtBundleCell>,
+    cache: Mutex<HashMap<CacheKey, CachedJwtSvid>>,
+    follower: JoinHandle<()>,
+}
+
+impl JwtSource {
+    /// Connects to the Workload API at `address` and waits (up to 10 s) for the first JWT
+    /// bundles.
+    ///
+    /// # Errors
+    /// [`JwtSourceError::Workload`] when the endpoint cannot be reached, refuses, or sends no
+    /// usable bundles in time.
+    pub async fn connect(address: EndpointAddress) -> Result<Self, JwtSourceError> {
+        let workload = |e: &dyn std::fmt::Display| JwtSourceError::Workload(e.to_string());
+        let first = tokio::time::timeout(START_TIMEOUT, async {
+            let client = WorkloadClient::connect(&address)
+                .await
+                .map_err(|e| workload(&e))?;
+            let mut stream = open_bundles(&client).await?;
+            let response = stream
+                .message()
+                .await
+                .map_err(|e| workload(&e))?
+                .ok_or_else(|| workload(&"the stream ended before the first bundles"))?;
+            Ok::<_, JwtSourceError>((client, stream, bundle_set(&response)?))
+        })
+        .await
+        .map_err(|_| {
+            workload(&format!(
+                "no JWT bundles from {address} within {START_TIMEOUT:?}"
+            ))
+        })?;
+        let (client, stream, bundles) = first?;
+        let cell = Arc::new(JwtBundleCell::new(bundles));
+        let follower = tokio::spawn(follow(client.clone(), stream, Arc::clone(&cell)));
+        Ok(Self {
+            client,
+            cell,
+            cache: Mutex::new(HashMap::new()),
+            follower,
+        })
+    }
+
+    /// A JWT-SVID of the caller's default identity for `audience` (at least one), from the
+    /// cache while it is in the first half of its lifetime.
+    ///
+    /// # Errors
+    /// [`JwtSourceError::Expired`] when no fresh token can be fetched and the cached one has
+    /// expired; [`JwtSourceError::Workload`] when there was never a token.
+    pub async fn fetch_svid(&self, audience: &[String]) -> Result<CachedJwtSvid, JwtSourceError> {
+        self.fetch_svid_of(audience, None).await
+    }
+
+    /// As [`fetch_svid`](Self::fetch_svid), for the identity `spiffe_id` (when the caller
+    /// has several).
+    ///
+    /// # Errors
+    /// As [`fetch_svid`](Self::fetch_svid).
+    pub async fn fetch_svid_of(
+        &self,
+        audience: &[String],
+        spiffe_id: Option<&SpiffeId>,
+    ) -> Result<CachedJwtSvid, JwtSourceError> {
+        if self.follower.is_finished() {
+            return Err(JwtSourceError::Closed);
+        }
+        let mut sorted = audience.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let key = (sorted, spiffe_id.cloned());
+        let now = SystemTime::now();
+        let cached = self.cached(&key);
+        if let Some(cached) = &cached
+            && now < cached.refresh_at()
+        {
+            return Ok(cached.clone());
+        }
+        match self.fetch_fresh(audience, spiffe_id, now).await {
+            Ok(fresh) => {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, fresh.clone());
+                Ok(fresh)
+            }
+            Err(error) => match cached {
+                Some(cached) if now < cached.expires_at => {
+                    tracing::warn!(%error, "JWT-SVID refresh failed; using the cached token until it expires");
+                    Ok(cached)
+                }
+                Some(cached) => Err(JwtSourceError::Expired {
+                    spiffe_id: cached.spiffe_id().clone(),
+                    expired_at: cached.expires_at,
+                }),
+                None => Err(error),
+            },
+        }
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<CachedJwtSvid> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    async fn fetch_fresh(
+        &self,
+        audience: &[String],
+        spiffe_id: Option<&SpiffeId>,
+        now: SystemTime,
+    ) -> Result<CachedJwtSvid, JwtSourceError> {
+        let svids = self
+            .client
+            .clone()
+            .fetch_jwt_svids(audience, spiffe_id)
+            .await
+            .map_err(|e| JwtSourceError::Workload(e.to_string()))?;
+        let svid = svids
+            .into_iter()
+            .next()
+            .ok_or_else(|| JwtSourceError::Workload("no JWT-SVID in the answer".to_owned()))?;
+        let (exp, iat) = unverified_times(svid.token())
+            .ok_or_else(|| JwtSourceError::Invalid("no readable exp claim".to_owned()))?;
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        Ok(CachedJwtSvid {
+            issued_at: iat.map_or(now, at).min(now),
+            expires_at: at(exp),
+            svid,
+        })
+    }
+
+    /// Stops following the Workload API; the source then answers [`JwtSourceError::Closed`].
+    pub fn shutdown(&self) {
+        self.follower.abort();
+        self.cell.close();
+    }
+}
+
+impl Drop for JwtSource {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl JwtBundleSource for JwtSource {
+    fn jwt_bundles(&self) -> Result<Arc<JwtBundleSet>, JwtSourceError> {
+        self.cell.read()
+    }
+
+    fn updates(&self) -> Updates {
+        self.cell.updates()
+    }
+}
+
+async fn open_bundles(
+    client: &WorkloadClient,
+) -> Result<tonic::Streaming<JwtBundlesResponse>, JwtSourceError> {
+    Ok(client
+        .clone()
+        .into_raw()
+        .fetch_jwt_bundles(request(JwtBundlesRequest {}))
+        .await
+        .map_err(|status| {
+            JwtSourceError::Workload(crate::workload::WorkloadError::from(status).to_string())
+        })?
+        .into_inner())
+}
+
+/// The bundle set of one `FetchJWTBundles` message.
+fn bundle_set(response: &JwtBundlesResponse) -> Result<JwtBundleSet, JwtSourceError> {
+    let mut bundles = JwtBundleSet::new();
+    for (key, jwks) in &response.bundles {
+        let invalid =
+            |reason: String| JwtSourceError::Workload(format!("JWT bundle {key:?}: {reason}"));
+        let trust_domain: TrustDomain = key
+            .strip_prefix("spiffe://")
+            .unwrap_or(key)
+            .parse()
+            .map_err(|e| invalid(format!("{e}")))?;
+        bundles.insert(JwtBundle::parse(trust_domain, jwks).map_err(|e| invalid(e.to_string()))?);
+    }
+    Ok(bundles)
+}
+
+/// Publishes every bundle update; reconnects after the stream fails or ends.
+async fn follow(
+    client: WorkloadClient,
+    mut stream: tonic::Streaming<JwtBundlesResponse>,
+    cell: Arc<JwtBundleCell>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        loop {
+            match stream.message().await {
+                Ok(Some(response)) => match bundle_set(&response) {
+                    Ok(bundles) => {
+                        cell.publish(bundles);
+                        backoff = Duration::from_millis(50);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "dropping a JWT bundle update; keeping the last good bundles");
+                    }
+                },
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(%status, "JWT bundle stream failed; reconnecting");
+                    break;
+                }
+            }
+        }
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match open_bundles(&client).await {
+                Ok(opened) => {
+                    stream = opened;
+                    break;
+                }
+                Err(error) => tracing::debug!(%error, "JWT bundle stream: reconnecting"),
+            }
+        }
+    }
+}
