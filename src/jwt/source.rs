@@ -106,6 +106,7 @@ impl JwtBundleCell {
         true
     }
 
+    #[cfg_attr(not(feature = "workload-api"), allow(dead_code))]
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.changes.send_modify(|generation| *generation += 1);

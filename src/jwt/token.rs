@@ -59,6 +59,7 @@ impl<'a> CompactToken<'a> {
 
 /// The `exp` and `iat` of a token whose signature is not checked: for a client caching the
 /// tokens its own Workload API issued (never for trusting a token received).
+#[cfg_attr(not(feature = "workload-api"), allow(dead_code))]
 pub(crate) fn unverified_times(token: &str) -> Option<(u64, Option<u64>)> {
     let parsed = CompactToken::parse(token).ok()?;
     let exp = parsed.claims.get("exp")?.as_u64()?;
