@@ -35,6 +35,10 @@ mod grpc;
 mod http;
 #[cfg(feature = "http")]
 mod identity_header;
+#[cfg(all(feature = "http", feature = "jwt"))]
+mod jwt_auth;
+#[cfg(all(feature = "http", feature = "jwt", feature = "workload-api"))]
+mod jwt_bearer;
 #[cfg(any(feature = "http", feature = "grpc"))]
 mod listener;
 #[cfg(feature = "reqwest")]
@@ -55,6 +59,31 @@ pub use http::{HEADER_READ_TIMEOUT, HttpServer, RemoteAddr, serve_http, serve_ht
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use identity_header::{IdentityHeader, IdentityHeaderLayer, SPIFFE_ID_HEADER};
+#[cfg(all(feature = "http", feature = "jwt"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "http", feature = "jwt"))))]
+pub use jwt_auth::{JwtAuth, JwtAuthLayer};
+#[cfg(all(
+    feature = "http",
+    feature = "jwt",
+    feature = "workload-api",
+    feature = "reqwest"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "http",
+        feature = "reqwest",
+        feature = "jwt",
+        feature = "workload-api"
+    )))
+)]
+pub use jwt_bearer::reqwest_bearer;
+#[cfg(all(feature = "http", feature = "jwt", feature = "workload-api"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "http", feature = "jwt", feature = "workload-api")))
+)]
+pub use jwt_bearer::{JwtBearer, JwtBearerLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_client::{reqwest_builder, reqwest_client, reqwest_peer};

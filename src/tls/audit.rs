@@ -209,3 +209,32 @@ pub(crate) fn route_denied(
         "request refused on route"
     );
 }
+
+#[cfg(all(feature = "http", feature = "jwt"))]
+/// A JWT-SVID accepted for `audience`.
+pub(crate) fn jwt_accepted(peer: &SpiffeId, audience: &str) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = %peer,
+        trust_domain = %peer.trust_domain(),
+        decision = "accepted",
+        rule = %format_args!("JWT-SVID for audience {audience}"),
+        "JWT-SVID accepted"
+    );
+}
+
+#[cfg(all(feature = "http", feature = "jwt"))]
+/// A request whose bearer token was missing or invalid (`rule` names the broken rule).
+pub(crate) fn jwt_denied(audience: &str, rule: &str, reason: &dyn fmt::Display) {
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = "-",
+        trust_domain = "-",
+        decision = "denied",
+        rule = %format_args!("JWT-SVID for audience {audience}: {rule}"),
+        reason = %reason,
+        "JWT-SVID refused"
+    );
+}

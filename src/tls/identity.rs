@@ -12,11 +12,28 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 /// Only this crate makes one, from a handshake its own verifier completed (`net::accept`,
 /// `net::connect`, the servers and clients of `net`): holding a `PeerIdentity` means the
 /// chain was verified as an X.509-SVID, the peer proved its key and the ID was authorized.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Or, behind `net::JwtAuthLayer` (features `http` and `jwt`), from a JWT-SVID this crate
+/// validated: then [`chain`](Self::chain) is empty and [`jwt_svid`](Self::jwt_svid) holds it.
+#[derive(Debug, Clone)]
 pub struct PeerIdentity {
     spiffe_id: SpiffeId,
     chain: Arc<[CertificateDer<'static>]>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<Arc<crate::jwt::JwtSvid>>,
 }
+
+impl PartialEq for PeerIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(feature = "jwt")]
+        let same_token = self.jwt.as_ref().map(|svid| svid.token())
+            == other.jwt.as_ref().map(|svid| svid.token());
+        #[cfg(not(feature = "jwt"))]
+        let same_token = true;
+        self.spiffe_id == other.spiffe_id && self.chain == other.chain && same_token
+    }
+}
+
+impl Eq for PeerIdentity {}
 
 impl PeerIdentity {
     /// The peer of a finished handshake made with a config of [`crate::tls`] (the only
@@ -30,6 +47,8 @@ impl PeerIdentity {
         Some(Self {
             spiffe_id,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            #[cfg(feature = "jwt")]
+            jwt: None,
         })
     }
 
@@ -41,7 +60,26 @@ impl PeerIdentity {
         Some(Self {
             spiffe_id,
             chain: Arc::from([leaf]),
+            #[cfg(feature = "jwt")]
+            jwt: None,
         })
+    }
+
+    /// The bearer of a JWT-SVID this crate validated (`net::JwtAuthLayer`).
+    #[cfg(all(feature = "http", feature = "jwt"))]
+    pub(crate) fn from_jwt_svid(svid: crate::jwt::JwtSvid) -> Self {
+        Self {
+            spiffe_id: svid.spiffe_id().clone(),
+            chain: Arc::from([]),
+            jwt: Some(Arc::new(svid)),
+        }
+    }
+
+    /// The JWT-SVID the identity comes from, when it comes from one (`net::JwtAuthLayer`).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn jwt_svid(&self) -> Option<&crate::jwt::JwtSvid> {
+        self.jwt.as_deref()
     }
 
     /// The peer's SPIFFE ID.
@@ -54,7 +92,7 @@ impl PeerIdentity {
         self.spiffe_id.trust_domain()
     }
 
-    /// The chain the peer presented, leaf first.
+    /// The chain the peer presented, leaf first (empty for a JWT-SVID bearer).
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
     }

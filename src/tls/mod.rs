@@ -52,6 +52,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use audit::{AUDIT_TARGET, Side};
+#[cfg(all(feature = "http", feature = "jwt"))]
+pub(crate) use audit::{jwt_accepted, jwt_denied};
 #[cfg(feature = "http")]
 pub(crate) use audit::{route_allowed, route_denied};
 pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};

@@ -1,0 +1,254 @@
+//! Bearer JWT-SVIDs over HTTP: a server layer that validates `Authorization: Bearer` and hands
+//! the identity to handlers as a [`PeerIdentity`], the way mutual TLS does (so
+//! [`RoutePolicyLayer`](super::RoutePolicyLayer) and handlers work unchanged); and a client
+//! layer that attaches a fresh JWT-SVID for the target's audience.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use crate::jwt::{JwtBundleSource, JwtError, JwtSvidValidator};
+use crate::tls::{self, PeerIdentity};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+#[derive(Debug)]
+struct Settings {
+    source: Arc<dyn JwtBundleSource>,
+    audience: String,
+    validator: JwtSvidValidator,
+    or_mtls: bool,
+}
+
+/// A tower layer that lets a request through only with a valid JWT-SVID for `audience` in
+/// `Authorization: Bearer <token>` (validated against the source's JWT bundles), and inserts
+/// the token's [`PeerIdentity`] into the request's extensions (replacing any other).
+///
+/// Refusals: no token (or another scheme) is `401` with `WWW-Authenticate: Bearer
+/// realm="spiffe"`; an invalid token is `401` with `error="invalid_token"` and the broken rule
+/// in `error_description`; no JWT bundles at all is `503`. Each decision is an audit event
+/// (target `spiffe_mtls::audit`): `accepted` with the ID, or `denied` with the rule.
+///
+/// With [`or_mtls`](Self::or_mtls), a request without an `Authorization` header that
+/// arrived over mutual TLS (a [`PeerIdentity`] from the handshake) passes as it is: a server
+/// that accepts either credential.
+///
+/// # Example
+/// ```no_run
+/// use axum::{Extension, Router, routing::get};
+/// use spiffe_mtls::jwt::JwtBundleFiles;
+/// use spiffe_mtls::net::{JwtAuthLayer, PeerIdentity};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let bundles = JwtBundleFiles::open("/run/jwt-bundles")?;
+/// let app: Router = Router::new()
+///     .route("/reports", get(|Extension(peer): Extension<PeerIdentity>| async move {
+///         format!("hello {peer}\n")
+///     }))
+///     .layer(JwtAuthLayer::new(bundles, "spiffe://example.org/reports")?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwtAuthLayer {
+    settings: Arc<Settings>,
+}
+
+impl JwtAuthLayer {
+    /// Requires a JWT-SVID for `audience`, validated against `source`'s bundles with the
+    /// default [`JwtSvidValidator`].
+    ///
+    /// # Errors
+    /// [`JwtError::NoCryptoProvider`] when no crypto provider is available.
+    pub fn new(
+        source: impl JwtBundleSource + 'static,
+        audience: impl Into<String>,
+    ) -> Result<Self, JwtError> {
+        Ok(Self {
+            settings: Arc::new(Settings {
+                source: Arc::new(source),
+                audience: audience.into(),
+                validator: JwtSvidValidator::new()?,
+                or_mtls: false,
+            }),
+        })
+    }
+
+    /// Validates with `validator` (a leeway, another size cap).
+    #[must_use]
+    pub fn validator(self, validator: JwtSvidValidator) -> Self {
+        self.with(|settings| settings.validator = validator)
+    }
+
+    /// Lets a request without `Authorization` through when it carries a mutual TLS
+    /// [`PeerIdentity`].
+    #[must_use]
+    pub fn or_mtls(self) -> Self {
+        self.with(|settings| settings.or_mtls = true)
+    }
+
+    fn with(self, edit: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings {
+            source: Arc::clone(&self.settings.source),
+            audience: self.settings.audience.clone(),
+            validator: self.settings.validator.clone(),
+            or_mtls: self.settings.or_mtls,
+        };
+        edit(&mut settings);
+        Self {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for JwtAuthLayer {
+    type Service = JwtAuth<S>;
+
+    fn layer(&self, inner: S) -> JwtAuth<S> {
+        JwtAuth {
+            inner,
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+/// The service of [`JwtAuthLayer`].
+#[derive(Debug, Clone)]
+pub struct JwtAuth<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750 2.1; the scheme is
+/// case-insensitive).
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+fn refusal<B: From<String>>(
+    status: StatusCode,
+    challenge: Option<String>,
+    body: String,
+) -> Response<B> {
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for JwtAuth<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let settings = &self.settings;
+        let audience = settings.audience.as_str();
+        let refuse = |status, challenge, body| -> Self::Future {
+            Box::pin(std::future::ready(Ok(refusal(status, challenge, body))))
+        };
+        let Some(header) = request.headers().get(AUTHORIZATION) else {
+            let over_mtls = request
+                .extensions()
+                .get::<PeerIdentity>()
+                .is_some_and(|peer| peer.jwt_svid().is_none());
+            if settings.or_mtls && over_mtls {
+                return Box::pin(self.inner.call(request));
+            }
+            tls::jwt_denied(audience, "token", &"no bearer token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Some("Bearer realm=\"spiffe\"".to_owned()),
+                "unauthorized: a JWT-SVID bearer token is required\n".to_owned(),
+            );
+        };
+        let Some(token) = bearer_token(header) else {
+            tls::jwt_denied(
+                audience,
+                "token",
+                &"not an Authorization: Bearer <token> header",
+            );
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Some("Bearer realm=\"spiffe\", error=\"invalid_request\"".to_owned()),
+                "unauthorized: expected Authorization: Bearer <JWT-SVID>\n".to_owned(),
+            );
+        };
+        let bundles = match settings.source.jwt_bundles() {
+            Ok(bundles) => bundles,
+            Err(error) => {
+                tls::jwt_denied(audience, "bundle", &error);
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "no JWT bundles to validate tokens with\n".to_owned(),
+                );
+            }
+        };
+        match settings.validator.validate(token, audience, &bundles) {
+            Ok(svid) => {
+                tls::jwt_accepted(svid.spiffe_id(), audience);
+                request
+                    .extensions_mut()
+                    .insert(PeerIdentity::from_jwt_svid(svid));
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => {
+                tls::jwt_denied(audience, error.rule(), &error);
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    Some(format!(
+                        "Bearer realm=\"spiffe\", error=\"invalid_token\", error_description=\"JWT-SVID rule: {}\"",
+                        error.rule()
+                    )),
+                    format!(
+                        "unauthorized: invalid JWT-SVID ({}): {error}\n",
+                        error.rule()
+                    ),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_values() {
+        let token =
+            |text: &str| bearer_token(&HeaderValue::from_str(text).unwrap()).map(str::to_owned);
+        assert_eq!(token("Bearer a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(token("bearer  a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(token("Basic dXNlcg=="), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer a b"), None);
+    }
+}
