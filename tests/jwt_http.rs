@@ -159,6 +159,19 @@ async fn the_server_layer_refuses_without_a_valid_token_and_hands_over_the_ident
         "{events:?}"
     );
     assert!(events[2]["rule"].contains(": aud"), "{:?}", events[2]);
+
+    // A valid token of an ID the layer's authorizer refuses: 403.
+    let narrow = axum::Router::new()
+        .route("/whoami", get(|| async { "hi" }))
+        .layer(
+            JwtAuthLayer::new(Arc::clone(&source), AUDIENCE)
+                .unwrap()
+                .authorizer(authorize::id(
+                    "spiffe://example.org/someone".parse().unwrap(),
+                )),
+        );
+    let (status, _, body) = call(&narrow, "/whoami", Some(&bearer)).await;
+    assert_eq!(status, 403, "{body}");
     server.shutdown().await;
 }
 
@@ -172,10 +185,12 @@ async fn clients_attach_tokens_and_mtls_callers_pass_with_or_mtls() {
         .await
         .unwrap();
 
-    // An mTLS server whose layer also accepts bearer tokens.
+    // A server that takes either credential: a client SVID (optional at the handshake) or a
+    // bearer token, the token's ID subject to the same authorizer.
     let server_config =
         tls::server_config(x509, authorize::member_of(["example.org".parse().unwrap()]))
             .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+            .client_certificate_optional()
             .build()
             .unwrap();
     let whoami = get(|Extension(peer): Extension<PeerIdentity>| async move {
@@ -189,15 +204,16 @@ async fn clients_attach_tokens_and_mtls_callers_pass_with_or_mtls() {
     let app = axum::Router::new().route("/whoami", whoami).layer(
         JwtAuthLayer::new(Arc::clone(&jwt), AUDIENCE)
             .unwrap()
-            .or_mtls(),
+            .or_mtls()
+            .authorizer(authorize::member_of(["example.org".parse().unwrap()])),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let serving = tokio::spawn(net::serve_http(
-        listener,
-        Arc::new(server_config),
-        app.clone(),
-    ));
+    let serving = tokio::spawn(
+        net::HttpServer::new(listener, Arc::new(server_config))
+            .allow_anonymous_clients()
+            .serve(app.clone()),
+    );
 
     let client_source = WorkloadApiSource::builder()
         .address(address.clone())
@@ -215,6 +231,26 @@ async fn clients_attach_tokens_and_mtls_callers_pass_with_or_mtls() {
     // With reqwest_bearer, the token's identity.
     let audience = [AUDIENCE.to_owned()];
     let request = net::reqwest_bearer(client.get(&url), &jwt, &audience)
+        .await
+        .unwrap();
+    let body = request.send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "spiffe://example.org/agent jwt");
+
+    // A client with no certificate at all (TLS-only: it checks the server's SVID): a token
+    // lets it in, nothing else does.
+    let anonymous_source = WorkloadApiSource::builder()
+        .address(address.clone())
+        .build()
+        .await
+        .unwrap();
+    let anonymous_config =
+        tls::tls_client_config(anonymous_source, authorize::id(AGENT.parse().unwrap()))
+            .build()
+            .unwrap();
+    let anonymous = net::reqwest_client(anonymous_config).unwrap();
+    let refused = anonymous.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let request = net::reqwest_bearer(anonymous.get(&url), &jwt, &audience)
         .await
         .unwrap();
     let body = request.send().await.unwrap().text().await.unwrap();

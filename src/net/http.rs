@@ -108,6 +108,7 @@ pub struct HttpServer {
     config: Arc<ServerConfig>,
     limits: HandshakeLimits,
     header_read_timeout: Duration,
+    anonymous_clients: bool,
 }
 
 impl HttpServer {
@@ -122,7 +123,30 @@ impl HttpServer {
             config,
             limits: HandshakeLimits::default(),
             header_read_timeout: HEADER_READ_TIMEOUT,
+            anonymous_clients: false,
         }
+    }
+
+    /// Serves clients that presented no certificate too, with a config made by
+    /// [`client_certificate_optional`](crate::tls::ServerConfigBuilder::client_certificate_optional):
+    /// their requests carry no [`PeerIdentity`](crate::tls::PeerIdentity), so a layer in front
+    /// of the handlers must authenticate them (`JwtAuthLayer` with `or_mtls`) or
+    /// [`RoutePolicyLayer`](super::RoutePolicyLayer) refuses them. Without this setting such
+    /// connections are closed after the handshake.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = spiffe_mtls::net::HttpServer::new(listener, config).allow_anonymous_clients();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn allow_anonymous_clients(mut self) -> Self {
+        self.anonymous_clients = true;
+        self
     }
 
     /// How long a client has, once its handshake is done, to send its first bytes, and how long
@@ -250,6 +274,7 @@ impl HttpServer {
                 handshake,
                 service.clone(),
                 self.header_read_timeout,
+                self.anonymous_clients,
             ));
             while connections.try_join_next().is_some() {}
         }
@@ -336,8 +361,12 @@ where
         .await
 }
 
-async fn serve_connection<S, B>(handshake: Handshake, service: S, header_read_timeout: Duration)
-where
+async fn serve_connection<S, B>(
+    handshake: Handshake,
+    service: S,
+    header_read_timeout: Duration,
+    anonymous_clients: bool,
+) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -348,16 +377,25 @@ where
     B::Error: Into<BoxError>,
 {
     let remote = RemoteAddr(handshake.remote_addr());
-    let stream = match handshake.finish().await {
-        Ok(stream) => stream,
+    let finished = if anonymous_clients {
+        handshake.finish_optional().await
+    } else {
+        handshake.finish().await.map(|stream| {
+            let (stream, peer) = stream.into_parts();
+            (stream, Some(peer))
+        })
+    };
+    let (stream, peer) = match finished {
+        Ok(finished) => finished,
         Err(error) => {
             tracing::debug!(%error, remote = %remote, "TLS handshake failed");
             return;
         }
     };
-    let peer = stream.peer().clone();
     let service = service.map_request(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(peer.clone());
+        if let Some(peer) = &peer {
+            request.extensions_mut().insert(peer.clone());
+        }
         request.extensions_mut().insert(remote);
         request
     });

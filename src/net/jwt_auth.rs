@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
 
+use crate::authorize::Authorizer;
 use crate::jwt::{JwtBundleSource, JwtError, JwtSvidValidator};
 use crate::tls::{self, PeerIdentity};
 
@@ -22,6 +23,7 @@ struct Settings {
     audience: String,
     validator: JwtSvidValidator,
     or_mtls: bool,
+    authorizer: Option<Authorizer>,
 }
 
 /// A tower layer that lets a request through only with a valid JWT-SVID for `audience` in
@@ -74,6 +76,7 @@ impl JwtAuthLayer {
                 audience: audience.into(),
                 validator: JwtSvidValidator::new()?,
                 or_mtls: false,
+                authorizer: None,
             }),
         })
     }
@@ -91,12 +94,20 @@ impl JwtAuthLayer {
         self.with(|settings| settings.or_mtls = true)
     }
 
+    /// Lets in only the token IDs `authorizer` allows (a valid token of another ID is `403`,
+    /// with an audit event), as a server config's authorizer does for mutual TLS peers.
+    #[must_use]
+    pub fn authorizer(self, authorizer: Authorizer) -> Self {
+        self.with(|settings| settings.authorizer = Some(authorizer))
+    }
+
     fn with(self, edit: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings {
             source: Arc::clone(&self.settings.source),
             audience: self.settings.audience.clone(),
             validator: self.settings.validator.clone(),
             or_mtls: self.settings.or_mtls,
+            authorizer: self.settings.authorizer.clone(),
         };
         edit(&mut settings);
         Self {
@@ -180,7 +191,7 @@ where
             if settings.or_mtls && over_mtls {
                 return Box::pin(self.inner.call(request));
             }
-            tls::jwt_denied(audience, "token", &"no bearer token");
+            tls::jwt_denied(None, audience, "token", &"no bearer token");
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 Some("Bearer realm=\"spiffe\"".to_owned()),
@@ -189,6 +200,7 @@ where
         };
         let Some(token) = bearer_token(header) else {
             tls::jwt_denied(
+                None,
                 audience,
                 "token",
                 &"not an Authorization: Bearer <token> header",
@@ -202,7 +214,7 @@ where
         let bundles = match settings.source.jwt_bundles() {
             Ok(bundles) => bundles,
             Err(error) => {
-                tls::jwt_denied(audience, "bundle", &error);
+                tls::jwt_denied(None, audience, "bundle", &error);
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     None,
@@ -212,6 +224,16 @@ where
         };
         match settings.validator.validate(token, audience, &bundles) {
             Ok(svid) => {
+                if let Some(authorizer) = &settings.authorizer
+                    && let Err(error) = authorizer.authorize(svid.spiffe_id())
+                {
+                    tls::jwt_denied(Some(svid.spiffe_id()), audience, "authorizer", &error);
+                    return refuse(
+                        StatusCode::FORBIDDEN,
+                        None,
+                        format!("forbidden: {} is not allowed here\n", svid.spiffe_id()),
+                    );
+                }
                 tls::jwt_accepted(svid.spiffe_id(), audience);
                 request
                     .extensions_mut()
@@ -219,7 +241,7 @@ where
                 Box::pin(self.inner.call(request))
             }
             Err(error) => {
-                tls::jwt_denied(audience, error.rule(), &error);
+                tls::jwt_denied(None, audience, error.rule(), &error);
                 refuse(
                     StatusCode::UNAUTHORIZED,
                     Some(format!(

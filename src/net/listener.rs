@@ -10,6 +10,8 @@ use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+#[cfg(feature = "http")]
+use super::stream::accept_optional_within;
 use super::stream::accept_within;
 use super::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, MtlsStream};
 
@@ -116,6 +118,25 @@ impl Handshake {
             ..
         } = self;
         accept_within(config, tcp, timeout).await
+    }
+
+    /// As [`finish`](Self::finish), for a config that lets clients in without a
+    /// certificate: the client's identity when it presented one.
+    #[cfg(feature = "http")]
+    pub(crate) async fn finish_optional(
+        self,
+    ) -> io::Result<(
+        tokio_rustls::TlsStream<TcpStream>,
+        Option<crate::tls::PeerIdentity>,
+    )> {
+        let Self {
+            tcp,
+            config,
+            timeout,
+            _slot,
+            ..
+        } = self;
+        accept_optional_within(config, tcp, timeout).await
     }
 }
 

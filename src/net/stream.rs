@@ -81,6 +81,24 @@ where
     })
 }
 
+/// [`accept_within`] for a config that does not require a client certificate: the stream and
+/// the client's identity when it presented an SVID (verified and authorized by the config).
+#[cfg(feature = "http")]
+pub(crate) async fn accept_optional_within<IO>(
+    config: Arc<ServerConfig>,
+    io: IO,
+    timeout: Duration,
+) -> io::Result<(TlsStream<IO>, Option<PeerIdentity>)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(io))
+        .await
+        .map_err(|_| timed_out())??;
+    let peer = PeerIdentity::from_connection(stream.get_ref().1);
+    Ok((TlsStream::Server(stream), peer))
+}
+
 /// Runs the client side of a handshake on `io` with a config from
 /// [`crate::tls::client_config`]. `server_name` is sent as SNI (an IP address sends none); the
 /// server is authorized by its SPIFFE ID, not by this name.

@@ -225,13 +225,23 @@ pub(crate) fn jwt_accepted(peer: &SpiffeId, audience: &str) {
 }
 
 #[cfg(all(feature = "http", feature = "jwt"))]
-/// A request whose bearer token was missing or invalid (`rule` names the broken rule).
-pub(crate) fn jwt_denied(audience: &str, rule: &str, reason: &dyn fmt::Display) {
+/// A request whose bearer token was missing or invalid (`rule` names the broken rule), or
+/// valid for a `peer` the authorizer refused.
+pub(crate) fn jwt_denied(
+    peer: Option<&SpiffeId>,
+    audience: &str,
+    rule: &str,
+    reason: &dyn fmt::Display,
+) {
+    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
+        Some(id) => (id, id.trust_domain()),
+        None => (&"-", &"-"),
+    };
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %Side::Server,
-        peer = "-",
-        trust_domain = "-",
+        peer = %peer,
+        trust_domain = %trust_domain,
         decision = "denied",
         rule = %format_args!("JWT-SVID for audience {audience}: {rule}"),
         reason = %reason,

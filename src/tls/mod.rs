@@ -258,10 +258,22 @@ mod modes;
 pub struct ServerConfigBuilder {
     settings: Settings,
     authorizer: Authorizer,
+    client_certificate_optional: bool,
 }
 
 impl ServerConfigBuilder {
     shared_setters!();
+
+    /// Asks for a client certificate without requiring one: a client that presents an SVID
+    /// is verified and authorized as always (a bad or unauthorized one still fails the
+    /// handshake), one that presents none connects anonymously. For servers that accept
+    /// another credential too (a JWT-SVID bearer token with `net::JwtAuthLayer`); serve
+    /// them with `net::HttpServer::allow_anonymous_clients`.
+    #[must_use]
+    pub fn client_certificate_optional(mut self) -> Self {
+        self.client_certificate_optional = true;
+        self
+    }
 
     /// The config. Resumption is off: no session cache, no tickets.
     ///
@@ -275,7 +287,10 @@ impl ServerConfigBuilder {
         let config = self
             .settings
             .server_builder(provider)?
-            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier(check)))
+            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
+                check,
+                mandatory: !self.client_certificate_optional,
+            }))
             .with_cert_resolver(self.settings.resolver());
         Ok(self.settings.finish_server(config))
     }
@@ -319,6 +334,7 @@ pub fn server_config(
     ServerConfigBuilder {
         settings: Settings::new(Arc::new(source)),
         authorizer,
+        client_certificate_optional: false,
     }
 }
 

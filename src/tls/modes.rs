@@ -203,7 +203,10 @@ impl MtlsWebServerConfigBuilder {
         let config = self
             .settings
             .server_builder(provider)?
-            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier(check)))
+            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
+                check,
+                mandatory: true,
+            }))
             .with_cert_resolver(self.certificate.0);
         Ok(self.settings.finish_server(config))
     }

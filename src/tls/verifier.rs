@@ -238,9 +238,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// Verifies clients for a server; a client certificate is required.
+/// Verifies clients for a server; a client certificate is required unless `mandatory` is
+/// off (then a client that presents none is anonymous; one that presents a certificate is
+/// verified and authorized all the same).
 #[derive(Debug)]
-pub(crate) struct SpiffeClientVerifier(pub(crate) PeerCheck);
+pub(crate) struct SpiffeClientVerifier {
+    pub(crate) check: PeerCheck,
+    pub(crate) mandatory: bool,
+}
 
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -253,12 +258,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.check(end_entity, intermediates, now)?;
+        self.check.check(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn verify_tls12_signature(
@@ -267,7 +272,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12_signature(message, cert, dss)
+        self.check.tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -276,11 +281,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13_signature(message, cert, dss)
+        self.check.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        self.check.schemes()
     }
 }
 
