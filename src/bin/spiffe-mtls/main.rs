@@ -7,11 +7,14 @@
 //!   optionally authorizes its SPIFFE ID.
 //! - `dev-server`: a SPIRE-compatible Workload API for development and tests.
 //! - `fetch`, `watch`: read the Workload API (the dev server's or a SPIRE agent's).
+//! - `proxy server`, `proxy client`: a SPIFFE mTLS sidecar in front of, or out of, a plain
+//!   service.
 #![forbid(unsafe_code)]
 
 mod demo;
 mod dev_server;
 mod fetch;
+mod proxy;
 mod verify;
 mod write_files;
 
@@ -36,6 +39,7 @@ enum Command {
     DevServer(dev_server::Args),
     Fetch(fetch::FetchArgs),
     Watch(fetch::WatchArgs),
+    Proxy(proxy::Args),
 }
 
 /// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1.
@@ -67,5 +71,6 @@ fn main() -> ExitCode {
         Command::DevServer(args) => dev_server::run(&args),
         Command::Fetch(args) => fetch::fetch(&args),
         Command::Watch(args) => fetch::watch(&args),
+        Command::Proxy(args) => proxy::run(&args),
     }
 }
