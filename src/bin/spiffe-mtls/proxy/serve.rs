@@ -114,6 +114,7 @@ where
         while tasks.try_join_next().is_some() {}
     }
     drop(listener);
+    while tasks.try_join_next().is_some() {}
     let open = tasks.len();
     eprintln!(
         "stopped accepting; draining {open} connection(s) for up to {}",
