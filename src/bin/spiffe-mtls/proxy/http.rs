@@ -29,6 +29,9 @@ use tower::{Service, ServiceBuilder};
 use super::address::{Address, Stream};
 use super::metrics::Metrics;
 
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Requests and route refusals on one connection.
 pub type Counts = Arc<(AtomicU64, AtomicU64)>;
 
@@ -111,7 +114,12 @@ impl Forwarding {
             .option_layer(self.routes.clone())
             .layer(self.layer.clone())
             .service(forward);
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A verified client that stops sending mid-request does not hold its slot forever.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         tokio::pin!(connection);

@@ -98,7 +98,10 @@ fn authorization(args: &Args) -> Result<(Authorizer, Option<Policy>), String> {
     } else if !args.allow_td.is_empty() {
         authorize::member_of(args.allow_td.iter().cloned())
     } else {
-        authorize::any_of(args.allow_prefix.iter().cloned().map(authorize::id_prefix))
+        match args.allow_prefix.as_slice() {
+            [one] => authorize::id_prefix(one.clone()),
+            many => authorize::any_of(many.iter().cloned().map(authorize::id_prefix)),
+        }
     };
     Ok((rule, None))
 }
