@@ -121,6 +121,8 @@ struct Proc {
 }
 
 impl Proc {
+    // The child is returned inside `Proc`, whose `Drop` kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     fn start(program: &str, args: &[&str], ready: &str) -> Self {
         let mut child = Command::new(program)
             .args(args)
@@ -498,7 +500,7 @@ fn http_mode_replaces_spoofed_identity_header_and_authorizes_per_path() {
 
 #[test]
 fn rotation_during_a_long_lived_relay_does_not_break_it() {
-    let mut world = World::new();
+    let world = World::new();
     let backend = echo_backend();
     let server = world.server(
         &backend,

@@ -80,8 +80,8 @@ impl Record {
         let _ = write!(
             out,
             " bytes_in={} bytes_out={} duration_ms={:.3}",
-            self.traffic.from_client(),
-            self.traffic.to_client(),
+            self.traffic.inbound(),
+            self.traffic.outbound(),
             self.started.elapsed().as_secs_f64() * 1e3
         );
         if let Some(requests) = &self.requests {
@@ -101,7 +101,7 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         self.metrics
-            .bytes(self.traffic.from_client(), self.traffic.to_client());
+            .bytes(self.traffic.inbound(), self.traffic.outbound());
         let mut line = self.line();
         line.push('\n');
         // One write per line (lines of concurrent connections never interleave); a closed

@@ -12,23 +12,25 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes each way on one connection's accepted side.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// Read from the peer that connected to `--listen`.
-    pub from_client: AtomicU64,
-    /// Written to it.
-    pub to_client: AtomicU64,
+    /// Read from the peer that connected to `--listen` (towards the target).
+    bytes_in: AtomicU64,
+    /// Written to it (from the target).
+    bytes_out: AtomicU64,
 }
 
 impl Traffic {
-    pub fn from_client(&self) -> u64 {
-        self.from_client.load(Ordering::Relaxed)
+    /// Bytes from the connecting client so far.
+    pub fn inbound(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
     }
 
-    pub fn to_client(&self) -> u64 {
-        self.to_client.load(Ordering::Relaxed)
+    /// Bytes to the connecting client so far.
+    pub fn outbound(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 }
 
-/// `inner`, counting into `traffic`: reads as `from_client`, writes as `to_client`.
+/// `inner`, counting into `traffic`: reads as inbound, writes as outbound.
 #[derive(Debug)]
 pub struct Counted<S> {
     inner: S,
@@ -52,7 +54,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let read = buf.filled().len().saturating_sub(before);
         if read > 0 {
             self.traffic
-                .from_client
+                .bytes_in
                 .fetch_add(read as u64, Ordering::Relaxed);
         }
         polled
@@ -68,7 +70,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = &polled {
             self.traffic
-                .to_client
+                .bytes_out
                 .fetch_add(*written as u64, Ordering::Relaxed);
         }
         polled
@@ -82,7 +84,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(written)) = &polled {
             self.traffic
-                .to_client
+                .bytes_out
                 .fetch_add(*written as u64, Ordering::Relaxed);
         }
         polled
