@@ -882,3 +882,63 @@ fn files_source_from_fetch_write() {
     echo(&mut stream, b"from files\n");
     let _ = Path::new(&dir);
 }
+
+#[cfg(feature = "reqwest")]
+#[test]
+fn http_mode_speaks_http2_to_clients_and_http1_to_the_target() {
+    use spiffe_mtls::source::{FilePaths, FileSource};
+    use spiffe_mtls::{authorize, net, tls};
+
+    let world = World::new();
+    // The client's SVID files, written by `fetch --write` run as the client link.
+    let dir = world.path("client-svid");
+    let fetched = Command::new(world.path("proxy-client"))
+        .args([
+            "fetch",
+            "--socket",
+            &world.socket,
+            "--write",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let backend = http_backend();
+    let server = world.server(&backend, &["--http", "--allow-id", CLIENT_ID]);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let source = FileSource::open(FilePaths::fetch_layout(&dir)).unwrap();
+        let config = tls::client_config(source, authorize::id(SERVER_ID.parse().unwrap()))
+            .build()
+            .unwrap();
+        let client = net::reqwest_builder(config)
+            .http2_prior_knowledge()
+            .timeout(IO_TIMEOUT)
+            .build()
+            .unwrap();
+        let url = format!("https://{}/h2?q=1", server.listen);
+        let response = client
+            .get(&url)
+            .header("x-spiffe-id", "spiffe://example.org/admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        assert!(body.contains("request: GET /h2?q=1 HTTP/1.1"), "{body}");
+        assert!(
+            body.contains(&format!("x-spiffe-id: {CLIENT_ID}")),
+            "{body}"
+        );
+        assert!(!body.contains("example.org/admin"), "{body}");
+    });
+}
