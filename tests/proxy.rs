@@ -371,6 +371,8 @@ fn plain_http_backend_behind_server_reached_by_client_and_wrong_id_refused() {
         "{line}"
     );
     assert!(line.contains("bytes_in=0 bytes_out=0"), "{line}");
+    // The intruder's own proxy learns it from the server's alert (TLS 1.3).
+    intruder.audit_line(&["side=client", "end=\"refused by the server: AccessDenied\""]);
 
     // Status and metrics.
     let (code, body) = server.status_get("/healthz");

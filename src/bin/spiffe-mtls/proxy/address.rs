@@ -15,7 +15,12 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 address).
-    Tcp { host: String, port: u16 },
+    Tcp {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
     /// `unix:/absolute/path`.
     Unix(PathBuf),
 }
@@ -147,6 +152,7 @@ impl fmt::Display for Address {
 /// A bound listener.
 #[derive(Debug)]
 pub enum Listener {
+    /// A TCP listener.
     Tcp(TcpListener),
     /// The listener and its socket file, removed on drop.
     Unix(UnixListener, PathBuf),
@@ -190,7 +196,9 @@ impl Drop for Listener {
 /// A TCP or Unix stream.
 #[derive(Debug)]
 pub enum Stream {
+    /// A TCP connection.
     Tcp(TcpStream),
+    /// A Unix socket connection.
     Unix(UnixStream),
 }
 

@@ -34,16 +34,25 @@ use super::metrics::Metrics;
 /// One connection's record; printed on drop.
 #[derive(Debug)]
 pub struct Record {
+    /// `server` or `client`.
     pub side: &'static str,
+    /// Who connected to `--listen`.
     pub remote: String,
+    /// The TLS peer's SPIFFE ID, if known.
     pub peer: Option<String>,
+    /// `accepted` or `denied`.
     pub decision: &'static str,
+    /// The rule that decided.
     pub rule: Arc<str>,
+    /// The bytes each way.
     pub traffic: Arc<Traffic>,
+    /// When the connection was accepted.
     pub started: Instant,
+    /// How it ended; `None` (printed `drained`) when its task was cut.
     pub end: Option<String>,
     /// `(requests, denied)` in HTTP mode.
     pub requests: Option<Arc<(AtomicU64, AtomicU64)>>,
+    /// Where the bytes are counted too.
     pub metrics: Arc<Metrics>,
 }
 
@@ -67,6 +76,7 @@ fn value(out: &mut String, value: &str) {
 }
 
 impl Record {
+    /// The line, without its newline.
     pub fn line(&self) -> String {
         let mut out = String::with_capacity(256);
         out.push_str("proxy-audit time=");

@@ -69,6 +69,7 @@ async fn check_loopback(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `proxy client` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
 pub async fn run(args: &Args) -> Result<(), String> {
     let signals = Signals::watch()?;
     check_loopback(args).await?;
@@ -181,7 +182,15 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
     let mut local = Counted::new(stream, Arc::clone(&record.traffic));
     record.end = Some(match relay(&mut local, &mut tls).await {
         Ok(()) => "closed".to_owned(),
-        Err(error) => format!("relay: {error}"),
+        Err(error) => match refusal(&error) {
+            // TLS 1.3: the client's side of the handshake ends before the server has
+            // checked the client's certificate; a refusal arrives as an alert afterwards.
+            Some(alert) => {
+                client.metrics.refused("refused_by_server");
+                format!("refused by the server: {alert:?}")
+            }
+            None => format!("relay: {error}"),
+        },
     });
 }
 
@@ -191,5 +200,21 @@ struct Gauge(Arc<Metrics>);
 impl Drop for Gauge {
     fn drop(&mut self) {
         self.0.active.dec();
+    }
+}
+
+/// The alert of a server that refused this client's certificate after the handshake.
+fn refusal(error: &std::io::Error) -> Option<spiffe_mtls::rustls::AlertDescription> {
+    use spiffe_mtls::rustls::{AlertDescription, Error};
+    match error.get_ref()?.downcast_ref::<Error>()? {
+        Error::AlertReceived(
+            alert @ (AlertDescription::AccessDenied
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired),
+        ) => Some(*alert),
+        _ => None,
     }
 }

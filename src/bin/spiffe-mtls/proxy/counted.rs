@@ -38,6 +38,7 @@ pub struct Counted<S> {
 }
 
 impl<S> Counted<S> {
+    /// Counts the bytes of `inner` into `traffic`.
     pub fn new(inner: S, traffic: Arc<Traffic>) -> Self {
         Self { inner, traffic }
     }

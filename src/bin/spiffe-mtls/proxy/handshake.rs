@@ -36,6 +36,7 @@ pub fn watched<F: Future>(handshake: F) -> Watched<F> {
     }
 }
 
+/// The future of [`watched`].
 pub struct Watched<F> {
     inner: Pin<Box<F>>,
     denied: Option<SpiffeId>,

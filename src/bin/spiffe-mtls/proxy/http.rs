@@ -45,6 +45,7 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
+    /// Forwarding to `target`, with the identity header, the policy's routes and h2c.
     pub fn new(
         target: Address,
         id_header: Option<&str>,
@@ -239,7 +240,9 @@ fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
 /// A response body: the target's, or one of ours.
 #[derive(Debug)]
 pub enum ProxyBody {
+    /// A body of ours, whole.
     Full(Option<Bytes>),
+    /// The target's body, streamed.
     Stream(Incoming),
 }
 

@@ -31,9 +31,11 @@ pub struct IdentityArgs {
 /// The source and what the status port reports.
 #[derive(Debug)]
 pub struct Identity {
+    /// The SVIDs and bundles.
     pub source: Arc<dyn X509Source>,
     /// When the SVID last changed (`None`: not since start).
     pub last_rotation: Mutex<Option<SystemTime>>,
+    /// Where the source reads from, for `/_status`.
     pub origin: String,
 }
 
@@ -77,6 +79,7 @@ impl Identity {
         self.source.x509_context().ok()
     }
 
+    /// When the SVID last changed since start.
     pub fn last_rotation(&self) -> Option<SystemTime> {
         *self
             .last_rotation

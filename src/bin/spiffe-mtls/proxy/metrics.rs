@@ -3,7 +3,7 @@
 //! | Metric | Type | Labels |
 //! |---|---|---|
 //! | `spiffe_proxy_connections_accepted_total` | counter | |
-//! | `spiffe_proxy_connections_refused_total` | counter | `reason`: `unauthorized`, `untrusted_certificate`, `no_certificate`, `handshake_timeout`, `handshake_failed`, `target_unreachable`, `route_denied` (HTTP requests) |
+//! | `spiffe_proxy_connections_refused_total` | counter | `reason`: `unauthorized`, `untrusted_certificate`, `no_certificate`, `handshake_timeout`, `handshake_failed`, `target_unreachable`, `route_denied` (HTTP requests), `refused_by_server` (a `proxy client` whose certificate the server refused) |
 //! | `spiffe_proxy_connections_active` | gauge | |
 //! | `spiffe_proxy_handshakes_total` | counter | `result`: `ok`, `failed` |
 //! | `spiffe_proxy_handshake_duration_seconds` | histogram | |
@@ -27,18 +27,24 @@ type Labels = [(&'static str, &'static str); 1];
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Connections accepted.
     pub accepted: Counter,
     refused: Family<Labels, Counter>,
+    /// Connections open.
     pub active: Gauge<i64, AtomicI64>,
     handshakes: Family<Labels, Counter>,
     handshake_seconds: Histogram,
     bytes: Family<Labels, Counter>,
+    /// Seconds until the SVID expires (set at each scrape).
     pub expiry_seconds: Gauge<f64, AtomicU64>,
+    /// SVID changes.
     pub rotations: Counter,
+    /// Workload API reconnections.
     pub reconnects: Counter,
 }
 
 impl Metrics {
+    /// The metrics, registered.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let accepted = Counter::default();

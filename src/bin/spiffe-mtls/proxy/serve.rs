@@ -44,6 +44,7 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Starts watching.
     pub fn watch() -> Result<Self, String> {
         let watch = |kind| signal(kind).map_err(|e| format!("cannot watch signals: {e}"));
         Ok(Self {
@@ -63,10 +64,15 @@ impl Signals {
 /// What a connection task gets: the stream, the client's address, the local address, a
 /// receiver that turns true when draining starts, and the slot it holds.
 pub struct Accepted {
+    /// The connection.
     pub stream: Stream,
+    /// The client's address (TCP).
     pub remote: Option<SocketAddr>,
+    /// The address it connected to (TCP).
     pub local: Option<SocketAddr>,
+    /// True once draining started.
     pub draining: watch::Receiver<bool>,
+    /// The `--max-conns` slot, freed when the task ends.
     pub _slot: OwnedSemaphorePermit,
 }
 

@@ -106,6 +106,7 @@ fn authorization(args: &Args) -> Result<(Authorizer, Option<Policy>), String> {
     Ok((rule, None))
 }
 
+/// Runs `proxy server` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
 pub async fn run(args: &Args) -> Result<(), String> {
     let signals = Signals::watch()?;
     let (rule, policy) = authorization(args)?;
