@@ -68,6 +68,24 @@ impl World {
         Self { dir, dev, socket }
     }
 
+    /// Stops the dev server and starts another on the same socket and entries (a new CA).
+    fn restart_dev(&mut self) {
+        self.dev.signal("TERM");
+        self.dev.wait(Duration::from_secs(10));
+        let config = self.path("dev.toml");
+        self.dev = Proc::start(
+            BIN,
+            &[
+                "dev-server",
+                "--socket",
+                &self.socket,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            "listening on",
+        );
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -876,13 +894,45 @@ fn files_source_from_fetch_write() {
             dir.to_str().unwrap(),
             "--allow-id",
             CLIENT_ID,
+            "--status",
+            "127.0.0.1:0",
         ],
         "listening on",
     );
     let client = world.client("proxy-client", &server, &[]);
     let mut stream = connect(&client.listen);
     echo(&mut stream, b"from files\n");
-    let _ = Path::new(&dir);
+
+    // A rotation written to the files is picked up (polled every second); the open relay
+    // goes on, and new connections present the new SVID.
+    let serial = |proxy: &Proc| -> String {
+        let (_, body) = proxy.status_get("/_status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        status["svid_serial"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let before = serial(&server);
+    world.dev.signal("USR1");
+    wait_until("the dev server to rotate and fetch to write it", || {
+        let written = Command::new(world.path("proxy-server"))
+            .args([
+                "fetch",
+                "--socket",
+                &world.socket,
+                "--write",
+                dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(written.status.success());
+        serial(&server) != before
+    });
+    echo(&mut stream, b"still relaying\n");
+    let mut fresh = connect(&client.listen);
+    echo(&mut fresh, b"new connection\n");
+    assert!(Path::new(&dir).join("svid.0.pem").exists());
 }
 
 #[cfg(feature = "reqwest")]
@@ -943,4 +993,34 @@ fn http_mode_speaks_http2_to_clients_and_http1_to_the_target() {
         );
         assert!(!body.contains("example.org/admin"), "{body}");
     });
+}
+
+#[test]
+fn workload_api_restart_is_counted_and_survived() {
+    let mut world = World::new();
+    let backend = echo_backend();
+    let server = world.server(
+        &backend,
+        &["--allow-id", CLIENT_ID, "--status", "127.0.0.1:0"],
+    );
+    let client = world.client("proxy-client", &server, &[]);
+    let mut relay = connect(&client.listen);
+    echo(&mut relay, b"before the restart\n");
+
+    world.restart_dev();
+    let metric = |name: &str| -> f64 {
+        let (_, text) = server.status_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    wait_until("a reconnection and the new CA's SVID", || {
+        metric("spiffe_proxy_workload_api_reconnects_total") >= 1.0
+            && metric("spiffe_proxy_svid_rotations_total") >= 1.0
+    });
+    let (code, _) = server.status_get("/healthz");
+    assert_eq!(code, 200);
+    // The relay made under the old CA goes on.
+    echo(&mut relay, b"after the restart\n");
 }
