@@ -1024,3 +1024,49 @@ fn workload_api_restart_is_counted_and_survived() {
     // The relay made under the old CA goes on.
     echo(&mut relay, b"after the restart\n");
 }
+
+#[test]
+fn sigterm_closes_idle_http_connections_without_waiting_for_the_drain_timeout() {
+    let world = World::new();
+    let backend = http_backend();
+    let mut server = world.server(
+        &backend,
+        &["--http", "--allow-id", CLIENT_ID, "--drain-timeout", "30s"],
+    );
+    let client = world.client("proxy-client", &server, &[]);
+    let mut stream = connect(&client.listen);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    // Two requests on one keep-alive connection (the backend's `Connection: close` is its
+    // own business), then the connection sits idle.
+    for path in ["/keep", "/again"] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: backend\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(!line.to_ascii_lowercase().starts_with("connection: close"));
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains(&format!("GET {path}")));
+    }
+
+    let started = Instant::now();
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an idle HTTP connection held the drain for {:?}",
+        started.elapsed()
+    );
+    server.audit_line(&["requests=2", "end=closed"]);
+}

@@ -12,8 +12,9 @@
 //!     client can finish its side of the handshake; the reply proves the server let it in).
 //!     With --pid, also the CPU time (user + system) those processes spent per completed
 //!     handshake, from /proc/PID/stat. Prints one JSON line.
-//! proxy_bench bulk TARGET (--certs DIR | --plain) --bytes N
-//!     One connection, asks for N bytes and reads them; prints MB/s (10^6 bytes) as JSON.
+//! proxy_bench bulk TARGET (--certs DIR | --plain) --bytes N [--pid PID]...
+//!     One connection, asks for N bytes and reads them; prints MB/s (10^6 bytes) as JSON,
+//!     and with --pid the CPU time those processes spent meanwhile.
 //! ```
 //!
 //! `--certs DIR` is a `spiffe-mtls fetch --write` directory (the client's SVID and bundle);
@@ -226,6 +227,9 @@ async fn bulk(args: &[String]) -> Result<(), Error> {
     let target = target(args)?;
     let config = config(args)?;
     let bytes: u64 = flag(args, "--bytes").unwrap_or("67108864").parse()?;
+    let pids = flags(args, "--pid");
+    let ticks_per_second: f64 = flag(args, "--clk-tck").unwrap_or("100").parse()?;
+    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
     let tcp = TcpStream::connect(target).await?;
     tcp.set_nodelay(true)?;
     let mut command = vec![b'B'];
@@ -261,11 +265,13 @@ async fn bulk(args: &[String]) -> Result<(), Error> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
     if received != bytes {
         return Err(format!("received {received} of {bytes} bytes").into());
     }
+    let cpu_seconds = (cpu_after - cpu_before) as f64 / ticks_per_second;
     println!(
-        "{{\"bytes\":{bytes},\"seconds\":{elapsed:.3},\"mb_per_s\":{:.0}}}",
+        "{{\"bytes\":{bytes},\"seconds\":{elapsed:.3},\"mb_per_s\":{:.0},\"server_cpu_seconds\":{cpu_seconds:.2}}}",
         bytes as f64 / elapsed / 1e6
     );
     Ok(())

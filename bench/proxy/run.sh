@@ -169,7 +169,7 @@ for run in $(seq 1 "$RUNS"); do
         par_out=$("$LOAD" handshakes "$address" $certs --conns 8 --seconds "$SECONDS_PER_RUN" --pid "$pid" --clk-tck "$CLK_TCK")
         record "$name" concurrent8 "$par_out"
         # shellcheck disable=SC2086
-        bulk_out=$("$LOAD" bulk "$address" $certs --bytes "$BULK_BYTES")
+        bulk_out=$("$LOAD" bulk "$address" $certs --bytes "$BULK_BYTES" --pid "$pid" --clk-tck "$CLK_TCK")
         record "$name" bulk "$bulk_out"
         echo "  $name: sequential $seq_out"
         echo "  $name: 8 clients  $par_out"
@@ -190,13 +190,13 @@ def fmt(v, digits=0):
     return "-" if v is None else f"{v:.{digits}f}"
 names = ["spiffe-mtls", "stunnel", "haproxy", "direct"]
 print()
-print("| contender | handshakes/s (1 client) | handshakes/s (8 clients) | server CPU ms/handshake (1 / 8 clients) | bulk MB/s (64 MiB) | refused control completed |")
-print("|---|---|---|---|---|---|")
+print("| contender | handshakes/s (1 client) | handshakes/s (8 clients) | server CPU ms/handshake (1 / 8 clients) | bulk MB/s (64 MiB) | server CPU s per 64 MiB | refused control completed |")
+print("|---|---|---|---|---|---|---|")
 for n in names:
     control = [r["result"]["completed"] for r in rows if r["contender"] == n and r["test"] == "control"]
     print(f"| {n} | {fmt(med(n,'sequential','per_second'))} | {fmt(med(n,'concurrent8','per_second'))} | "
           f"{fmt(med(n,'sequential','server_cpu_ms_per_handshake'),3)} / {fmt(med(n,'concurrent8','server_cpu_ms_per_handshake'),3)} | "
-          f"{fmt(med(n,'bulk','mb_per_s'))} | {control[0] if control else '-'} |")
+          f"{fmt(med(n,'bulk','mb_per_s'))} | {fmt(med(n,'bulk','server_cpu_seconds'),2)} | {control[0] if control else '-'} |")
 failed = sum(r["result"].get("failed", 0) for r in rows if r["test"] != "control")
 print(f"\nfailed exchanges outside the control: {failed}")
 h = "haproxy"

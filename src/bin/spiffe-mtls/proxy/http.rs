@@ -194,19 +194,7 @@ impl Service<Request<Incoming>> for Forward {
         } else {
             Version::HTTP_11
         };
-        // Headers named by Connection are hop-by-hop too.
-        let named: Vec<HeaderName> = parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in HOP_BY_HOP.iter().chain(named.iter()) {
-            parts.headers.remove(name);
-        }
-        parts.headers.remove("keep-alive");
+        strip_hop_by_hop(&mut parts.headers);
         if self.h2c {
             parts.headers.remove(header::HOST);
         }
@@ -215,6 +203,8 @@ impl Service<Request<Incoming>> for Forward {
             match response.await {
                 Ok(response) => {
                     let mut response = response.map(ProxyBody::Stream);
+                    // The target's `Connection: close` is about its own connection.
+                    strip_hop_by_hop(response.headers_mut());
                     response.extensions_mut().insert(FromTarget);
                     Ok(response)
                 }
@@ -225,6 +215,22 @@ impl Service<Request<Incoming>> for Forward {
             }
         })
     }
+}
+
+/// Removes the hop-by-hop headers, and those the Connection header names.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
 }
 
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {

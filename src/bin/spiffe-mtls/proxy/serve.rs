@@ -1,7 +1,7 @@
 //! The accept loop both modes share: at most `--max-conns` connections at once (past that,
 //! new ones wait in the listen backlog), one task per connection (no thread), and on SIGTERM
 //! or SIGINT: stop accepting, let the open connections finish for `--drain-timeout`, then cut
-//! the rest.
+//! the rest (at once on a second signal).
 
 use std::future::Future;
 use std::io;
@@ -127,11 +127,14 @@ where
         humantime::format_duration(drain_timeout)
     );
     let _ = drain.send(true);
-    let drained = tokio::time::timeout(drain_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    // A second signal cuts the drain short.
+    let drained = tokio::select! {
+        drained = tokio::time::timeout(drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        }) => drained.is_ok(),
+        () = signals.next() => false,
+    };
+    if !drained {
         let cut = tasks.len();
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
