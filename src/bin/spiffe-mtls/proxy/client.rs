@@ -6,6 +6,7 @@ use std::time::Instant;
 use spiffe_mtls::rustls::ClientConfig;
 use spiffe_mtls::rustls::pki_types::ServerName;
 use spiffe_mtls::{SpiffeId, authorize, net, tls};
+use tokio::io::BufReader;
 
 use super::address::Address;
 use super::audit::Record;
@@ -13,7 +14,7 @@ use super::counted::{Counted, Traffic};
 use super::handshake::{classify, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::server::TARGET_CONNECT_TIMEOUT;
 use super::{CommonArgs, status};
 
@@ -160,7 +161,7 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
     let (handshake, denied) = watched(net::connect_within(
         Arc::clone(&client.config),
         client.server_name.clone(),
-        tcp,
+        BufReader::with_capacity(TLS_READ_BUFFER, tcp),
         client.handshake_timeout,
     ))
     .await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use spiffe_mtls::authorize::{self, Authorizer, Policy};
 use spiffe_mtls::rustls::ServerConfig;
 use spiffe_mtls::{SpiffeId, TrustDomain, net, tls};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::address::Address;
 use super::audit::Record;
@@ -14,7 +14,7 @@ use super::counted::{Counted, Traffic};
 use super::handshake::{classify, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::{CommonArgs, http, proxy_protocol, status};
 
 /// How long connecting to the target may take.
@@ -208,7 +208,7 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
     };
     let (handshake, denied) = watched(net::accept_within(
         Arc::clone(&server.config),
-        stream,
+        BufReader::with_capacity(TLS_READ_BUFFER, stream),
         server.handshake_timeout,
     ))
     .await;
