@@ -12,9 +12,10 @@
 //!     client can finish its side of the handshake; the reply proves the server let it in).
 //!     With --pid, also the CPU time (user + system) those processes spent per completed
 //!     handshake, from /proc/PID/stat. Prints one JSON line.
-//! proxy_bench bulk TARGET (--certs DIR | --plain) --bytes N [--pid PID]...
-//!     One connection, asks for N bytes and reads them; prints MB/s (10^6 bytes) as JSON,
-//!     and with --pid the CPU time those processes spent meanwhile.
+//! proxy_bench bulk TARGET (--certs DIR | --plain) --bytes N [--repeat K] [--pid PID]...
+//!     K times: a new connection asks for N bytes and reads them, timed from the request to
+//!     the last byte; prints the median (and extreme) MB/s (10^6 bytes) as JSON, and with
+//!     --pid the CPU time those processes spent per transfer.
 //! ```
 //!
 //! `--certs DIR` is a `spiffe-mtls fetch --write` directory (the client's SVID and bundle);
@@ -227,19 +228,48 @@ async fn bulk(args: &[String]) -> Result<(), Error> {
     let target = target(args)?;
     let config = config(args)?;
     let bytes: u64 = flag(args, "--bytes").unwrap_or("67108864").parse()?;
+    let repeat: usize = flag(args, "--repeat").unwrap_or("1").parse()?;
     let pids = flags(args, "--pid");
     let ticks_per_second: f64 = flag(args, "--clk-tck").unwrap_or("100").parse()?;
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
+    let mut rates = Vec::new();
+    let mut cpu_ticks_total = 0u64;
+    for _ in 0..repeat.max(1) {
+        let (seconds, ticks) = transfer(target, config.as_ref(), bytes, &pids).await?;
+        rates.push(bytes as f64 / seconds / 1e6);
+        cpu_ticks_total += ticks;
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let cpu_seconds = cpu_ticks_total as f64 / ticks_per_second / rates.len() as f64;
+    println!(
+        "{{\"bytes\":{bytes},\"transfers\":{},\"mb_per_s\":{median:.0},\"min_mb_per_s\":{:.0},\"max_mb_per_s\":{:.0},\"server_cpu_seconds\":{cpu_seconds:.3}}}",
+        rates.len(),
+        rates[0],
+        rates[rates.len() - 1]
+    );
+    Ok(())
+}
+
+/// One transfer of `bytes` on a new connection, timed from the request (after the
+/// handshake) to the last byte; also the CPU ticks of `pids` meanwhile.
+async fn transfer(
+    target: SocketAddr,
+    config: Option<&Arc<ClientConfig>>,
+    bytes: u64,
+    pids: &[&str],
+) -> Result<(f64, u64), Error> {
     let tcp = TcpStream::connect(target).await?;
     tcp.set_nodelay(true)?;
     let mut command = vec![b'B'];
     command.extend_from_slice(&bytes.to_le_bytes());
     let mut buffer = vec![0u8; 256 * 1024];
-    let started;
     let mut received = 0u64;
+    let cpu_before: u64;
+    let started;
     match config {
         None => {
             let mut tcp = tcp;
+            cpu_before = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
             started = Instant::now();
             tcp.write_all(&command).await?;
             while received < bytes {
@@ -255,7 +285,8 @@ async fn bulk(args: &[String]) -> Result<(), Error> {
             // rustls reads the socket 4 KiB at a time; a buffer under it makes that one
             // large read per 256 KiB, so the client's own cost hides less of the server's.
             let tcp = tokio::io::BufReader::with_capacity(256 * 1024, tcp);
-            let mut stream = net::connect(config, name, tcp).await?;
+            let mut stream = net::connect(Arc::clone(config), name, tcp).await?;
+            cpu_before = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
             started = Instant::now();
             stream.write_all(&command).await?;
             while received < bytes {
@@ -267,15 +298,10 @@ async fn bulk(args: &[String]) -> Result<(), Error> {
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(p)).sum::<Result<u64, _>>()?;
     if received != bytes {
         return Err(format!("received {received} of {bytes} bytes").into());
     }
-    let cpu_seconds = (cpu_after - cpu_before) as f64 / ticks_per_second;
-    println!(
-        "{{\"bytes\":{bytes},\"seconds\":{elapsed:.3},\"mb_per_s\":{:.0},\"server_cpu_seconds\":{cpu_seconds:.2}}}",
-        bytes as f64 / elapsed / 1e6
-    );
-    Ok(())
+    Ok((seconds, cpu_after.saturating_sub(cpu_before)))
 }

@@ -9,11 +9,13 @@
 #   when the client got the backend's reply through it (a refused TLS 1.3 client can finish
 #   its side of the handshake);
 # - the server's CPU time (user + system, /proc/PID/stat) per completed handshake;
-# - bulk MB/s (10^6 bytes) of a 64 MiB transfer, backend to client;
+# - bulk MB/s (10^6 bytes) of a 64 MiB transfer, backend to client (the median of
+#   BULK_TRANSFERS transfers per run, 5 by default, each on a new connection), and the server's
+#   CPU time per transfer;
 # - a refused-certificate control: a client whose SVID comes from another CA must complete 0.
 # Medians of RUNS runs, contenders interleaved. Not part of CI (it takes a few minutes).
 #
-# Usage: bench/proxy/run.sh            (RUNS=3 SECONDS_PER_RUN=4 by default)
+# Usage: bench/proxy/run.sh     (RUNS=3 SECONDS_PER_RUN=4 BULK_TRANSFERS=5 by default)
 # Needs: root or sudo for apt-get when stunnel4 or haproxy is missing (Debian bookworm).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +23,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-4}
 BULK_BYTES=$((64 * 1024 * 1024))
+BULK_TRANSFERS=${BULK_TRANSFERS:-5}
 BASE_PORT=${BASE_PORT:-19440}
 
 missing=()
@@ -169,7 +172,7 @@ for run in $(seq 1 "$RUNS"); do
         par_out=$("$LOAD" handshakes "$address" $certs --conns 8 --seconds "$SECONDS_PER_RUN" --pid "$pid" --clk-tck "$CLK_TCK")
         record "$name" concurrent8 "$par_out"
         # shellcheck disable=SC2086
-        bulk_out=$("$LOAD" bulk "$address" $certs --bytes "$BULK_BYTES" --pid "$pid" --clk-tck "$CLK_TCK")
+        bulk_out=$("$LOAD" bulk "$address" $certs --bytes "$BULK_BYTES" --repeat "$BULK_TRANSFERS" --pid "$pid" --clk-tck "$CLK_TCK")
         record "$name" bulk "$bulk_out"
         echo "  $name: sequential $seq_out"
         echo "  $name: 8 clients  $par_out"
@@ -196,7 +199,7 @@ for n in names:
     control = [r["result"]["completed"] for r in rows if r["contender"] == n and r["test"] == "control"]
     print(f"| {n} | {fmt(med(n,'sequential','per_second'))} | {fmt(med(n,'concurrent8','per_second'))} | "
           f"{fmt(med(n,'sequential','server_cpu_ms_per_handshake'),3)} / {fmt(med(n,'concurrent8','server_cpu_ms_per_handshake'),3)} | "
-          f"{fmt(med(n,'bulk','mb_per_s'))} | {fmt(med(n,'bulk','server_cpu_seconds'),2)} | {control[0] if control else '-'} |")
+          f"{fmt(med(n,'bulk','mb_per_s'))} | {fmt(med(n,'bulk','server_cpu_seconds'),3)} | {control[0] if control else '-'} |")
 failed = sum(r["result"].get("failed", 0) for r in rows if r["test"] != "control")
 print(f"\nfailed exchanges outside the control: {failed}")
 h = "haproxy"
