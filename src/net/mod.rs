@@ -90,7 +90,7 @@ pub use reqwest_client::{reqwest_builder, reqwest_client, reqwest_peer};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use route_layer::{ChooseRoute, PathPrefixRoute, RoutePolicy, RoutePolicyLayer};
-pub use stream::{MtlsStream, accept, connect};
+pub use stream::{MtlsStream, accept, accept_within, connect, connect_within};
 
 pub use crate::tls::PeerIdentity;
 

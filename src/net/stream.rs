@@ -62,8 +62,23 @@ where
     accept_within(config, io, HANDSHAKE_TIMEOUT).await
 }
 
-/// [`accept`] with another timeout.
-pub(crate) async fn accept_within<IO>(
+/// [`accept`] with another handshake timeout than [`HANDSHAKE_TIMEOUT`].
+///
+/// # Errors
+/// As [`accept`], with `timeout`.
+///
+/// # Example
+/// ```no_run
+/// # use std::{sync::Arc, time::Duration};
+/// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let stream = spiffe_mtls::net::accept_within(config, tcp, Duration::from_secs(3)).await?;
+/// println!("peer {}", stream.peer());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn accept_within<IO>(
     config: Arc<ServerConfig>,
     io: IO,
     timeout: Duration,
@@ -116,8 +131,11 @@ where
     connect_within(config, server_name, io, HANDSHAKE_TIMEOUT).await
 }
 
-/// [`connect`] with another timeout.
-pub(crate) async fn connect_within<IO>(
+/// [`connect`] with another handshake timeout than [`HANDSHAKE_TIMEOUT`].
+///
+/// # Errors
+/// As [`connect`], with `timeout`.
+pub async fn connect_within<IO>(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     io: IO,

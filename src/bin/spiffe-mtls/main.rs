@@ -8,6 +8,8 @@
 //! - `dev-server`: a SPIRE-compatible Workload API for development and tests.
 //! - `fetch`, `watch`: read the Workload API (the dev server's or a SPIRE agent's).
 //! - `jwt validate`: checks a JWT-SVID for an audience against JWT bundles.
+//! - `proxy server`, `proxy client`: a SPIFFE mTLS sidecar in front of, or out of, a plain
+//!   service.
 #![forbid(unsafe_code)]
 
 // The dev server attests callers by their Unix credentials and `fetch --write` sets Unix file
@@ -19,6 +21,7 @@ mod demo;
 mod dev_server;
 mod fetch;
 mod jwt;
+mod proxy;
 mod verify;
 mod write_files;
 
@@ -44,6 +47,7 @@ enum Command {
     Fetch(fetch::FetchArgs),
     Watch(fetch::WatchArgs),
     Jwt(jwt::Args),
+    Proxy(proxy::Args),
 }
 
 /// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1.
@@ -76,5 +80,6 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch::fetch(&args),
         Command::Watch(args) => fetch::watch(&args),
         Command::Jwt(args) => jwt::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
     }
 }

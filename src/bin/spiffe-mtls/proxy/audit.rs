@@ -1,0 +1,137 @@
+//! The audit line: one per connection, on standard output, written when the connection ends
+//! (also when a drain cuts it or its task is aborted).
+//!
+//! ```text
+//! proxy-audit time=2026-11-30T16:00:00Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=accepted rule="id spiffe://example.org/client" bytes_in=420 bytes_out=1337 duration_ms=12.408 end=closed
+//! proxy-audit time=2026-11-30T16:00:01Z side=server remote=127.0.0.1:53214 peer=spiffe://example.org/intruder decision=denied rule="id spiffe://example.org/client" bytes_in=0 bytes_out=0 duration_ms=1.032 end="handshake: the rule does not allow this SPIFFE ID"
+//! ```
+//!
+//! Fields, always all present, in this order (`key=value`, a value with a space, `"` or `=` is
+//! double-quoted with `\"` and `\\` escapes; `-` when unknown):
+//! - `side`: `server` (a `proxy server` deciding about its client) or `client` (a
+//!   `proxy client` deciding about the server it connects to);
+//! - `remote`: the address of the peer that connected to `--listen` (`unix` for a Unix socket);
+//! - `peer`: the SPIFFE ID the TLS peer presented (verified, or the one refused by the rule),
+//!   `-` when no certificate verified;
+//! - `decision`: `accepted` (the handshake completed: chain verified, ID authorized, key
+//!   proven) or `denied`;
+//! - `rule`: the rule that decided;
+//! - `bytes_in`: application bytes from the connecting client towards the target;
+//! - `bytes_out`: application bytes from the target back to the connecting client;
+//! - `duration_ms`: from accept to close;
+//! - `end`: `closed` (both sides finished), `drained` (cut at the end of `--drain-timeout`),
+//!   or what went wrong (`handshake: ...`, `target: ...`, `relay: ...`). With `--http`, also
+//!   `requests=N` and `denied_requests=N` (403 by the policy's routes) before `end`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use super::counted::Traffic;
+use super::metrics::Metrics;
+
+/// One connection's record; printed on drop.
+#[derive(Debug)]
+pub struct Record {
+    /// `server` or `client`.
+    pub side: &'static str,
+    /// Who connected to `--listen`.
+    pub remote: String,
+    /// The TLS peer's SPIFFE ID, if known.
+    pub peer: Option<String>,
+    /// `accepted` or `denied`.
+    pub decision: &'static str,
+    /// The rule that decided.
+    pub rule: Arc<str>,
+    /// The bytes each way.
+    pub traffic: Arc<Traffic>,
+    /// When the connection was accepted.
+    pub started: Instant,
+    /// How it ended; `None` (printed `drained`) when its task was cut.
+    pub end: Option<String>,
+    /// `(requests, denied)` in HTTP mode.
+    pub requests: Option<Arc<(AtomicU64, AtomicU64)>>,
+    /// Where the bytes are counted too.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Writes `value` as a logfmt value.
+fn value(out: &mut String, value: &str) {
+    if !value.is_empty() && !value.contains([' ', '"', '=', '\\', '\n', '\t']) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Record {
+    /// The line, without its newline.
+    pub fn line(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("proxy-audit time=");
+        out.push_str(&crate::fetch::rfc3339(SystemTime::now()));
+        let _ = write!(out, " side={} remote=", self.side);
+        value(&mut out, &self.remote);
+        out.push_str(" peer=");
+        value(&mut out, self.peer.as_deref().unwrap_or("-"));
+        let _ = write!(out, " decision={} rule=", self.decision);
+        value(&mut out, &self.rule);
+        let _ = write!(
+            out,
+            " bytes_in={} bytes_out={} duration_ms={:.3}",
+            self.traffic.inbound(),
+            self.traffic.outbound(),
+            self.started.elapsed().as_secs_f64() * 1e3
+        );
+        if let Some(requests) = &self.requests {
+            let _ = write!(
+                out,
+                " requests={} denied_requests={}",
+                requests.0.load(Ordering::Relaxed),
+                requests.1.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(" end=");
+        value(&mut out, self.end.as_deref().unwrap_or("drained"));
+        out
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.metrics
+            .bytes(self.traffic.inbound(), self.traffic.outbound());
+        let mut line = self.line();
+        line.push('\n');
+        // One write per line (lines of concurrent connections never interleave); a closed
+        // standard output must not take the proxy down.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_quoted_when_needed() {
+        let mut out = String::new();
+        value(&mut out, "spiffe://example.org/a");
+        out.push(' ');
+        value(&mut out, "id spiffe://x/y \"q\"");
+        out.push(' ');
+        value(&mut out, "");
+        assert_eq!(out, r#"spiffe://example.org/a "id spiffe://x/y \"q\"" """#);
+    }
+}

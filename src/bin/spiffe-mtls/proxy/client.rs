@@ -1,0 +1,221 @@
+//! `proxy client`: plain in (loopback), mTLS out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use spiffe_mtls::rustls::ClientConfig;
+use spiffe_mtls::rustls::pki_types::ServerName;
+use spiffe_mtls::{SpiffeId, authorize, net, tls};
+use tokio::io::BufReader;
+
+use super::address::Address;
+use super::audit::Record;
+use super::counted::{Counted, Traffic};
+use super::handshake::{classify, noting_refusals, watched};
+use super::identity::{Identity, IdentityArgs};
+use super::metrics::Metrics;
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
+use super::server::TARGET_CONNECT_TIMEOUT;
+use super::{CommonArgs, status};
+
+/// Accept plain TCP locally, connect out with mTLS requiring the server's SPIFFE ID.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where local plain clients connect: HOST:PORT (loopback unless --allow-remote) or
+    /// unix:/path.
+    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
+    listen: Address,
+    /// The mTLS server: HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = Address::parse)]
+    target: Address,
+    /// The SPIFFE ID the server must present.
+    #[arg(long, value_name = "ID")]
+    server_id: SpiffeId,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Allow --listen on an address other than loopback (anyone who can reach it then
+    /// connects with this workload's identity).
+    #[arg(long)]
+    allow_remote: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+struct Client {
+    config: Arc<ClientConfig>,
+    rule: Arc<str>,
+    target: Address,
+    server_name: ServerName<'static>,
+    handshake_timeout: std::time::Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Refuses a listen address that is not loopback, unless allowed.
+async fn check_loopback(args: &Args) -> Result<(), String> {
+    if args.allow_remote || matches!(args.listen, Address::Unix(_)) {
+        return Ok(());
+    }
+    let addresses = args
+        .listen
+        .resolve()
+        .await
+        .map_err(|e| format!("cannot resolve --listen {}: {e}", args.listen))?;
+    if addresses.is_empty() || addresses.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(format!(
+            "--listen {} is not a loopback address: anyone who reaches it would connect as this \
+             workload; use 127.0.0.1 or [::1], or add --allow-remote",
+            args.listen
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `proxy client` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
+pub async fn run(args: &Args) -> Result<(), String> {
+    let signals = Signals::watch()?;
+    check_loopback(args).await?;
+    let Address::Tcp { host, .. } = &args.target else {
+        return Err(format!("--target {}: give HOST:PORT", args.target));
+    };
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|e| format!("--target {}: {e}", args.target))?;
+    let metrics = Arc::new(Metrics::new());
+    let identity = Identity::open(&args.identity, &metrics).await?;
+    let rule = authorize::id(args.server_id.clone());
+    let config = tls::client_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
+        .build()
+        .map_err(|e| format!("TLS config: {e}"))?;
+    let listener = args.listen.bind().await?;
+    if let Some(address) = &args.common.status {
+        status::start(
+            address,
+            Arc::clone(&identity),
+            Arc::clone(&metrics),
+            "client",
+        )
+        .await?;
+    }
+    let me = identity
+        .context()
+        .map(|c| c.default_svid().spiffe_id().to_string())
+        .unwrap_or_default();
+    println!(
+        "spiffe-mtls proxy client listening on {} as {me}, connecting to {} (server: {})",
+        listener.local(),
+        args.target,
+        args.server_id
+    );
+    let client = Arc::new(Client {
+        config: Arc::new(config),
+        rule: rule.to_string().into(),
+        target: args.target.clone(),
+        server_name,
+        handshake_timeout: args.common.handshake_timeout,
+        metrics,
+    });
+    accept_loop(
+        listener,
+        signals,
+        args.common.max_conns as usize,
+        args.common.drain_timeout,
+        move |accepted| connection(Arc::clone(&client), accepted),
+    )
+    .await
+}
+
+async fn connection(client: Arc<Client>, accepted: Accepted) {
+    let Accepted {
+        stream,
+        remote,
+        _slot,
+        ..
+    } = accepted;
+    client.metrics.active.inc();
+    let started = Instant::now();
+    let mut record = Record {
+        side: "client",
+        remote: remote.map_or_else(|| "unix".to_owned(), |a| a.to_string()),
+        peer: None,
+        decision: "denied",
+        rule: Arc::clone(&client.rule),
+        traffic: Arc::new(Traffic::default()),
+        started,
+        end: None,
+        requests: None,
+        metrics: Arc::clone(&client.metrics),
+    };
+    let _gauge = Gauge(Arc::clone(&client.metrics));
+    let tcp = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, client.target.connect()).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => {
+            client.metrics.refused("target_unreachable");
+            record.end = Some(format!("target: {} unreachable: {error}", client.target));
+            return;
+        }
+        Err(_) => {
+            client.metrics.refused("target_unreachable");
+            record.end = Some(format!("target: {} did not answer", client.target));
+            return;
+        }
+    };
+    let (handshake, denied) = watched(net::connect_within(
+        Arc::clone(&client.config),
+        client.server_name.clone(),
+        BufReader::with_capacity(TLS_READ_BUFFER, tcp),
+        client.handshake_timeout,
+    ))
+    .await;
+    let mut tls = match handshake {
+        Ok(tls) => tls,
+        Err(error) => {
+            let (reason, message) = classify(&error, denied.is_some());
+            client.metrics.handshake(false, started.elapsed());
+            client.metrics.refused(reason);
+            record.peer = denied.map(|id| id.to_string());
+            record.end = Some(format!("handshake: {message}"));
+            return;
+        }
+    };
+    client.metrics.handshake(true, started.elapsed());
+    client.metrics.accepted.inc();
+    record.peer = Some(tls.peer().spiffe_id().to_string());
+    record.decision = "accepted";
+    let mut local = Counted::new(stream, Arc::clone(&record.traffic));
+    record.end = Some(match relay(&mut local, &mut tls).await {
+        Ok(()) => "closed".to_owned(),
+        Err(error) => match refusal(&error) {
+            // TLS 1.3: the client's side of the handshake ends before the server has
+            // checked the client's certificate; a refusal arrives as an alert afterwards.
+            Some(alert) => {
+                client.metrics.refused("refused_by_server");
+                format!("refused by the server: {alert:?}")
+            }
+            None => format!("relay: {error}"),
+        },
+    });
+}
+
+/// Decrements the active gauge when the connection ends.
+struct Gauge(Arc<Metrics>);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
+}
+
+/// The alert of a server that refused this client's certificate after the handshake.
+fn refusal(error: &std::io::Error) -> Option<spiffe_mtls::rustls::AlertDescription> {
+    use spiffe_mtls::rustls::{AlertDescription, Error};
+    match error.get_ref()?.downcast_ref::<Error>()? {
+        Error::AlertReceived(
+            alert @ (AlertDescription::AccessDenied
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired),
+        ) => Some(*alert),
+        _ => None,
+    }
+}

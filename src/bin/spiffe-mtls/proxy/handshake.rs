@@ -1,0 +1,92 @@
+//! Handshakes that say who was refused and why: the authorizer is wrapped so that a refused
+//! SPIFFE ID is noted, and the future running the handshake picks the note up in the same
+//! poll (the verifier runs inside it, on the same thread), so no other connection's
+//! refusal can be mixed in.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use spiffe_mtls::authorize::{self, Authorizer};
+use spiffe_mtls::rustls;
+use spiffe_mtls::{SpiffeId, rustls::CertificateError};
+
+thread_local! {
+    static DENIED: RefCell<Option<SpiffeId>> = const { RefCell::new(None) };
+}
+
+/// `rule`, noting the IDs it refuses for [`watched`].
+pub fn noting_refusals(rule: Authorizer) -> Authorizer {
+    authorize::custom(rule.to_string(), move |id| {
+        let allowed = rule.is_allowed(id);
+        if !allowed {
+            DENIED.with(|denied| *denied.borrow_mut() = Some(id.clone()));
+        }
+        allowed
+    })
+}
+
+/// Runs `handshake`; also returns the SPIFFE ID the rule refused during it, if any.
+pub fn watched<F: Future>(handshake: F) -> Watched<F> {
+    Watched {
+        inner: Box::pin(handshake),
+        denied: None,
+    }
+}
+
+/// The future of [`watched`].
+pub struct Watched<F> {
+    inner: Pin<Box<F>>,
+    denied: Option<SpiffeId>,
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = (F::Output, Option<SpiffeId>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        DENIED.with(|denied| denied.borrow_mut().take());
+        let polled = self.inner.as_mut().poll(cx);
+        if let Some(id) = DENIED.with(|denied| denied.borrow_mut().take()) {
+            self.denied = Some(id);
+        }
+        match polled {
+            Poll::Ready(output) => Poll::Ready((output, self.denied.take())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A failed handshake: the metric's reason label and a description.
+pub fn classify(error: &io::Error, denied: bool) -> (&'static str, String) {
+    if denied {
+        return (
+            "unauthorized",
+            "the rule does not allow this SPIFFE ID".to_owned(),
+        );
+    }
+    if error.kind() == io::ErrorKind::TimedOut {
+        return ("handshake_timeout", "timed out".to_owned());
+    }
+    let tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let reason = match tls {
+        Some(rustls::Error::NoCertificatesPresented) => "no_certificate",
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        )) => "unauthorized",
+        Some(rustls::Error::InvalidCertificate(_)) => "untrusted_certificate",
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown,
+        )) => "untrusted_certificate",
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+            "unauthorized"
+        }
+        _ => "handshake_failed",
+    };
+    (reason, error.to_string())
+}

@@ -1,0 +1,74 @@
+//! `spiffe-mtls proxy server` and `spiffe-mtls proxy client`: SPIFFE mutual TLS in front of
+//! a plain service, and out of a plain client.
+//!
+//! - `server`: accepts mTLS with the current SVID, verifies and authorizes the client, then
+//!   relays bytes to the plain `--target` (TCP mode) or forwards HTTP requests to it with the
+//!   verified ID in a header (`--http`).
+//! - `client`: accepts plain TCP on loopback and connects out with mTLS, presenting its SVID
+//!   and requiring the server's SPIFFE ID.
+//!
+//! Both hot-reload SVIDs and bundles from `--socket` or `--files` (a connection keeps the
+//! session it started with, so a rotation never breaks a relay), bound connections and
+//! handshake time, write one audit line per connection ([`audit`]), serve `--status`
+//! ([`status`]) and drain on SIGTERM ([`serve`]).
+
+mod address;
+mod audit;
+mod client;
+mod counted;
+mod handshake;
+mod http;
+mod identity;
+mod metrics;
+mod proxy_protocol;
+mod serve;
+mod server;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spiffe_mtls::dev_server::parse_duration;
+
+pub use address::Address;
+
+/// SPIFFE mTLS sidecar: in front of a plain service (`server`), or out of a plain client
+/// (`client`).
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Server(server::Args),
+    Client(client::Args),
+}
+
+/// Settings both modes share.
+#[derive(clap::Args, Debug)]
+pub struct CommonArgs {
+    /// Serve /healthz, /_status (JSON) and /metrics (Prometheus) over plain HTTP here
+    /// (HOST:PORT or unix:/path).
+    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
+    status: Option<Address>,
+    /// At most this many connections at once (handshaking or relaying); more wait in the
+    /// listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns: u32,
+    /// A peer must finish its TLS handshake within this long (a silent peer is disconnected).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// After SIGTERM: stop accepting, let open connections finish for this long, then close them.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+/// Runs `proxy server` or `proxy client`.
+pub fn run(args: &Args) -> ExitCode {
+    match &args.command {
+        Command::Server(args) => crate::runtime(server::run(args)),
+        Command::Client(args) => crate::runtime(client::run(args)),
+    }
+}

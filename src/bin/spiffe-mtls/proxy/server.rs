@@ -1,0 +1,269 @@
+//! `proxy server`: mTLS in, plain out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spiffe_mtls::authorize::{self, Authorizer, Policy};
+use spiffe_mtls::rustls::ServerConfig;
+use spiffe_mtls::{SpiffeId, TrustDomain, net, tls};
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use super::address::Address;
+use super::audit::Record;
+use super::counted::{Counted, Traffic};
+use super::handshake::{classify, noting_refusals, watched};
+use super::identity::{Identity, IdentityArgs};
+use super::metrics::Metrics;
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
+use super::{CommonArgs, http, proxy_protocol, status};
+
+/// How long connecting to the target may take.
+pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept mTLS with the current SVID, authorize the client, relay to a plain target.
+#[derive(clap::Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("authorization")
+        .required(true)
+        .args(["allow_id", "allow_td", "allow_prefix", "policy"])
+))]
+pub struct Args {
+    /// Where to accept mTLS: HOST:PORT or unix:/path.
+    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
+    listen: Address,
+    /// The plain service: HOST:PORT or unix:/path.
+    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
+    target: Address,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Allow clients with exactly these SPIFFE IDs.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    allow_id: Vec<SpiffeId>,
+    /// Allow clients of these trust domains.
+    #[arg(long, value_name = "TD", num_args = 1..)]
+    allow_td: Vec<TrustDomain>,
+    /// Allow clients whose ID is this ID or below it (segment by segment).
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    allow_prefix: Vec<SpiffeId>,
+    /// A policy file: `[connect]` decides who may connect; with --http, `[routes."/path"]`
+    /// decide per path prefix (403 naming the route).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
+    /// Speak HTTP/1.1 and HTTP/2 to clients and HTTP/1.1 to the target, with the verified
+    /// SPIFFE ID in a header (any client-supplied value removed).
+    #[arg(long)]
+    http: bool,
+    /// With --http: the identity header (default x-spiffe-id).
+    #[arg(long, value_name = "NAME", requires = "http")]
+    id_header: Option<String>,
+    /// With --http: speak HTTP/2 without TLS (h2c, prior knowledge) to the target.
+    #[arg(long, requires = "http")]
+    h2c: bool,
+    /// TCP mode: send a PROXY protocol v2 header to the target first, with the client's
+    /// address and its SPIFFE ID in a TLV of type 0xE0.
+    #[arg(long, conflicts_with = "http")]
+    proxy_protocol: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// What every connection task shares.
+pub struct Server {
+    config: Arc<ServerConfig>,
+    rule: Arc<str>,
+    target: Address,
+    handshake_timeout: Duration,
+    proxy_protocol: bool,
+    http: Option<http::Forwarding>,
+    metrics: Arc<Metrics>,
+}
+
+/// The connection rule and, with --http, the policy's routes.
+fn authorization(args: &Args) -> Result<(Authorizer, Option<Policy>), String> {
+    if let Some(path) = &args.policy {
+        let policy = Policy::load(path).map_err(|e| format!("--policy: {e}"))?;
+        if !args.http && policy.route_names().next().is_some() {
+            eprintln!(
+                "note: {} has routes; in TCP mode only [connect] applies (routes need --http)",
+                path.display()
+            );
+        }
+        return Ok((policy.connect().clone(), Some(policy)));
+    }
+    let rule = if !args.allow_id.is_empty() {
+        match args.allow_id.as_slice() {
+            [one] => authorize::id(one.clone()),
+            many => authorize::one_of(many.iter().cloned()),
+        }
+    } else if !args.allow_td.is_empty() {
+        authorize::member_of(args.allow_td.iter().cloned())
+    } else {
+        match args.allow_prefix.as_slice() {
+            [one] => authorize::id_prefix(one.clone()),
+            many => authorize::any_of(many.iter().cloned().map(authorize::id_prefix)),
+        }
+    };
+    Ok((rule, None))
+}
+
+/// Runs `proxy server` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
+pub async fn run(args: &Args) -> Result<(), String> {
+    let signals = Signals::watch()?;
+    let (rule, policy) = authorization(args)?;
+    let http = if args.http {
+        Some(http::Forwarding::new(
+            args.target.clone(),
+            args.id_header.as_deref(),
+            policy.filter(|p| p.route_names().next().is_some()),
+            args.h2c,
+        )?)
+    } else {
+        None
+    };
+    let metrics = Arc::new(Metrics::new());
+    let identity = Identity::open(&args.identity, &metrics).await?;
+    let mut builder =
+        tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()));
+    if args.http {
+        builder = builder.alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+    let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
+    let listener = args.listen.bind().await?;
+    if let Some(address) = &args.common.status {
+        status::start(
+            address,
+            Arc::clone(&identity),
+            Arc::clone(&metrics),
+            "server",
+        )
+        .await?;
+    }
+    let me = identity
+        .context()
+        .map(|c| c.default_svid().spiffe_id().to_string())
+        .unwrap_or_default();
+    println!(
+        "spiffe-mtls proxy server listening on {} as {me}, forwarding {} to {} (allow: {rule})",
+        listener.local(),
+        if args.http { "HTTP" } else { "TCP" },
+        args.target,
+    );
+    let server = Arc::new(Server {
+        config: Arc::new(config),
+        rule: rule.to_string().into(),
+        target: args.target.clone(),
+        handshake_timeout: args.common.handshake_timeout,
+        proxy_protocol: args.proxy_protocol,
+        http,
+        metrics,
+    });
+    accept_loop(
+        listener,
+        signals,
+        args.common.max_conns as usize,
+        args.common.drain_timeout,
+        move |accepted| connection(Arc::clone(&server), accepted),
+    )
+    .await
+}
+
+/// Decrements the active gauge when the connection ends.
+struct Active(Arc<Metrics>);
+
+impl Active {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.active.inc();
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
+}
+
+/// One client: handshake, then relay or HTTP.
+async fn connection(server: Arc<Server>, accepted: Accepted) {
+    let Accepted {
+        stream,
+        remote,
+        local,
+        draining,
+        _slot,
+    } = accepted;
+    let _active = Active::new(&server.metrics);
+    let started = Instant::now();
+    let mut record = Record {
+        side: "server",
+        remote: remote.map_or_else(|| "unix".to_owned(), |a| a.to_string()),
+        peer: None,
+        decision: "denied",
+        rule: Arc::clone(&server.rule),
+        traffic: Arc::new(Traffic::default()),
+        started,
+        end: None,
+        requests: None,
+        metrics: Arc::clone(&server.metrics),
+    };
+    let (handshake, denied) = watched(net::accept_within(
+        Arc::clone(&server.config),
+        BufReader::with_capacity(TLS_READ_BUFFER, stream),
+        server.handshake_timeout,
+    ))
+    .await;
+    let tls = match handshake {
+        Ok(tls) => tls,
+        Err(error) => {
+            let (reason, message) = classify(&error, denied.is_some());
+            server.metrics.handshake(false, started.elapsed());
+            server.metrics.refused(reason);
+            record.peer = denied.map(|id| id.to_string());
+            record.end = Some(format!("handshake: {message}"));
+            return;
+        }
+    };
+    server.metrics.handshake(true, started.elapsed());
+    server.metrics.accepted.inc();
+    let peer = tls.peer().clone();
+    record.peer = Some(peer.spiffe_id().to_string());
+    record.decision = "accepted";
+    let traffic = Arc::clone(&record.traffic);
+    let mut client = Counted::new(tls, traffic);
+
+    if let Some(forwarding) = &server.http {
+        let counts = Arc::default();
+        record.requests = Some(Arc::clone(&counts));
+        let end = forwarding
+            .serve(client, peer, remote, counts, &server.metrics, draining)
+            .await;
+        record.end = Some(end);
+        return;
+    }
+
+    let target = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, server.target.connect()).await;
+    let mut target = match target {
+        Ok(Ok(target)) => target,
+        Ok(Err(error)) => {
+            server.metrics.refused("target_unreachable");
+            record.end = Some(format!("target: {} unreachable: {error}", server.target));
+            return;
+        }
+        Err(_) => {
+            server.metrics.refused("target_unreachable");
+            record.end = Some(format!("target: {} did not answer", server.target));
+            return;
+        }
+    };
+    if server.proxy_protocol {
+        let header = proxy_protocol::header(remote, local, &peer.spiffe_id().to_string());
+        if let Err(error) = target.write_all(&header).await {
+            record.end = Some(format!("target: PROXY header not sent: {error}"));
+            return;
+        }
+    }
+    record.end = Some(match relay(&mut client, &mut target).await {
+        Ok(()) => "closed".to_owned(),
+        Err(error) => format!("relay: {error}"),
+    });
+}
