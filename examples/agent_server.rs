@@ -5,7 +5,10 @@
 //! cargo run --example agent_server -- --socket unix:///tmp/spiffe/agent.sock \
 //!     --listen 127.0.0.1:8443 --policy agents-policy.toml
 //! ```
-//! `--socket` defaults to `SPIFFE_ENDPOINT_SOCKET`, `--listen` to `127.0.0.1:8443`. The policy:
+//! `--socket` defaults to `SPIFFE_ENDPOINT_SOCKET`, `--listen` to `127.0.0.1:8443`, `--auth`
+//! to `mtls`: with `jwt` callers present a JWT-SVID for the server's SPIFFE ID as audience in
+//! `Authorization: Bearer` instead of a client certificate (for callers behind a
+//! TLS-terminating proxy), with `both` either one. The policy:
 //! ```toml
 //! [connect]                      # who may complete a handshake (and fetch the card)
 //! trust_domains = ["example.org"]
@@ -22,10 +25,15 @@
 #[path = "support/agents.rs"]
 mod agents;
 
+use std::sync::Arc;
+
 use spiffe_mtls::Policy;
+use spiffe_mtls::a2a::AgentAuth;
+use spiffe_mtls::jwt::{JwtBundleSource, JwtSource};
 use spiffe_mtls::source::WorkloadApiSource;
 
-const USAGE: &str = "usage: agent_server [--socket ADDR] [--listen ADDR] --policy FILE";
+const USAGE: &str =
+    "usage: agent_server [--socket ADDR] [--listen ADDR] --policy FILE [--auth mtls|jwt|both]";
 
 #[tokio::main]
 async fn main() {
@@ -42,7 +50,8 @@ fn tracing_subscriber_init() {
 }
 
 async fn run() -> Result<(), String> {
-    let flags = agents::Flags::parse(&["socket", "listen", "policy"], &[], USAGE)?;
+    let flags = agents::Flags::parse(&["socket", "listen", "policy", "auth"], &[], USAGE)?;
+    let auth: AgentAuth = flags.value("auth").unwrap_or("mtls").parse()?;
     let address = agents::endpoint(&flags)?;
     let listen = flags.value("listen").unwrap_or("127.0.0.1:8443");
     let policy_file = flags.required("policy", USAGE)?;
@@ -52,6 +61,14 @@ async fn run() -> Result<(), String> {
         .build()
         .await
         .map_err(|e| format!("Workload API at {address}: {e}"))?;
+    let jwt_bundles: Option<Arc<dyn JwtBundleSource>> = match auth {
+        AgentAuth::Mtls => None,
+        _ => Some(Arc::new(
+            JwtSource::connect(address.clone())
+                .await
+                .map_err(|e| format!("JWT bundles from {address}: {e}"))?,
+        )),
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -62,7 +79,8 @@ async fn run() -> Result<(), String> {
         ip if ip.is_ipv6() => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    let server = agents::start_agent_server(source, None, listener, &host, policy)?;
+    let server =
+        agents::start_agent_server_with(source, None, listener, &host, policy, auth, jwt_bundles)?;
     println!(
         "agent server {} on {} (card {}/.well-known/agent-card.json, JSON-RPC {}/a2a)",
         server.id, server.base_url, server.base_url, server.base_url

@@ -16,9 +16,10 @@ use spiffe_mtls::a2a::protocol::{
     TaskStatus, TaskStatusUpdateEvent, new_artifact_id,
 };
 use spiffe_mtls::a2a::{
-    DEFAULT_SKILL, InterceptingHandler, MtlsAgentCard, PeerInterceptor, SKILL_METADATA_KEY,
-    SkillPolicy, TaskOwners,
+    AgentAuth, DEFAULT_SKILL, InterceptingHandler, MtlsAgentCard, PeerInterceptor,
+    SKILL_METADATA_KEY, SkillPolicy, TaskOwners,
 };
+use spiffe_mtls::jwt::JwtBundleSource;
 use spiffe_mtls::source::X509Source;
 use spiffe_mtls::{Policy, SpiffeId, net, tls};
 use tokio::net::TcpListener;
@@ -157,6 +158,21 @@ pub fn start_agent_server(
     host: &str,
     policy: Policy,
 ) -> Result<AgentServer, String> {
+    start_agent_server_with(source, hint, listener, host, policy, AgentAuth::Mtls, None)
+}
+
+/// As [`start_agent_server`], accepting the credentials `auth` names: with `Jwt` or `Both`,
+/// JWT-SVIDs for the audience of the server's own SPIFFE ID, validated against `jwt_bundles`
+/// (and allowed by the policy's `[connect]`, as mTLS peers are).
+pub fn start_agent_server_with(
+    source: impl X509Source + 'static,
+    hint: Option<&str>,
+    listener: TcpListener,
+    host: &str,
+    policy: Policy,
+    auth: AgentAuth,
+    jwt_bundles: Option<Arc<dyn JwtBundleSource>>,
+) -> Result<AgentServer, String> {
     let context = source.x509_context().map_err(|e| e.to_string())?;
     let svid = match hint {
         Some(hint) => context
@@ -165,17 +181,34 @@ pub fn start_agent_server(
         None => context.default_svid(),
     };
     let id = svid.spiffe_id().clone();
-    let mut builder = tls::server_config(source, policy.connect().clone());
-    if let Some(hint) = hint {
-        builder = builder.svid_hint(hint);
+    let connect = policy.connect().clone();
+    let mut config = match auth {
+        AgentAuth::Jwt => {
+            let mut builder = tls::tls_server_config(source);
+            if let Some(hint) = hint {
+                builder = builder.svid_hint(hint);
+            }
+            builder.build()
+        }
+        _ => {
+            let mut builder = tls::server_config(source, connect.clone());
+            if let Some(hint) = hint {
+                builder = builder.svid_hint(hint);
+            }
+            if auth == AgentAuth::Both {
+                builder = builder.client_certificate_optional();
+            }
+            builder.build()
+        }
     }
-    let mut config = builder.build().map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let base_url = format!("https://{host}:{port}");
     let card = MtlsAgentCard::new("spiffe-mtls example agent", format!("{base_url}/a2a"))
         .description("Replies with your text (skill echo) or tells a secret (skill secret)")
         .server_id(id.clone())
+        .auth(auth)
         .skill("echo", "Echo", "Replies with the text it was sent")
         .skill(
             "secret",
@@ -191,13 +224,29 @@ pub fn start_agent_server(
         .with_interceptor(SkillPolicy::new(policy));
     let requests = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&requests);
-    let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card).map_request(
-        move |request: http::Request<hyper::body::Incoming>| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            request
-        },
-    );
-    let task = tokio::spawn(net::serve_http(listener, Arc::new(config), app));
+    let mut router = spiffe_mtls::a2a::agent_router(Arc::new(handler), card);
+    if auth != AgentAuth::Mtls {
+        let bundles = jwt_bundles.ok_or("JWT-SVIDs need a JWT bundle source")?;
+        let layer = net::JwtAuthLayer::new(bundles, id.to_string())
+            .map_err(|e| e.to_string())?
+            .authorizer(connect);
+        router = router.layer(if auth == AgentAuth::Both {
+            layer.or_mtls()
+        } else {
+            layer
+        });
+    }
+    let app = router.map_request(move |request: http::Request<hyper::body::Incoming>| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        request
+    });
+    let server = net::HttpServer::new(listener, Arc::new(config));
+    let server = if auth == AgentAuth::Mtls {
+        server
+    } else {
+        server.allow_anonymous_clients()
+    };
+    let task = tokio::spawn(server.serve(app));
     Ok(AgentServer {
         base_url,
         id,

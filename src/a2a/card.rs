@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use a2a_protocol::{
-    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, MutualTlsSecurityScheme,
-    SecurityScheme, TRANSPORT_PROTOCOL_JSONRPC,
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, HttpAuthSecurityScheme,
+    MutualTlsSecurityScheme, SecurityScheme, TRANSPORT_PROTOCOL_JSONRPC,
 };
 use serde_json::{Value, json};
 
-use super::MTLS_SCHEME;
+use super::{AgentAuth, MTLS_SCHEME};
 use crate::spiffe_id::SpiffeId;
 
 /// The protocol version a v0.3 card declares.
@@ -27,6 +27,11 @@ const V0_3: &str = "0.3.0";
 ///   [`agent_router`](super::agent_router) serves to a client that names no version: the
 ///   v1.0 card plus the v0.3 fields (the `mtls` scheme carries `mtlsSecurityScheme` and
 ///   `type`), which each dialect's readers skip where they do not know them.
+///
+/// With [`auth`](Self::auth) `Jwt` or `Both`, the card also (or instead) declares a bearer
+/// scheme `jwt` for JWT-SVIDs (v1.0 `httpAuthSecurityScheme` with `scheme` `Bearer` and
+/// `bearerFormat` `JWT`; v0.3 `{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}`),
+/// and the requirements list each accepted scheme as an alternative.
 ///
 /// The card says how to authenticate, never with what: it holds no certificate, key or
 /// bundle. The scheme's description names the server's SPIFFE ID when one is given, which is
@@ -55,6 +60,7 @@ pub struct MtlsAgentCard {
     url: String,
     server_id: Option<SpiffeId>,
     streaming: bool,
+    auth: AgentAuth,
     skills: Vec<(String, String, String)>,
 }
 
@@ -73,8 +79,25 @@ impl MtlsAgentCard {
             url: url.into(),
             server_id: None,
             streaming: true,
+            auth: AgentAuth::Mtls,
             skills: Vec::new(),
         }
+    }
+
+    /// Which credentials the card declares (mutual TLS by default).
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::a2a::{AgentAuth, MtlsAgentCard};
+    ///
+    /// let json = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a").auth(AgentAuth::Both).to_json();
+    /// assert_eq!(json["securitySchemes"]["jwt"]["httpAuthSecurityScheme"]["bearerFormat"], "JWT");
+    /// assert_eq!(json["securitySchemes"]["jwt"]["type"], "http");
+    /// assert_eq!(json["security"], serde_json::json!([{"mtls": []}, {"jwt": []}]));
+    /// ```
+    pub fn auth(mut self, auth: AgentAuth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Sets the description.
@@ -160,6 +183,62 @@ impl MtlsAgentCard {
         text
     }
 
+    /// The bearer scheme's description.
+    fn jwt_description(&self) -> String {
+        let mut text = "A JWT-SVID (SPIFFE) in Authorization: Bearer".to_owned();
+        if let Some(id) = &self.server_id {
+            text.push_str(&format!(", for the audience {id}"));
+        }
+        text
+    }
+
+    /// The v1.0 schemes the card declares, by name.
+    fn v1_0_schemes(&self) -> HashMap<String, SecurityScheme> {
+        self.auth
+            .schemes()
+            .iter()
+            .map(|name| {
+                let scheme = if *name == MTLS_SCHEME {
+                    SecurityScheme::MutualTls(MutualTlsSecurityScheme {
+                        description: Some(self.scheme_description()),
+                    })
+                } else {
+                    SecurityScheme::HttpAuth(HttpAuthSecurityScheme {
+                        scheme: "Bearer".to_owned(),
+                        description: Some(self.jwt_description()),
+                        bearer_format: Some("JWT".to_owned()),
+                    })
+                };
+                ((*name).to_owned(), scheme)
+            })
+            .collect()
+    }
+
+    /// The v0.3 schemes and the `security` list (one alternative per scheme).
+    fn v0_3_schemes(&self) -> (Value, Value) {
+        let mut schemes = serde_json::Map::new();
+        for name in self.auth.schemes() {
+            let scheme = if *name == MTLS_SCHEME {
+                json!({ "type": "mutualTLS", "description": self.scheme_description() })
+            } else {
+                json!({
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": self.jwt_description(),
+                })
+            };
+            schemes.insert((*name).to_owned(), scheme);
+        }
+        let security: Vec<Value> = self
+            .auth
+            .schemes()
+            .iter()
+            .map(|name| json!({ *name: [] }))
+            .collect();
+        (Value::Object(schemes), Value::Array(security))
+    }
+
     /// The v1.0 card, as the SDK's type.
     ///
     /// # Example
@@ -171,7 +250,13 @@ impl MtlsAgentCard {
     /// assert_eq!(card.skills[0].security_requirements.as_ref().unwrap()[0]["mtls"], Vec::<String>::new());
     /// ```
     pub fn v1_0(&self) -> AgentCard {
-        let requirement = || vec![HashMap::from([(MTLS_SCHEME.to_owned(), Vec::new())])];
+        let requirement = || {
+            self.auth
+                .schemes()
+                .iter()
+                .map(|name| HashMap::from([((*name).to_owned(), Vec::new())]))
+                .collect::<Vec<_>>()
+        };
         AgentCard {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -205,12 +290,7 @@ impl MtlsAgentCard {
             provider: None,
             documentation_url: None,
             icon_url: None,
-            security_schemes: Some(HashMap::from([(
-                MTLS_SCHEME.to_owned(),
-                SecurityScheme::MutualTls(MutualTlsSecurityScheme {
-                    description: Some(self.scheme_description()),
-                }),
-            )])),
+            security_schemes: Some(self.v1_0_schemes()),
             security_requirements: Some(requirement()),
             signatures: None,
         }
@@ -239,6 +319,7 @@ impl MtlsAgentCard {
     /// assert!(json.get("supportedInterfaces").is_none());
     /// ```
     pub fn v0_3_json(&self) -> Value {
+        let (schemes, security) = self.v0_3_schemes();
         let skills: Vec<Value> = self
             .skills
             .iter()
@@ -248,7 +329,7 @@ impl MtlsAgentCard {
                     "name": name,
                     "description": description,
                     "tags": [id],
-                    "security": [{ MTLS_SCHEME: [] }],
+                    "security": security,
                 })
             })
             .collect();
@@ -263,10 +344,8 @@ impl MtlsAgentCard {
             "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"],
             "skills": skills,
-            "securitySchemes": {
-                MTLS_SCHEME: { "type": "mutualTLS", "description": self.scheme_description() }
-            },
-            "security": [{ MTLS_SCHEME: [] }],
+            "securitySchemes": schemes,
+            "security": security,
         })
     }
 
@@ -283,17 +362,27 @@ impl MtlsAgentCard {
         for key in ["url", "protocolVersion", "preferredTransport", "security"] {
             object.insert(key.to_owned(), legacy[key].clone());
         }
-        if let Some(scheme) = object
-            .get_mut("securitySchemes")
-            .and_then(|schemes| schemes.get_mut(MTLS_SCHEME))
-            .and_then(Value::as_object_mut)
-        {
-            scheme.insert("type".to_owned(), json!("mutualTLS"));
-            scheme.insert("description".to_owned(), json!(self.scheme_description()));
+        // Each scheme carries both dialects' members: v1.0's wrapper object and v0.3's fields.
+        if let (Some(schemes), Some(legacy_schemes)) = (
+            object
+                .get_mut("securitySchemes")
+                .and_then(Value::as_object_mut),
+            legacy["securitySchemes"].as_object(),
+        ) {
+            for (name, legacy_scheme) in legacy_schemes {
+                if let (Some(scheme), Some(fields)) = (
+                    schemes.get_mut(name).and_then(Value::as_object_mut),
+                    legacy_scheme.as_object(),
+                ) {
+                    for (field, value) in fields {
+                        scheme.insert(field.clone(), value.clone());
+                    }
+                }
+            }
         }
         if let Some(skills) = object.get_mut("skills").and_then(Value::as_array_mut) {
             for skill in skills.iter_mut().filter_map(Value::as_object_mut) {
-                skill.insert("security".to_owned(), json!([{ MTLS_SCHEME: [] }]));
+                skill.insert("security".to_owned(), legacy["security"].clone());
             }
         }
         card

@@ -13,7 +13,7 @@
 //! | [`SkillPolicy`] | a `CallInterceptor` that allows each message's skill (`metadata.skill`) by the [`Policy`](crate::Policy)'s `[routes.<skill>]`, with an audit event per call |
 //! | [`TaskOwners`] | the SDK's `RequestAuthorizer`: a task is only for the caller who started it (`GetTask`, `CancelTask`, `SubscribeToTask`, continuing messages) |
 //! | [`InterceptingHandler`] | a `RequestHandler` that runs interceptors around another one (the SDK defines interceptors but does not run them) |
-//! | [`MtlsAgentCard`] | an agent card declaring mutual TLS in both dialects (v1.0 and v0.3), without key material |
+//! | [`MtlsAgentCard`] | an agent card declaring mutual TLS, a JWT-SVID bearer scheme or either ([`AgentAuth`]) in both dialects (v1.0 and v0.3), without key material |
 //! | [`agent_router`] | the axum router: the card at `/.well-known/agent-card.json`, JSON-RPC (v1.0, and v0.3 translated in front of the SDK's router) on the card's endpoint |
 //! | [`AgentClient`] | resolves a card over mutual TLS, checks it requires mutual TLS, and calls with the SDK client |
 //!
@@ -83,3 +83,45 @@ pub use skill::{DEFAULT_SKILL, REFUSED_CODE, SKILL_METADATA_KEY, SkillPolicy, sk
 
 /// The name of the mutual TLS security scheme in the cards [`MtlsAgentCard`] writes.
 pub const MTLS_SCHEME: &str = "mtls";
+
+/// The name of the bearer JWT-SVID security scheme in the cards [`MtlsAgentCard`] writes.
+pub const JWT_SCHEME: &str = "jwt";
+
+/// How callers authenticate to an agent: what its card declares and its server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AgentAuth {
+    /// Mutual TLS with X.509-SVIDs (the default).
+    #[default]
+    Mtls,
+    /// A JWT-SVID in `Authorization: Bearer` (the TLS server asks for no client
+    /// certificate): for callers behind a TLS-terminating proxy or load balancer.
+    Jwt,
+    /// Either one.
+    Both,
+}
+
+impl AgentAuth {
+    /// The scheme names a caller may satisfy, each alone.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            Self::Mtls => &[MTLS_SCHEME],
+            Self::Jwt => &[JWT_SCHEME],
+            Self::Both => &[MTLS_SCHEME, JWT_SCHEME],
+        }
+    }
+}
+
+impl std::str::FromStr for AgentAuth {
+    type Err = String;
+
+    /// `mtls`, `jwt` or `both`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "mtls" => Ok(Self::Mtls),
+            "jwt" => Ok(Self::Jwt),
+            "both" => Ok(Self::Both),
+            other => Err(format!("{other:?} is not mtls, jwt or both")),
+        }
+    }
+}

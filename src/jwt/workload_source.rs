@@ -76,8 +76,9 @@ type CacheKey = (Vec<String>, Option<SpiffeId>);
 /// let svid = source.fetch_svid(&["spiffe://example.org/reports".into()]).await?;
 /// let bearer = format!("Bearer {}", svid.token());
 /// // ... and, on the receiving side:
+/// let bundles = source.jwt_bundles()?;
 /// let validated = JwtSvidValidator::new()?
-///     .validate(svid.token(), "spiffe://example.org/reports", &source.jwt_bundles()?)?;
+///     .validate(svid.token(), "spiffe://example.org/reports", &bundles)?;
 /// # Ok(())
 /// # }
 /// ```
