@@ -51,13 +51,14 @@
 //! | `ring` (default) / `aws-lc-rs` | the rustls crypto provider used when the process has no default installed |
 //! | `logging` (default) | rustls and tokio-rustls log through the `log` crate |
 //! | `workload-api` | `workload::WorkloadClient`, `source::WorkloadApiSource`, and the raw protocol (`workload::proto`) for mock servers |
-//! | `jwt` (default) | `jwt`: JWT-SVID validation, JWT bundles and signing |
+//! | `jwt` (default) | `jwt`: JWT-SVID validation, JWT bundles, signing, sources; with `http`, `net::JwtAuthLayer` and `net::JwtBearerLayer` |
 //! | `net` | `net`: tokio mutual TLS streams carrying the peer's identity |
 //! | `http` (default) | `net::serve_http`: hyper/axum servers whose handlers see the peer |
 //! | `grpc` (default) | `net::incoming`, `net::grpc_channel`: tonic servers and clients |
+//! | `reqwest` (default) | `net::reqwest_client`: an mTLS reqwest 0.13 client |
 //! | `dev-server` | `dev_server`: the SPIRE-compatible development Workload API server |
 //! | `a2a` (default) | `a2a`: A2A agents over SPIFFE mutual TLS with the official A2A SDK (per-skill policy, audit, agent cards in both dialects) |
-//! | `cli` (default) | the `spiffe-mtls` command (with `dev-server`, `workload-api`, `net`) |
+//! | `cli` (default) | the `spiffe-mtls` command (with `dev-server`, `workload-api`, `net`, `http`, `jwt`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
