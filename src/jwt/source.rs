@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -268,14 +268,20 @@ impl JwtBundleFiles {
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
-        let watched = (Arc::downgrade(&cell), Arc::downgrade(&loader));
-        std::thread::Builder::new()
-            .name("spiffe-mtls-jwt-files".into())
-            .spawn(move || poll_files(&watched.0, &watched.1, interval))
-            .map_err(|e| JwtSourceError::File {
-                path: loader.dir.clone(),
-                reason: format!("cannot start the watcher thread: {e}"),
-            })?;
+        let (cell_ref, loader_ref) = (Arc::downgrade(&cell), Arc::downgrade(&loader));
+        crate::source::poller::spawn(
+            "spiffe-mtls-jwt-files",
+            format!("JWT bundle files ({})", loader.dir.display()),
+            interval,
+            move || {
+                let (cell, loader) = (cell_ref.upgrade()?, loader_ref.upgrade()?);
+                Some(loader.reload(&cell))
+            },
+        )
+        .map_err(|e| JwtSourceError::File {
+            path: loader.dir.clone(),
+            reason: format!("cannot start the watcher thread: {e}"),
+        })?;
         Ok(Self { cell, loader })
     }
 
@@ -285,26 +291,6 @@ impl JwtBundleFiles {
     /// Why changed files were not taken (the last good bundles stay current).
     pub fn reload(&self) -> Result<bool, JwtSourceError> {
         self.loader.reload(&self.cell)
-    }
-}
-
-fn poll_files(cell: &Weak<JwtBundleCell>, loader: &Weak<FilesLoader>, interval: Duration) {
-    let mut last_error = None;
-    loop {
-        std::thread::sleep(interval);
-        let (Some(cell), Some(loader)) = (cell.upgrade(), loader.upgrade()) else {
-            return;
-        };
-        match loader.reload(&cell) {
-            Ok(_) => last_error = None,
-            Err(error) => {
-                let text = error.to_string();
-                if last_error.as_ref() != Some(&text) {
-                    tracing::warn!(%error, "ignoring changed JWT bundle files; keeping the last good ones");
-                    last_error = Some(text);
-                }
-            }
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! A source that reads PEM files and reloads them when they change.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cell::SourceCell;
@@ -127,14 +127,20 @@ impl FileSource {
             paths,
             last: std::sync::Mutex::new(snapshot),
         });
-        let watched = (Arc::downgrade(&cell), Arc::downgrade(&loader));
-        std::thread::Builder::new()
-            .name("spiffe-mtls-file-source".into())
-            .spawn(move || poll(&watched.0, &watched.1, interval))
-            .map_err(|e| SourceError::File {
-                path: loader.paths.svid.clone(),
-                reason: format!("cannot start the watcher thread: {e}"),
-            })?;
+        let (cell_ref, loader_ref) = (Arc::downgrade(&cell), Arc::downgrade(&loader));
+        super::poller::spawn(
+            "spiffe-mtls-file-source",
+            format!("SVID files ({})", loader.paths.svid.display()),
+            interval,
+            move || {
+                let (cell, loader) = (cell_ref.upgrade()?, loader_ref.upgrade()?);
+                Some(loader.reload(&cell))
+            },
+        )
+        .map_err(|e| SourceError::File {
+            path: loader.paths.svid.clone(),
+            reason: format!("cannot start the watcher thread: {e}"),
+        })?;
         Ok(Self { cell, loader })
     }
 
@@ -149,32 +155,6 @@ impl FileSource {
     /// The files watched.
     pub fn paths(&self) -> &FilePaths {
         &self.loader.paths
-    }
-}
-
-/// The watcher loop: ends when the source is dropped.
-fn poll(cell: &Weak<SourceCell>, loader: &Weak<Loader>, interval: Duration) {
-    let mut last_error = None;
-    loop {
-        std::thread::sleep(interval);
-        let (Some(cell), Some(loader)) = (cell.upgrade(), loader.upgrade()) else {
-            return;
-        };
-        match loader.reload(&cell) {
-            Ok(changed) => {
-                if changed {
-                    tracing::info!(file = %loader.paths.svid.display(), "reloaded SVID files");
-                }
-                last_error = None;
-            }
-            Err(error) => {
-                let text = error.to_string();
-                if last_error.as_ref() != Some(&text) {
-                    tracing::warn!(%error, "ignoring changed SVID files; keeping the last good ones");
-                    last_error = Some(text);
-                }
-            }
-        }
     }
 }
 

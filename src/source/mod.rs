@@ -17,6 +17,7 @@ mod file_bundles;
 mod file_paths;
 #[cfg(feature = "workload-api")]
 mod limits;
+pub(crate) mod poller;
 mod static_source;
 #[cfg(feature = "workload-api")]
 mod update;

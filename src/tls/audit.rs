@@ -91,6 +91,14 @@ pub(crate) fn refused(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
     );
 }
 
+/// The `peer` and `trust_domain` fields of an event: `-` for a peer without an ID.
+fn peer_fields(peer: Option<&SpiffeId>) -> (&dyn fmt::Display, &dyn fmt::Display) {
+    match peer {
+        Some(id) => (id, id.trust_domain()),
+        None => (&"-", &"-"),
+    }
+}
+
 /// A peer without a verified identity: its chain failed, or there was nothing to check it by.
 pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display) {
     tracing::warn!(
@@ -109,10 +117,7 @@ pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display) {
 /// prove it holds the certificate's key. `peer` is the certificate's ID (`None` only if it
 /// could not be read again, which a certificate that passed does not allow).
 pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Display) {
-    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
-        Some(id) => (id, id.trust_domain()),
-        None => (&"-", &"-"),
-    };
+    let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -193,10 +198,7 @@ pub(crate) fn route_denied(
     rule: &dyn fmt::Display,
     reason: &dyn fmt::Display,
 ) {
-    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
-        Some(id) => (id, id.trust_domain()),
-        None => (&"-", &"-"),
-    };
+    let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %Side::Server,
@@ -233,10 +235,7 @@ pub(crate) fn jwt_denied(
     rule: &str,
     reason: &dyn fmt::Display,
 ) {
-    let (peer, trust_domain): (&dyn fmt::Display, &dyn fmt::Display) = match peer {
-        Some(id) => (id, id.trust_domain()),
-        None => (&"-", &"-"),
-    };
+    let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %Side::Server,

@@ -86,19 +86,8 @@ pub async fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("TLS config: {e}"))?;
     let listener = args.listen.bind().await?;
-    if let Some(address) = &args.common.status {
-        status::start(
-            address,
-            Arc::clone(&identity),
-            Arc::clone(&metrics),
-            "client",
-        )
-        .await?;
-    }
-    let me = identity
-        .context()
-        .map(|c| c.default_svid().spiffe_id().to_string())
-        .unwrap_or_default();
+    let me =
+        status::start_if_asked(args.common.status.as_ref(), &identity, &metrics, "client").await?;
     println!(
         "spiffe-mtls proxy client listening on {} as {me}, connecting to {} (server: {})",
         listener.local(),

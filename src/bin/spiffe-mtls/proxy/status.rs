@@ -22,8 +22,25 @@ use super::http::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
 
+/// Starts the status port when `--status` was given; the proxy's own SPIFFE ID, for its
+/// start line (empty while it has no SVID).
+pub async fn start_if_asked(
+    address: Option<&Address>,
+    identity: &Arc<Identity>,
+    metrics: &Arc<Metrics>,
+    mode: &'static str,
+) -> Result<String, String> {
+    if let Some(address) = address {
+        start(address, Arc::clone(identity), Arc::clone(metrics), mode).await?;
+    }
+    Ok(identity
+        .context()
+        .map(|c| c.default_svid().spiffe_id().to_string())
+        .unwrap_or_default())
+}
+
 /// Binds `address` and serves it in the background.
-pub async fn start(
+async fn start(
     address: &Address,
     identity: Arc<Identity>,
     metrics: Arc<Metrics>,
