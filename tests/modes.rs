@@ -234,6 +234,63 @@ fn tls_client_is_refused_by_a_server_that_requires_a_client_svid() {
     assert!(error.contains("NoCertificatesPresented"), "{error}");
 }
 
+// --- Optional client certificate -------------------------------------------------------------
+
+/// A server that asks for a client SVID but lets clients in without one.
+fn optional_client_server(ca: &DevCa) -> ServerConfig {
+    tls::server_config(source(ca, SERVER), id(CLIENT))
+        .client_certificate_optional()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn optional_client_certificate_admits_a_client_without_one_anonymously() {
+    let ca = ca();
+    let client = tls::tls_client_config(source(&ca, CLIENT), id(SERVER))
+        .build()
+        .unwrap();
+    let outcome = handshake(optional_client_server(&ca), client, "anything");
+    let server = outcome.server.unwrap();
+    assert_eq!(peer_id(&server), None);
+    assert_eq!(peer_id(&outcome.client.unwrap()).as_deref(), Some(SERVER));
+}
+
+#[test]
+fn optional_client_certificate_still_verifies_and_authorizes_a_presented_one() {
+    let ca = ca();
+    // The authorized client: its ID reaches the server.
+    let client = tls::client_config(source(&ca, CLIENT), id(SERVER))
+        .build()
+        .unwrap();
+    let server = handshake(optional_client_server(&ca), client, "anything")
+        .server
+        .unwrap();
+    assert_eq!(peer_id(&server).as_deref(), Some(CLIENT));
+    // Another ID of the same trust domain: refused, not downgraded to anonymous.
+    let other = tls::client_config(source(&ca, "spiffe://example.org/other"), id(SERVER))
+        .build()
+        .unwrap();
+    let error = error_text(handshake(optional_client_server(&ca), other, "anything").server);
+    assert!(!error.contains("NoCertificatesPresented"), "{error}");
+    // The authorized ID in an SVID of a CA the server does not trust (the client trusts the
+    // server's CA): refused by the server, not taken as anonymous.
+    let stranger = self::ca();
+    let forged_svid = issue(&stranger, CLIENT);
+    let forged_source = StaticSource::new(
+        X509Context::new(vec![forged_svid], [ca.bundle()].into_iter().collect()).unwrap(),
+    );
+    let forged = tls::client_config(forged_source, id(SERVER))
+        .build()
+        .unwrap();
+    let outcome = handshake(optional_client_server(&ca), forged, "anything");
+    let error = error_text(outcome.server);
+    assert!(
+        error.contains("InvalidCertificate"),
+        "the server refused it itself: {error}"
+    );
+}
+
 // --- TLS-only server -------------------------------------------------------------------------
 
 #[test]
