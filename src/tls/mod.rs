@@ -211,12 +211,12 @@ macro_rules! cache_setter {
         }
 
         /// How many verified chains the cache holds: at least as many as distinct peers
-        /// reconnect (default [`DEFAULT_VERIFICATION_CACHE_ENTRIES`], 4,096; rounded up to
+        /// reconnect (default [`DEFAULT_VERIFICATION_CACHE_ENTRIES`](crate::tls::DEFAULT_VERIFICATION_CACHE_ENTRIES), 4,096; rounded up to
         /// a multiple of 8, at most 2^20). The table that hands a verified peer's ID to the
         /// audit (on even with the cache off) has the same size.
         ///
         /// Memory is bounded whatever peers send: an entry copies at most
-        /// [`MAX_CACHED_ENTRY_BYTES`] (4 KiB) of certificates and SPIFFE ID (a larger chain
+        /// [`MAX_CACHED_ENTRY_BYTES`](crate::tls::MAX_CACHED_ENTRY_BYTES) (4 KiB) of certificates and SPIFFE ID (a larger chain
         /// is verified every time, never cached) plus a header of at most 256 bytes and 16
         /// bytes of table, allocator overhead aside. With the default size that is at most
         /// 17.1 MiB per table, and 2.9 MiB for typical SVIDs (a 533-byte leaf, no
