@@ -93,16 +93,24 @@ async fn a_token_is_refreshed_at_half_life_and_never_handed_out_expired() {
     let (_dir, address, server) = dev_server("4s").await;
     let source = JwtSource::connect(address).await.unwrap();
     let first = source.fetch_svid(&audience()).await.unwrap();
-    // Past half its lifetime a fresh one is fetched.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let fresh = source.fetch_svid(&audience()).await.unwrap();
-    assert!(fresh.expires_at() > first.expires_at());
-    // With the Workload API gone, the cached token serves until it expires, then never.
+    // Past half its lifetime the source has fetched a fresh one by itself: with the Workload
+    // API gone, the next call gets that one.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
     server.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fresh = source.fetch_svid(&audience()).await.unwrap();
+    assert!(
+        fresh.expires_at() > first.expires_at(),
+        "refreshed in the background"
+    );
+    // It serves until it expires, then never.
+    let wait = fresh
+        .expires_at()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait.saturating_sub(Duration::from_millis(600))).await;
     let cached = source.fetch_svid(&audience()).await.unwrap();
     assert_eq!(cached.token(), fresh.token());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     match source.fetch_svid(&audience()).await {
         Err(JwtSourceError::Expired { spiffe_id, .. }) => {
             assert_eq!(spiffe_id.to_string(), "spiffe://example.org/agent");

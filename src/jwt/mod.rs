@@ -34,4 +34,4 @@ pub use source::{JwtBundleFiles, JwtBundleSource, JwtSourceError, StaticJwtBundl
 pub use validate::{DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtSvid, JwtSvidValidator};
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
-pub use workload_source::{CachedJwtSvid, JwtSource};
+pub use workload_source::{CachedJwtSvid, JwtSource, MAX_CACHED_AUDIENCE_SETS};

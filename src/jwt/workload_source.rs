@@ -61,10 +61,11 @@ type CacheKey = (Vec<String>, Option<SpiffeId>);
 /// - The `FetchJWTBundles` stream is followed in the background (reconnecting after a
 ///   failure); [`jwt_bundles`](JwtBundleSource::jwt_bundles) reads the current set lock-free and
 ///   [`updates`](JwtBundleSource::updates) wakes on each change (a key rotation).
-/// - [`fetch_svid`](Self::fetch_svid) fetches a token for an audience set and caches it: the
-///   same set gets the cached token until half its lifetime, then a fresh one. When the
-///   refresh fails the cached token is still handed out until it expires, never after (the
-///   source fails closed).
+/// - [`fetch_svid`](Self::fetch_svid) fetches a token for an audience set and caches it (up
+///   to [`MAX_CACHED_AUDIENCE_SETS`] sets); a background task refreshes each cached token at
+///   half its lifetime, so the same set gets a token in the first half of its life without
+///   waiting. When refreshing fails the cached token is still handed out until it expires,
+///   never after (the source fails closed).
 ///
 /// # Example
 /// ```no_run
@@ -84,10 +85,135 @@ type CacheKey = (Vec<String>, Option<SpiffeId>);
 /// ```
 #[derive(Debug)]
 pub struct JwtSource {
-    client: WorkloadClient,
     cell: Arc<JwtBundleCell>,
-    cache: Mutex<HashMap<CacheKey, CachedJwtSvid>>,
+    tokens: Arc<TokenCache>,
     follower: JoinHandle<()>,
+    refresher: JoinHandle<()>,
+}
+
+/// The most audience sets whose tokens are kept (and refreshed); past it, the token that
+/// expires first is dropped.
+pub const MAX_CACHED_AUDIENCE_SETS: usize = 256;
+
+/// The tokens fetched so far, by audience set, and the client that fetches them.
+#[derive(Debug)]
+struct TokenCache {
+    client: WorkloadClient,
+    entries: Mutex<HashMap<CacheKey, CachedJwtSvid>>,
+    /// Wakes the refresher when an entry is added.
+    added: tokio::sync::Notify,
+}
+
+impl TokenCache {
+    fn get(&self, key: &CacheKey) -> Option<CachedJwtSvid> {
+        self.lock().get(key).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, CachedJwtSvid>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: CacheKey, svid: CachedJwtSvid) {
+        let mut entries = self.lock();
+        if !entries.contains_key(&key) && entries.len() >= MAX_CACHED_AUDIENCE_SETS {
+            let first = entries
+                .iter()
+                .min_by_key(|(_, cached)| cached.expires_at)
+                .map(|(key, _)| key.clone());
+            if let Some(first) = first {
+                entries.remove(&first);
+            }
+        }
+        entries.insert(key, svid);
+        drop(entries);
+        self.added.notify_one();
+    }
+
+    /// A fresh token for `key` from the Workload API.
+    async fn fetch(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> Result<CachedJwtSvid, JwtSourceError> {
+        let (audience, spiffe_id) = key;
+        let svids = self
+            .client
+            .clone()
+            .fetch_jwt_svids(audience, spiffe_id.as_ref())
+            .await
+            .map_err(|e| JwtSourceError::Workload(e.to_string()))?;
+        let svid = svids
+            .into_iter()
+            .next()
+            .ok_or_else(|| JwtSourceError::Workload("no JWT-SVID in the answer".to_owned()))?;
+        let (exp, iat) = unverified_times(svid.token())
+            .ok_or_else(|| JwtSourceError::Invalid("no readable exp claim".to_owned()))?;
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        Ok(CachedJwtSvid {
+            issued_at: iat.map_or(now, at).min(now),
+            expires_at: at(exp),
+            svid,
+        })
+    }
+
+    /// Refreshes every unexpired token past half its lifetime; when the next refresh is due
+    /// (`None`: no unexpired token). An expired token stays (so the caller learns it expired)
+    /// but is no longer refreshed in the background.
+    async fn refresh_due(&self) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        let due: Vec<CacheKey> = self
+            .lock()
+            .iter()
+            .filter(|(_, cached)| now >= cached.refresh_at() && now < cached.expires_at)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut failed = false;
+        for key in due {
+            match self.fetch(&key, now).await {
+                Ok(fresh) => {
+                    self.lock().insert(key, fresh);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "JWT-SVID refresh failed; the cached token serves until it expires");
+                    failed = true;
+                }
+            }
+        }
+        let next = self
+            .lock()
+            .values()
+            .filter(|cached| SystemTime::now() < cached.expires_at)
+            .map(CachedJwtSvid::refresh_at)
+            .min()?;
+        // After a failure, try again soon rather than at once.
+        Some(if failed {
+            next.max(now + RETRY_AFTER)
+        } else {
+            next
+        })
+    }
+}
+
+/// How soon a failed background refresh is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Refreshes cached tokens at half their lifetime, for as long as the source lives.
+async fn refresh(tokens: Arc<TokenCache>) {
+    loop {
+        let wait = match tokens.refresh_due().await {
+            Some(at) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .max(Duration::from_millis(10)),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = tokens.added.notified() => {}
+        }
+    }
 }
 
 impl JwtSource {
@@ -120,16 +246,23 @@ impl JwtSource {
         let (client, stream, bundles) = first?;
         let cell = Arc::new(JwtBundleCell::new(bundles));
         let follower = tokio::spawn(follow(client.clone(), stream, Arc::clone(&cell)));
-        Ok(Self {
+        let tokens = Arc::new(TokenCache {
             client,
+            entries: Mutex::new(HashMap::new()),
+            added: tokio::sync::Notify::new(),
+        });
+        let refresher = tokio::spawn(refresh(Arc::clone(&tokens)));
+        Ok(Self {
             cell,
-            cache: Mutex::new(HashMap::new()),
+            tokens,
             follower,
+            refresher,
         })
     }
 
     /// A JWT-SVID of the caller's default identity for `audience` (at least one), from the
-    /// cache while it is in the first half of its lifetime.
+    /// cache while it is in the first half of its lifetime (a background task refreshes the
+    /// cached tokens then).
     ///
     /// # Errors
     /// [`JwtSourceError::Expired`] when no fresh token can be fetched and the cached one has
@@ -156,18 +289,15 @@ impl JwtSource {
         sorted.dedup();
         let key = (sorted, spiffe_id.cloned());
         let now = SystemTime::now();
-        let cached = self.cached(&key);
+        let cached = self.tokens.get(&key);
         if let Some(cached) = &cached
             && now < cached.refresh_at()
         {
             return Ok(cached.clone());
         }
-        match self.fetch_fresh(audience, spiffe_id, now).await {
+        match self.tokens.fetch(&key, now).await {
             Ok(fresh) => {
-                self.cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(key, fresh.clone());
+                self.tokens.insert(key, fresh.clone());
                 Ok(fresh)
             }
             Err(error) => match cached {
@@ -184,43 +314,10 @@ impl JwtSource {
         }
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<CachedJwtSvid> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-    }
-
-    async fn fetch_fresh(
-        &self,
-        audience: &[String],
-        spiffe_id: Option<&SpiffeId>,
-        now: SystemTime,
-    ) -> Result<CachedJwtSvid, JwtSourceError> {
-        let svids = self
-            .client
-            .clone()
-            .fetch_jwt_svids(audience, spiffe_id)
-            .await
-            .map_err(|e| JwtSourceError::Workload(e.to_string()))?;
-        let svid = svids
-            .into_iter()
-            .next()
-            .ok_or_else(|| JwtSourceError::Workload("no JWT-SVID in the answer".to_owned()))?;
-        let (exp, iat) = unverified_times(svid.token())
-            .ok_or_else(|| JwtSourceError::Invalid("no readable exp claim".to_owned()))?;
-        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
-        Ok(CachedJwtSvid {
-            issued_at: iat.map_or(now, at).min(now),
-            expires_at: at(exp),
-            svid,
-        })
-    }
-
     /// Stops following the Workload API; the source then answers [`JwtSourceError::Closed`].
     pub fn shutdown(&self) {
         self.follower.abort();
+        self.refresher.abort();
         self.cell.close();
     }
 }
@@ -228,6 +325,7 @@ impl JwtSource {
 impl Drop for JwtSource {
     fn drop(&mut self) {
         self.follower.abort();
+        self.refresher.abort();
     }
 }
 
