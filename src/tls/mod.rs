@@ -34,7 +34,8 @@
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
 //! signing key and the bundles' parsed roots are prepared once per update, and a chain
 //! verified before comes from a bounded cache (see `verification_cache`). Session resumption
-//! is off, so every connection is verified and authorized in full. Every decision is an audit
+//! is off, so every connection presents its certificate, proves its key and is authorized.
+//! Every decision is an audit
 //! event (see [`AUDIT_TARGET`]).
 
 mod audit;
