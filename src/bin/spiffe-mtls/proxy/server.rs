@@ -14,7 +14,7 @@ use super::counted::{Counted, Traffic};
 use super::handshake::{classify, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, TLS_SEND_BUFFER, accept_loop, relay};
 use super::{CommonArgs, http, proxy_protocol, status};
 
 /// How long connecting to the target may take.
@@ -214,7 +214,13 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
     };
     server.metrics.handshake(true, started.elapsed());
     server.metrics.accepted.inc();
-    let peer = tls.peer().clone();
+    let (mut tls, peer) = tls.into_parts();
+    if let spiffe_mtls::tokio_rustls::TlsStream::Server(server_side) = &mut tls {
+        server_side
+            .get_mut()
+            .1
+            .set_buffer_limit(Some(TLS_SEND_BUFFER));
+    }
     record.peer = Some(peer.spiffe_id().to_string());
     record.decision = "accepted";
     let traffic = Arc::clone(&record.traffic);
