@@ -11,10 +11,10 @@ use tokio::io::BufReader;
 use super::address::Address;
 use super::audit::Record;
 use super::counted::{Counted, Traffic};
-use super::handshake::{classify, noting_refusals, watched};
+use super::handshake::{finish, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, TLS_READ_BUFFER, TLS_SEND_BUFFER, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::server::TARGET_CONNECT_TIMEOUT;
 use super::{CommonArgs, status};
 
@@ -154,28 +154,10 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
         client.handshake_timeout,
     ))
     .await;
-    let tls = match handshake {
-        Ok(tls) => tls,
-        Err(error) => {
-            let (reason, message) = classify(&error, denied.is_some());
-            client.metrics.handshake(false, started.elapsed());
-            client.metrics.refused(reason);
-            record.peer = denied.map(|id| id.to_string());
-            record.end = Some(format!("handshake: {message}"));
-            return;
-        }
+    let Some((mut tls, _)) = finish(handshake, denied, &client.metrics, started, &mut record)
+    else {
+        return;
     };
-    client.metrics.handshake(true, started.elapsed());
-    client.metrics.accepted.inc();
-    let (mut tls, peer) = tls.into_parts();
-    if let spiffe_mtls::tokio_rustls::TlsStream::Client(client_side) = &mut tls {
-        client_side
-            .get_mut()
-            .1
-            .set_buffer_limit(Some(TLS_SEND_BUFFER));
-    }
-    record.peer = Some(peer.spiffe_id().to_string());
-    record.decision = "accepted";
     let mut local = Counted::new(stream, Arc::clone(&record.traffic));
     record.end = Some(match relay(&mut local, &mut tls).await {
         Ok(()) => "closed".to_owned(),

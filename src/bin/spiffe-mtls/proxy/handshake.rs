@@ -90,3 +90,41 @@ pub fn classify(error: &io::Error, denied: bool) -> (&'static str, String) {
     };
     (reason, error.to_string())
 }
+
+/// What follows a handshake on either side: the metrics and the audit record updated, and on
+/// success the TLS stream (allowed to hold `TLS_SEND_BUFFER` of records for the socket) and
+/// the peer; `None` when the handshake failed (the record then says why).
+pub fn finish<IO>(
+    handshake: io::Result<spiffe_mtls::net::MtlsStream<IO>>,
+    denied: Option<SpiffeId>,
+    metrics: &super::metrics::Metrics,
+    started: std::time::Instant,
+    record: &mut super::audit::Record,
+) -> Option<(
+    spiffe_mtls::tokio_rustls::TlsStream<IO>,
+    spiffe_mtls::net::PeerIdentity,
+)> {
+    use spiffe_mtls::tokio_rustls::TlsStream;
+    let stream = match handshake {
+        Ok(stream) => stream,
+        Err(error) => {
+            let (reason, message) = classify(&error, denied.is_some());
+            metrics.handshake(false, started.elapsed());
+            metrics.refused(reason);
+            record.peer = denied.map(|id| id.to_string());
+            record.end = Some(format!("handshake: {message}"));
+            return None;
+        }
+    };
+    metrics.handshake(true, started.elapsed());
+    metrics.accepted.inc();
+    let (mut tls, peer) = stream.into_parts();
+    let limit = Some(super::serve::TLS_SEND_BUFFER);
+    match &mut tls {
+        TlsStream::Server(server) => server.get_mut().1.set_buffer_limit(limit),
+        TlsStream::Client(client) => client.get_mut().1.set_buffer_limit(limit),
+    }
+    record.peer = Some(peer.spiffe_id().to_string());
+    record.decision = "accepted";
+    Some((tls, peer))
+}

@@ -11,10 +11,10 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use super::address::Address;
 use super::audit::Record;
 use super::counted::{Counted, Traffic};
-use super::handshake::{classify, noting_refusals, watched};
+use super::handshake::{finish, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, TLS_READ_BUFFER, TLS_SEND_BUFFER, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::{CommonArgs, http, proxy_protocol, status};
 
 /// How long connecting to the target may take.
@@ -201,28 +201,9 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
         server.handshake_timeout,
     ))
     .await;
-    let tls = match handshake {
-        Ok(tls) => tls,
-        Err(error) => {
-            let (reason, message) = classify(&error, denied.is_some());
-            server.metrics.handshake(false, started.elapsed());
-            server.metrics.refused(reason);
-            record.peer = denied.map(|id| id.to_string());
-            record.end = Some(format!("handshake: {message}"));
-            return;
-        }
+    let Some((tls, peer)) = finish(handshake, denied, &server.metrics, started, &mut record) else {
+        return;
     };
-    server.metrics.handshake(true, started.elapsed());
-    server.metrics.accepted.inc();
-    let (mut tls, peer) = tls.into_parts();
-    if let spiffe_mtls::tokio_rustls::TlsStream::Server(server_side) = &mut tls {
-        server_side
-            .get_mut()
-            .1
-            .set_buffer_limit(Some(TLS_SEND_BUFFER));
-    }
-    record.peer = Some(peer.spiffe_id().to_string());
-    record.decision = "accepted";
     let traffic = Arc::clone(&record.traffic);
     let mut client = Counted::new(tls, traffic);
 
