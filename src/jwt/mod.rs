@@ -31,7 +31,9 @@ pub use bundle::{JwtBundle, JwtBundleError, JwtBundleSet};
 pub use key::JwtKey;
 pub use signer::{JwtSignError, JwtSigner};
 pub use source::{JwtBundleFiles, JwtBundleSource, JwtSourceError, StaticJwtBundles};
-pub use validate::{DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtSvid, JwtSvidValidator};
+pub use validate::{
+    DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtSvid, JwtSvidValidator, MAX_NUMERIC_DATE,
+};
 #[cfg(feature = "workload-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use workload_source::{CachedJwtSvid, JwtSource, MAX_CACHED_AUDIENCE_SETS};

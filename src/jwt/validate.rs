@@ -19,6 +19,12 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 /// well under 1 KiB; HTTP servers commonly cap a header line at 8 KiB.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// The latest NumericDate (`exp`, `nbf`, `iat`) a token may carry, in seconds since the epoch:
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 and X.509 can write. A later one is refused
+/// as a malformed claim (rule `claim`), so no time a peer sends can overflow the validator's
+/// arithmetic.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
 /// The header parameters a JWT-SVID may carry (JWT-SVID section 2: "Any header not described
 /// here, registered or private, MUST NOT be included").
 const ALLOWED_HEADERS: [&str; 3] = ["alg", "kid", "typ"];
@@ -159,13 +165,29 @@ impl JwtError {
 }
 
 /// A validated JWT-SVID: who it names, for whom, until when, and all its claims.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` output shows the SPIFFE ID, audience, expiry and claim names, never the token
+/// (a bearer credential) nor the claims' values.
+#[derive(Clone, PartialEq)]
 pub struct JwtSvid {
     token: String,
     spiffe_id: SpiffeId,
     audience: Vec<String>,
     expiry: SystemTime,
     claims: serde_json::Map<String, Value>,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    /// Never shows the token: whoever reads a log line must not be able to replay it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("audience", &self.audience)
+            .field("expiry", &crate::verify::rfc3339_system_time(self.expiry))
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("token", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl JwtSvid {
@@ -334,11 +356,18 @@ impl JwtSvidValidator {
             });
         }
         numeric_date(&parsed.claims, "iat")?;
+        // Cannot fail: `numeric_date` bounds every date by MAX_NUMERIC_DATE.
+        let expiry_time = UNIX_EPOCH
+            .checked_add(expiry)
+            .ok_or_else(|| JwtError::Claim {
+                name: "exp",
+                reason: format!("{} is not a representable time", expiry.as_secs()),
+            })?;
         Ok(JwtSvid {
             token: token.to_owned(),
             spiffe_id,
             audience: audiences,
-            expiry: UNIX_EPOCH + expiry,
+            expiry: expiry_time,
             claims: parsed.claims.0.into_iter().collect(),
         })
     }
@@ -406,7 +435,7 @@ fn audiences(claims: &JsonObject) -> Result<Vec<String>, JwtError> {
 }
 
 /// A NumericDate claim (RFC 7519 section 2: seconds since the epoch, non-negative, maybe
-/// fractional), or `None` when absent.
+/// fractional) no later than [`MAX_NUMERIC_DATE`], or `None` when absent.
 fn numeric_date(claims: &JsonObject, name: &'static str) -> Result<Option<Duration>, JwtError> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
@@ -415,11 +444,26 @@ fn numeric_date(claims: &JsonObject, name: &'static str) -> Result<Option<Durati
         name,
         reason: format!("{value} is not a non-negative NumericDate"),
     };
-    let seconds = value.as_f64().ok_or_else(invalid)?;
-    if let Some(whole) = value.as_u64() {
-        return Ok(Some(Duration::from_secs(whole)));
+    let too_late = || JwtError::Claim {
+        name,
+        reason: format!(
+            "{value} is after {MAX_NUMERIC_DATE} (9999-12-31T23:59:59Z), the latest NumericDate accepted"
+        ),
+    };
+    let since_epoch = match value.as_u64() {
+        Some(whole) if whole > MAX_NUMERIC_DATE => return Err(too_late()),
+        Some(whole) => Duration::from_secs(whole),
+        None => {
+            let seconds = value.as_f64().ok_or_else(invalid)?;
+            // MAX_NUMERIC_DATE is below 2^53: exact as an f64.
+            if seconds > MAX_NUMERIC_DATE as f64 {
+                return Err(too_late());
+            }
+            Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?
+        }
+    };
+    if since_epoch > Duration::from_secs(MAX_NUMERIC_DATE) {
+        return Err(too_late());
     }
-    Duration::try_from_secs_f64(seconds)
-        .map(Some)
-        .map_err(|_| invalid())
+    Ok(Some(since_epoch))
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use super::bundle::{JwtBundle, JwtBundleSet};
 use super::source::{JwtBundleCell, JwtBundleSource, JwtSourceError};
 use super::token::unverified_times;
+use super::validate::MAX_NUMERIC_DATE;
 use crate::source::Updates;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::workload::proto::{JwtBundlesRequest, JwtBundlesResponse};
@@ -21,11 +22,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A JWT-SVID from the source's cache: the token and when it stops being valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` output shows the SPIFFE ID and expiry, never the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CachedJwtSvid {
     svid: IssuedJwtSvid,
     issued_at: SystemTime,
     expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for CachedJwtSvid {
+    /// Never shows the token (a bearer credential).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedJwtSvid")
+            .field("spiffe_id", self.spiffe_id())
+            .field(
+                "issued_at",
+                &crate::verify::rfc3339_system_time(self.issued_at),
+            )
+            .field(
+                "expires_at",
+                &crate::verify::rfc3339_system_time(self.expires_at),
+            )
+            .field("token", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl CachedJwtSvid {
@@ -50,7 +71,9 @@ impl CachedJwtSvid {
             .expires_at
             .duration_since(self.issued_at)
             .unwrap_or_default();
-        self.issued_at + lifetime / 2
+        self.issued_at
+            .checked_add(lifetime / 2)
+            .unwrap_or(self.expires_at)
     }
 }
 
@@ -96,12 +119,21 @@ pub struct JwtSource {
 pub const MAX_CACHED_AUDIENCE_SETS: usize = 256;
 
 /// The tokens fetched so far, by audience set, and the client that fetches them.
-#[derive(Debug)]
 struct TokenCache {
     client: WorkloadClient,
     entries: Mutex<HashMap<CacheKey, CachedJwtSvid>>,
     /// Wakes the refresher when an entry is added.
     added: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for TokenCache {
+    /// How many tokens, never a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("client", &self.client)
+            .field("cached_audience_sets", &self.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenCache {
@@ -150,10 +182,14 @@ impl TokenCache {
             .ok_or_else(|| JwtSourceError::Workload("no JWT-SVID in the answer".to_owned()))?;
         let (exp, iat) = unverified_times(svid.token())
             .ok_or_else(|| JwtSourceError::Invalid("no readable exp claim".to_owned()))?;
-        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        let expires_at = unix_time(exp).ok_or_else(|| {
+            JwtSourceError::Invalid(format!(
+                "exp {exp} is after {MAX_NUMERIC_DATE} (9999-12-31T23:59:59Z)"
+            ))
+        })?;
         Ok(CachedJwtSvid {
-            issued_at: iat.map_or(now, at).min(now),
-            expires_at: at(exp),
+            issued_at: iat.and_then(unix_time).map_or(now, |at| at.min(now)),
+            expires_at,
             svid,
         })
     }
@@ -189,11 +225,20 @@ impl TokenCache {
             .min()?;
         // After a failure, try again soon rather than at once.
         Some(if failed {
-            next.max(now + RETRY_AFTER)
+            next.max(now.checked_add(RETRY_AFTER).unwrap_or(now))
         } else {
             next
         })
     }
+}
+
+/// `secs` after the epoch, when it is no later than [`MAX_NUMERIC_DATE`] (what the validator
+/// accepts); `None` otherwise, never an overflow.
+fn unix_time(secs: u64) -> Option<SystemTime> {
+    if secs > MAX_NUMERIC_DATE {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// How soon a failed background refresh is tried again.

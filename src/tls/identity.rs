@@ -14,12 +14,28 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 /// chain was verified as an X.509-SVID, the peer proved its key and the ID was authorized.
 /// Or, behind `net::JwtAuthLayer` (features `http` and `jwt`), from a JWT-SVID this crate
 /// validated: then [`chain`](Self::chain) is empty and [`jwt_svid`](Self::jwt_svid) holds it.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows the SPIFFE ID, the chain's length and, for a JWT-SVID bearer, the
+/// token's audience and expiry; never the bearer token.
+#[derive(Clone)]
 pub struct PeerIdentity {
     spiffe_id: SpiffeId,
     chain: Arc<[CertificateDer<'static>]>,
     #[cfg(feature = "jwt")]
     jwt: Option<Arc<crate::jwt::JwtSvid>>,
+}
+
+impl std::fmt::Debug for PeerIdentity {
+    /// Never shows a bearer token: a logged identity must not be replayable.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("PeerIdentity");
+        out.field("spiffe_id", &self.spiffe_id)
+            .field("chain_len", &self.chain.len());
+        // JwtSvid's own Debug redacts the token.
+        #[cfg(feature = "jwt")]
+        out.field("jwt_svid", &self.jwt);
+        out.finish()
+    }
 }
 
 impl PartialEq for PeerIdentity {

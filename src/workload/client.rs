@@ -292,13 +292,27 @@ impl WorkloadClient {
 }
 
 /// A JWT-SVID as the Workload API issued it: [`WorkloadClient::fetch_jwt_svids`].
+///
+/// Its `Debug` output shows the SPIFFE ID and hint, never the token.
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedJwtSvid {
     spiffe_id: SpiffeId,
     token: String,
     hint: Option<String>,
+}
+
+#[cfg(feature = "jwt")]
+impl std::fmt::Debug for IssuedJwtSvid {
+    /// Never shows the token (a bearer credential).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedJwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("hint", &self.hint)
+            .field("token", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 #[cfg(feature = "jwt")]
