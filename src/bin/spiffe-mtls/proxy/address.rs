@@ -1,10 +1,22 @@
 //! `--listen` and `--target` addresses: `HOST:PORT` or `unix:/path`; listeners and streams
 //! over either.
+//!
+//! # Unix sockets this proxy creates (`--listen`, `--status`)
+//! - The socket file gets mode 0600 ([`DEFAULT_SOCKET_MODE`]), or `--socket-mode`, and never
+//!   has another one while it can be reached: it is bound in a fresh private (0700)
+//!   directory beside its path, given its mode there, then renamed into place
+//!   ([`bind_unix`]).
+//! - Its directory must exist (missing ones are created 0700), be owned by this user or root,
+//!   and give no write permission to group or others, sticky or not ([`check_socket_dir`]):
+//!   whoever may write to it could remove or replace the socket and receive what local
+//!   clients send to it. Reading and searching it is harmless: connecting needs write
+//!   permission on the socket itself.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -85,33 +97,39 @@ impl Address {
         }
     }
 
-    /// Binds a listener. A Unix socket file left behind by a process that is gone is
-    /// replaced; one that accepts connections is not.
+    /// Binds a listener; a Unix socket gets [`DEFAULT_SOCKET_MODE`]. See
+    /// [`bind_with_mode`](Self::bind_with_mode).
     pub async fn bind(&self) -> Result<Listener, String> {
+        self.bind_with_mode(DEFAULT_SOCKET_MODE).await
+    }
+
+    /// Binds a listener; a Unix socket file gets the permission bits `mode` before anyone
+    /// else can reach it (see [`bind_unix`]), in a directory that [`check_socket_dir`]
+    /// accepts. A Unix socket file left behind by a process that is gone is replaced; one
+    /// that accepts connections is not, nor anything that is not a socket.
+    pub async fn bind_with_mode(&self, mode: u32) -> Result<Listener, String> {
         match self {
             Self::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
                 .await
                 .map(Listener::Tcp)
                 .map_err(|e| format!("cannot listen on {self}: {e}")),
             Self::Unix(path) => {
-                if path.exists() {
+                check_socket_dir(path).map_err(|e| format!("cannot listen on {self}: {e}"))?;
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
                     if UnixStream::connect(path).await.is_ok() {
                         return Err(format!(
                             "cannot listen on {self}: another process serves it"
                         ));
                     }
-                    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
-                        use std::os::unix::fs::FileTypeExt;
-                        m.file_type().is_socket()
-                    });
-                    if !is_socket {
+                    use std::os::unix::fs::FileTypeExt;
+                    if !meta.file_type().is_socket() {
                         return Err(format!(
                             "cannot listen on {self}: the path exists and is not a socket"
                         ));
                     }
-                    let _ = std::fs::remove_file(path);
+                    // A stale socket: the rename in `bind_unix` replaces it.
                 }
-                UnixListener::bind(path)
+                bind_unix(path, mode)
                     .map(|listener| Listener::Unix(listener, path.clone()))
                     .map_err(|e| format!("cannot listen on {self}: {e}"))
             }
@@ -147,6 +165,142 @@ impl fmt::Display for Address {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
+}
+
+/// The permission bits of a Unix socket this proxy creates unless `--socket-mode` says
+/// otherwise: read and write (connect) for the owner only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
+/// Parses `--socket-mode`: octal permission bits (`0600`, `660`, `0o660`), at most `0777`. The
+/// same syntax as `dev-server --socket-mode`.
+pub fn parse_socket_mode(value: &str) -> Result<u32, String> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{value:?} is not an octal permission mode such as 0600 or 0660"))
+}
+
+/// Checks (or creates) the directory of the Unix socket `path`. A missing directory is
+/// created with its missing parents, mode 0700, by the library's
+/// [`ensure_private_dir`](spiffe_mtls::dev_server::ensure_private_dir). An existing one must be
+/// a directory (symbolic links followed) owned by this user or root, without write
+/// permission for group or others.
+///
+/// # Errors
+/// A message naming the directory and what is wrong with it (its mode, its owner).
+pub fn check_socket_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Err(format!("{} has no directory", path.display())),
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return spiffe_mtls::dev_server::ensure_private_dir(dir).map_err(|e| e.to_string());
+        }
+        Err(error) => {
+            return Err(format!(
+                "cannot inspect socket directory {}: {error}",
+                dir.display()
+            ));
+        }
+    };
+    if !meta.is_dir() {
+        return Err(format!(
+            "socket directory {} is not a directory",
+            dir.display()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "socket directory {} has mode {mode:04o}: group or others may write to it and \
+             could replace the socket; use a directory only its owner can write to (chmod go-w)",
+            dir.display()
+        ));
+    }
+    let uid = effective_uid()
+        .map_err(|e| format!("cannot read this process's uid from /proc/self/status: {e}"))?;
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!(
+            "socket directory {} is owned by uid {}, neither this user (uid {uid}) nor root: \
+             its owner could replace the socket",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
+/// This process's effective user ID (the second `Uid:` field of `/proc/self/status`).
+fn effective_uid() -> io::Result<u32> {
+    std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no effective uid"))
+}
+
+/// Binds a Unix socket at `path` whose file has the permission bits `mode` from the moment
+/// anyone but this user can reach it.
+///
+/// `bind(2)` creates the file with the mode the umask leaves, and `chmod` after it leaves a
+/// window in which another user may connect. The umask is per process (changing it needs
+/// `unsafe` and races other threads), and std and tokio bind and listen in one call, so the
+/// mode cannot be set between them. Instead the socket is bound in a fresh directory of
+/// mode 0700 beside `path` (same filesystem, so the rename is atomic), chmodded there, where
+/// only this user can reach it, and then renamed to `path`; a stale socket at `path` is
+/// replaced by the rename. The private directory is removed in every case.
+fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    // A fresh directory (`create_dir` fails on an existing one): at most 16 names.
+    let mut private = None;
+    for attempt in 0..16u32 {
+        let candidate = dir.join(format!(".{}.{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => {
+                private = Some(candidate);
+                break;
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let private = private.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "no fresh private directory .{}.N in {} for binding",
+                std::process::id(),
+                dir.display()
+            ),
+        )
+    })?;
+    let inner = private.join("s");
+    let bound = (|| {
+        if inner.as_os_str().len() > 107 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the socket is first bound at {}, longer than 107 bytes; use a shorter path",
+                    inner.display()
+                ),
+            ));
+        }
+        // The umask may have taken the owner's bits too.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        let listener = UnixListener::bind(&inner)?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&inner, path)?;
+        Ok(listener)
+    })();
+    if bound.is_err() {
+        let _ = std::fs::remove_file(&inner);
+    }
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// A bound listener.

@@ -8,7 +8,7 @@ use spiffe_mtls::rustls::pki_types::ServerName;
 use spiffe_mtls::{SpiffeId, authorize, net, tls};
 use tokio::io::BufReader;
 
-use super::address::Address;
+use super::address::{Address, check_socket_dir};
 use super::audit::Record;
 use super::counted::{Counted, Traffic};
 use super::handshake::{finish, noting_refusals, watched};
@@ -33,8 +33,9 @@ pub struct Args {
     server_id: SpiffeId,
     #[command(flatten)]
     identity: IdentityArgs,
-    /// Allow --listen on an address other than loopback (anyone who can reach it then
-    /// connects with this workload's identity).
+    /// Allow --listen on an address other than loopback, or on a Unix socket whose
+    /// --socket-mode lets group or others connect (anyone who can reach it then connects
+    /// with this workload's identity).
     #[arg(long)]
     allow_remote: bool,
     #[command(flatten)]
@@ -50,9 +51,23 @@ struct Client {
     metrics: Arc<Metrics>,
 }
 
-/// Refuses a listen address that is not loopback, unless allowed.
-async fn check_loopback(args: &Args) -> Result<(), String> {
-    if args.allow_remote || matches!(args.listen, Address::Unix(_)) {
+/// Refuses a listen address that others could reach, unless `--allow-remote`: a TCP address
+/// that is not loopback, or a Unix socket whose `--socket-mode` lets group or others connect.
+/// A Unix socket's directory must pass [`check_socket_dir`] (allowed or not).
+async fn check_listen(args: &Args) -> Result<(), String> {
+    if let Address::Unix(path) = &args.listen {
+        check_socket_dir(path).map_err(|e| format!("--listen {}: {e}", args.listen))?;
+        let mode = args.common.socket_mode;
+        if mode & 0o077 != 0 && !args.allow_remote {
+            return Err(format!(
+                "--socket-mode {mode:04o} lets group or others connect to --listen {} as this \
+                 workload; use 0600, or add --allow-remote",
+                args.listen
+            ));
+        }
+        return Ok(());
+    }
+    if args.allow_remote {
         return Ok(());
     }
     let addresses = args
@@ -73,7 +88,7 @@ async fn check_loopback(args: &Args) -> Result<(), String> {
 /// Runs `proxy client` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
 pub async fn run(args: &Args) -> Result<(), String> {
     let signals = Signals::watch()?;
-    check_loopback(args).await?;
+    check_listen(args).await?;
     let Address::Tcp { host, .. } = &args.target else {
         return Err(format!("--target {}: give HOST:PORT", args.target));
     };
@@ -85,9 +100,8 @@ pub async fn run(args: &Args) -> Result<(), String> {
     let config = tls::client_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
         .build()
         .map_err(|e| format!("TLS config: {e}"))?;
-    let listener = args.listen.bind().await?;
-    let me =
-        status::start_if_asked(args.common.status.as_ref(), &identity, &metrics, "client").await?;
+    let listener = args.listen.bind_with_mode(args.common.socket_mode).await?;
+    let me = status::start(&args.common, &identity, &metrics, "client").await?;
     println!(
         "spiffe-mtls proxy client listening on {} as {me}, connecting to {} (server: {})",
         listener.local(),

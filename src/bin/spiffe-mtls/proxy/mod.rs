@@ -53,6 +53,10 @@ pub struct CommonArgs {
     /// (HOST:PORT or unix:/path).
     #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
     status: Option<Address>,
+    /// Permission bits of the Unix sockets this proxy creates (--listen unix:PATH, --status
+    /// unix:PATH), in octal. Their directory must not be writable by group or others.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = address::parse_socket_mode)]
+    socket_mode: u32,
     /// At most this many connections at once (handshaking or relaying); more wait in the
     /// listen backlog.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

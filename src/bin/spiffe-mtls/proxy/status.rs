@@ -7,31 +7,101 @@
 //!   (RFC 3339 or `null`), `workload_api_reconnects`; `healthy`.
 //! - `GET /metrics`: the [`Metrics`](super::metrics) in the Prometheus text format
 //!   (OpenMetrics 1.0).
+//!
+//! # Slow and silent clients
+//! Liveness probes must get their answer while anyone who can reach the port holds
+//! connections open to it:
+//! - One request per connection (the response says `Connection: close`).
+//! - A client has [`HEAD_TIMEOUT`] (5 s) from its connection to send its whole request head,
+//!   whether it sends nothing or trickles bytes; then it is closed. A connection lives at most
+//!   [`CONNECTION_TIMEOUT`] (10 s) in all, a client that does not read its response included.
+//! - At most [`MAX_CONNECTIONS`] (64) connections are open at once, and accepting never waits
+//!   for a free one: at the bound, the new connection is kept and the oldest connection still
+//!   waiting for its request head is closed (the oldest of all if every one has sent its
+//!   head). So connections held open, however many, cannot keep a probe out: each new
+//!   connection pushes the oldest idle one out, and a probe, which sends its request at once,
+//!   is answered before it is the oldest. What is left is a flood opening 64 connections
+//!   between a probe's connect and its request, which no listener on a reachable port
+//!   withstands; keep the port on loopback or a Unix socket.
+//! - A Unix socket (`--status unix:PATH`) gets `--socket-mode` (0600 by default), in a
+//!   directory [`check_socket_dir`](super::address::check_socket_dir) accepts.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, oneshot};
 
-use super::address::Address;
+use super::CommonArgs;
+use super::address::{Address, DEFAULT_SOCKET_MODE, Listener, Stream};
 use super::http::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
 
-/// Starts the status port when `--status` was given; the proxy's own SPIFFE ID, for its
-/// start line (empty while it has no SVID).
+/// How long a client has, from its connection, to send its whole request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a status connection may live in all (its head, the answer, writing it).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most status connections open at once; at the bound a new one closes the oldest that
+/// has not sent its request head.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Starts the status port when `--status` was given (a Unix socket with `--socket-mode`);
+/// the proxy's own SPIFFE ID, for its start line (empty while it has no SVID).
+pub async fn start(
+    common: &CommonArgs,
+    identity: &Arc<Identity>,
+    metrics: &Arc<Metrics>,
+    mode: &'static str,
+) -> Result<String, String> {
+    start_at(
+        common.status.as_ref(),
+        common.socket_mode,
+        identity,
+        metrics,
+        mode,
+    )
+    .await
+}
+
+/// [`start`] for a caller without the [`CommonArgs`] at hand: a Unix socket gets
+/// [`DEFAULT_SOCKET_MODE`].
 pub async fn start_if_asked(
     address: Option<&Address>,
     identity: &Arc<Identity>,
     metrics: &Arc<Metrics>,
     mode: &'static str,
 ) -> Result<String, String> {
+    start_at(address, DEFAULT_SOCKET_MODE, identity, metrics, mode).await
+}
+
+/// Serves `address`, if any, in the background; the proxy's own SPIFFE ID.
+async fn start_at(
+    address: Option<&Address>,
+    socket_mode: u32,
+    identity: &Arc<Identity>,
+    metrics: &Arc<Metrics>,
+    mode: &'static str,
+) -> Result<String, String> {
     if let Some(address) = address {
-        start(address, Arc::clone(identity), Arc::clone(metrics), mode).await?;
+        let listener = address
+            .bind_with_mode(socket_mode)
+            .await
+            .map_err(|e| format!("--status: {e}"))?;
+        println!("status on http://{}", listener.local());
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(identity),
+            Arc::clone(metrics),
+            mode,
+        ));
     }
     Ok(identity
         .context()
@@ -39,44 +109,167 @@ pub async fn start_if_asked(
         .unwrap_or_default())
 }
 
-/// Binds `address` and serves it in the background.
-async fn start(
-    address: &Address,
+/// Accepts for the life of the process; never waits for a free slot (see the module docs).
+async fn serve(
+    listener: Listener,
     identity: Arc<Identity>,
     metrics: Arc<Metrics>,
     mode: &'static str,
-) -> Result<(), String> {
-    let listener = address.bind().await.map_err(|e| format!("--status: {e}"))?;
-    println!("status on http://{}", listener.local());
-    tokio::spawn(async move {
-        // Bounded: a status port is for a few scrapers.
-        let slots = Arc::new(tokio::sync::Semaphore::new(64));
-        loop {
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE and the like: let the timeouts free descriptors.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
-            };
-            let (identity, metrics) = (Arc::clone(&identity), Arc::clone(&metrics));
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = respond(&request, &identity, &metrics, mode);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), connection).await;
-                drop(slot);
-            });
-        }
-    });
-    Ok(())
+            }
+        };
+        let admitted = Admitted::new(&open);
+        tokio::spawn(connection(
+            stream,
+            admitted,
+            Arc::clone(&identity),
+            Arc::clone(&metrics),
+            mode,
+        ));
+    }
 }
 
+/// One connection: its request head within [`HEAD_TIMEOUT`], one answer, closed within
+/// [`CONNECTION_TIMEOUT`] or when a newer connection pushes it out.
+async fn connection(
+    stream: Stream,
+    mut admitted: Admitted,
+    identity: Arc<Identity>,
+    metrics: Arc<Metrics>,
+    mode: &'static str,
+) {
+    let head = Arc::new(Notify::new());
+    let Some(pushed_out) = admitted.pushed_out.take() else {
+        return;
+    };
+    let service = {
+        let (head, open, id) = (Arc::clone(&head), Arc::clone(&admitted.open), admitted.id);
+        hyper::service::service_fn(move |request| {
+            head.notify_one();
+            lock(&open).head_received(id);
+            let response = respond(&request, &identity, &metrics, mode);
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    // hyper's own header timeout starts at the first byte and needs a timer: ours, below,
+    // starts at the connection.
+    let serving = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(stream), service);
+    let head_deadline = async {
+        if tokio::time::timeout(HEAD_TIMEOUT, head.notified())
+            .await
+            .is_ok()
+        {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = serving => {}
+        () = head_deadline => {}
+        _ = pushed_out => {}
+        () = tokio::time::sleep(CONNECTION_TIMEOUT) => {}
+    }
+    drop(admitted);
+}
+
+/// The open status connections, oldest first.
+#[derive(Debug, Default)]
+struct Open {
+    /// The next connection's number (numbers grow with age).
+    next: u64,
+    /// Each open connection: whether its request head arrived, and how to push it out.
+    connections: BTreeMap<u64, Slot>,
+}
+
+/// One open connection in [`Open`].
+#[derive(Debug)]
+struct Slot {
+    /// Closes the connection when sent or dropped.
+    push_out: oneshot::Sender<()>,
+    /// Its request head arrived (it is being answered).
+    head_received: bool,
+}
+
+impl Open {
+    /// Registers a new connection; at [`MAX_CONNECTIONS`], first pushes out the oldest
+    /// connection without its request head (else the oldest).
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        if self.connections.len() >= MAX_CONNECTIONS {
+            let victim = self
+                .connections
+                .iter()
+                .find(|(_, slot)| !slot.head_received)
+                .or_else(|| self.connections.iter().next())
+                .map(|(id, _)| *id);
+            if let Some(slot) = victim.and_then(|id| self.connections.remove(&id)) {
+                let _ = slot.push_out.send(());
+            }
+        }
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        let (push_out, pushed_out) = oneshot::channel();
+        self.connections.insert(
+            id,
+            Slot {
+                push_out,
+                head_received: false,
+            },
+        );
+        (id, pushed_out)
+    }
+
+    /// Marks connection `id` as being answered (pushed out only when all are).
+    fn head_received(&mut self, id: u64) {
+        if let Some(slot) = self.connections.get_mut(&id) {
+            slot.head_received = true;
+        }
+    }
+}
+
+/// A connection's place in [`Open`], given up when dropped.
+struct Admitted {
+    /// The registry.
+    open: Arc<Mutex<Open>>,
+    /// The connection's number.
+    id: u64,
+    /// Resolves when a newer connection pushed this one out.
+    pushed_out: Option<oneshot::Receiver<()>>,
+}
+
+impl Admitted {
+    /// Registers a new connection in `open`.
+    fn new(open: &Arc<Mutex<Open>>) -> Self {
+        let (id, pushed_out) = lock(open).admit();
+        Self {
+            open: Arc::clone(open),
+            id,
+            pushed_out: Some(pushed_out),
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        lock(&self.open).connections.remove(&self.id);
+    }
+}
+
+/// The registry, even if a thread panicked holding it (its state is a plain map).
+fn lock(open: &Mutex<Open>) -> MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The answer to one request.
 fn respond(
     request: &Request<Incoming>,
     identity: &Identity,
@@ -170,6 +363,7 @@ fn respond(
     }
 }
 
+/// A response with a body of `content_type`.
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::from(body));
     *response.status_mut() = status;
