@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -209,7 +209,7 @@ impl X509Svid {
 
     /// When the leaf expires (its notAfter).
     pub fn expires_at(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(self.not_after).unwrap_or(0))
+        crate::verify::system_time_from_unix(self.not_after)
     }
 
     /// Whether the leaf has expired at `now`.

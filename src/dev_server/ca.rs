@@ -63,14 +63,16 @@ pub struct SvidRequest {
 }
 
 impl SvidRequest {
-    /// An SVID for `id` valid from now (less a few seconds of clock slack) for `ttl`.
+    /// An SVID for `id` valid from now (less a few seconds of clock slack) for `ttl` (a `ttl`
+    /// past what a `SystemTime` holds is cut to the latest time it does; the CA cuts it further
+    /// to its own expiry).
     pub fn new(id: SpiffeId, ttl: Duration) -> Self {
         let now = SystemTime::now();
         Self {
             id,
             dns_names: Vec::new(),
-            not_before: now - BACKDATE,
-            not_after: now + ttl,
+            not_before: now.checked_sub(BACKDATE).unwrap_or(now),
+            not_after: later_by(now, ttl),
         }
     }
 
@@ -117,6 +119,16 @@ impl std::fmt::Debug for DevCa {
     }
 }
 
+/// `ttl` after `now` by checked arithmetic: the latest time a certificate can write
+/// (9999-12-31T23:59:59Z) when the sum is later than that or overflows.
+fn later_by(now: SystemTime, ttl: Duration) -> SystemTime {
+    let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(LATEST_CERTIFICATE_TIME);
+    now.checked_add(ttl).map_or(latest, |end| end.min(latest))
+}
+
+/// 9999-12-31T23:59:59Z in Unix seconds: the last second X.509's GeneralizedTime can write.
+const LATEST_CERTIFICATE_TIME: u64 = 253_402_300_799;
+
 fn offset(time: SystemTime) -> Result<time::OffsetDateTime, DevCaError> {
     let secs = time
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -130,7 +142,8 @@ impl DevCa {
     /// A new root for `trust_domain`, valid from now for `ttl`.
     ///
     /// # Errors
-    /// [`DevCaError`] when key generation or signing fails.
+    /// [`DevCaError`] when key generation or signing fails;
+    /// [`DevCaError::TimeOutOfRange`] when `ttl` ends after 9999-12-31T23:59:59Z.
     pub fn new(trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
         let now = SystemTime::now();
         let mut params = CertificateParams::default();
@@ -141,10 +154,14 @@ impl DevCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.subject_alt_names = vec![SanType::URI(trust_domain.id_string().try_into()?)];
-        params.not_before = offset(now - BACKDATE)?;
+        params.not_before = offset(now.checked_sub(BACKDATE).unwrap_or(now))?;
         // whole seconds, as the certificate stores them
+        let end = now.checked_add(ttl).ok_or(DevCaError::TimeOutOfRange)?;
         let not_after = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(offset(now + ttl)?.unix_timestamp().unsigned_abs());
+            .checked_add(Duration::from_secs(
+                offset(end)?.unix_timestamp().unsigned_abs(),
+            ))
+            .ok_or(DevCaError::TimeOutOfRange)?;
         params.not_after = offset(not_after)?;
         let key = KeyPair::generate()?;
         let root = params.self_signed(&key)?.der().clone();

@@ -66,6 +66,16 @@ fn settings_half(settings: &IssuerSettings) -> Duration {
     settings.ca_ttl / 2
 }
 
+/// The longest wait the issuer schedules (a century): a configured lifetime longer than what
+/// an `Instant` can add is waited for this long instead, never overflowing.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `wait` from now, by checked arithmetic (at most [`LONGEST_WAIT`]).
+fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
+}
+
 struct Ca {
     ca: DevCa,
     /// The JWT-SVID key that rotates with this CA: published with its root, signing while it
@@ -89,9 +99,9 @@ impl Ca {
 
     /// When nothing it signed is valid any more.
     fn retires_at(&self) -> SystemTime {
-        let jwt = self
-            .stopped_signing
-            .map_or(SystemTime::UNIX_EPOCH, |at| at + JWT_SVID_TTL);
+        let jwt = self.stopped_signing.map_or(SystemTime::UNIX_EPOCH, |at| {
+            at.checked_add(JWT_SVID_TTL).unwrap_or(at)
+        });
         self.last_expiry.max(jwt)
     }
 }
@@ -135,7 +145,7 @@ impl Issuer {
             cas,
             signing: 0,
             activate_at: None,
-            ca_rotate_at: Instant::now() + settings_half(&settings),
+            ca_rotate_at: after(settings_half(&settings)),
             issued: Vec::new(),
             publish,
         };
@@ -153,7 +163,7 @@ impl Issuer {
             svid = svid.with_hint(hint.clone());
         }
         signer.last_expiry = signer.last_expiry.max(svid.expires_at());
-        Ok((Arc::new(svid), Instant::now() + entry.ttl / 2))
+        Ok((Arc::new(svid), after(entry.ttl / 2)))
     }
 
     fn reissue_all(&mut self) -> Result<(), DevCaError> {
@@ -194,8 +204,8 @@ impl Issuer {
             self.config.trust_domain.clone(),
             self.settings.ca_ttl,
         )?);
-        self.activate_at = Some(Instant::now() + self.settings.ca_propagation);
-        self.ca_rotate_at = Instant::now() + settings_half(&self.settings);
+        self.activate_at = Some(after(self.settings.ca_propagation));
+        self.ca_rotate_at = after(settings_half(&self.settings));
         Ok(())
     }
 
@@ -230,9 +240,10 @@ impl Issuer {
     fn next_deadline(&self) -> Instant {
         let now_wall = SystemTime::now();
         let now = Instant::now();
-        let retirement = self.cas[..self.signing]
-            .iter()
-            .map(|c| now + c.retires_at().duration_since(now_wall).unwrap_or_default());
+        let retirement = self.cas[..self.signing].iter().map(|c| {
+            let wait = c.retires_at().duration_since(now_wall).unwrap_or_default();
+            now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
+        });
         self.issued
             .iter()
             .map(|(_, at)| *at)
@@ -240,7 +251,7 @@ impl Issuer {
             .chain(self.activate_at.is_none().then_some(self.ca_rotate_at))
             .chain(retirement)
             .min()
-            .unwrap_or_else(|| now + Duration::from_secs(3600))
+            .unwrap_or_else(|| after(Duration::from_secs(3600)))
     }
 
     /// Does what is due at `now`; returns whether anything changed.

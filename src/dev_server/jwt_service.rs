@@ -56,7 +56,8 @@ pub(crate) fn svids(
             .sign_svid(
                 &entry.spiffe_id,
                 &request.audience,
-                now + entry.ttl.min(JWT_SVID_TTL),
+                // at most JWT_SVID_TTL (300 s) after now: cannot overflow, checked anyway
+                now.checked_add(entry.ttl.min(JWT_SVID_TTL)).unwrap_or(now),
             )
             .map_err(|e| Status::internal(e.to_string()))?;
         svids.push(Jwtsvid {

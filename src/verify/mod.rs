@@ -49,6 +49,16 @@ pub(crate) fn rfc3339_system_time(time: SystemTime) -> String {
     };
     rfc3339(unix)
 }
+
+/// A certificate time (Unix seconds, as x509-parser gives notBefore/notAfter) as a system
+/// time, by checked arithmetic: a time before the epoch, or one a `SystemTime` cannot hold, is
+/// the epoch itself, so an expiry that cannot be represented reads as long past (fail closed).
+pub(crate) fn system_time_from_unix(secs: i64) -> SystemTime {
+    u64::try_from(secs)
+        .ok()
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
 pub(crate) use profile::{check_leaf, check_signing};
 
 use crate::bundle::BundleSet;
@@ -84,8 +94,7 @@ impl VerifiedSvid {
 
     /// When the leaf expires (its notAfter).
     pub fn expires_at(&self) -> SystemTime {
-        let secs = u64::try_from(self.not_after).unwrap_or(0);
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+        system_time_from_unix(self.not_after)
     }
 
     /// The times (Unix seconds) at which every certificate of the validated path, root
@@ -214,4 +223,31 @@ pub fn verify_svid(
     now: UnixTime,
 ) -> Result<VerifiedSvid, VerifyError> {
     SvidVerifier::new()?.verify(chain, bundles, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_times_convert_without_overflow() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        // The last second X.509's GeneralizedTime can write converts exactly.
+        assert_eq!(
+            system_time_from_unix(253_402_300_799),
+            epoch + Duration::from_secs(253_402_300_799)
+        );
+        assert_eq!(system_time_from_unix(0), epoch);
+        // Before the epoch: the epoch, i.e. long expired.
+        for secs in [-1, i64::MIN] {
+            assert_eq!(system_time_from_unix(secs), epoch, "{secs}");
+        }
+        // The largest value converts without a panic: exactly where a SystemTime holds it,
+        // else the epoch.
+        let largest = system_time_from_unix(i64::MAX);
+        assert!(
+            largest == epoch || largest.duration_since(epoch).unwrap().as_secs() == i64::MAX as u64,
+            "{largest:?}"
+        );
+    }
 }

@@ -129,9 +129,13 @@ fn validate(args: &ValidateArgs) -> ExitCode {
         Ok(validator) => validator,
         Err(e) => return fail(USAGE, e),
     };
-    let now = args.at.map_or_else(SystemTime::now, |at| {
-        UNIX_EPOCH + std::time::Duration::from_secs(at.as_secs())
-    });
+    let now = match args.at {
+        None => SystemTime::now(),
+        Some(at) => match UNIX_EPOCH.checked_add(std::time::Duration::from_secs(at.as_secs())) {
+            Some(now) => now,
+            None => return fail(USAGE, format!("--at {} is out of range", at.as_secs())),
+        },
+    };
     match validator.validate_at(&token, &args.audience, &bundles, now) {
         Ok(svid) => {
             println!("{}", svid.spiffe_id());
