@@ -274,13 +274,17 @@ pub(crate) fn send_params_to_v1(params: Value) -> Result<Value, String> {
     let mut out = Map::new();
     out.insert("message".into(), message_to_v1(message)?);
     if let Some(Value::Object(mut configuration)) = params.remove("configuration") {
-        if configuration
-            .get("pushNotificationConfig")
-            .is_some_and(|c| !c.is_null())
-        {
-            return Err("push notifications are not supported".into());
-        }
         let mut v1 = Map::new();
+        // A webhook: the policy decides it as CreateTaskPushNotificationConfig, as in v1.0.
+        match configuration.remove("pushNotificationConfig") {
+            None | Some(Value::Null) => {}
+            Some(config) => {
+                v1.insert(
+                    "taskPushNotificationConfig".into(),
+                    push_config_to_v1(config)?,
+                );
+            }
+        }
         if let Some(modes) = configuration.remove("acceptedOutputModes") {
             v1.insert("acceptedOutputModes".into(), modes);
         }
@@ -294,6 +298,65 @@ pub(crate) fn send_params_to_v1(params: Value) -> Result<Value, String> {
     }
     if let Some(metadata) = params.remove("metadata") {
         out.insert("metadata".into(), metadata);
+    }
+    Ok(Value::Object(out))
+}
+
+/// A v0.3 push notification config (`url`, `id`, `token`, `authentication` with a list of
+/// `schemes` and `credentials`) as v1.0's `TaskPushNotificationConfig` (one
+/// `authentication.scheme`; the task is the message's).
+fn push_config_to_v1(config: Value) -> Result<Value, String> {
+    const WHAT: &str = "configuration.pushNotificationConfig";
+    let mut config = object(config, WHAT)?;
+    let mut out = Map::new();
+    match config.remove("url") {
+        Some(Value::String(url)) if !url.is_empty() => {
+            out.insert("url".into(), Value::String(url));
+        }
+        other => {
+            return Err(format!(
+                "{WHAT}.url must be a non-empty string, not {}",
+                other.unwrap_or(Value::Null)
+            ));
+        }
+    }
+    for name in ["id", "token"] {
+        match config.remove(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(value)) => {
+                out.insert(name.into(), Value::String(value));
+            }
+            Some(other) => return Err(format!("{WHAT}.{name} must be a string, not {other}")),
+        }
+    }
+    match config.remove("authentication") {
+        None | Some(Value::Null) => {}
+        Some(authentication) => {
+            let mut authentication = object(authentication, &format!("{WHAT}.authentication"))?;
+            let scheme = match authentication.remove("schemes") {
+                Some(Value::Array(schemes)) => match schemes.as_slice() {
+                    [Value::String(scheme)] => scheme.clone(),
+                    _ => {
+                        return Err(format!(
+                            "{WHAT}.authentication.schemes must name exactly one scheme, not {}",
+                            Value::Array(schemes)
+                        ));
+                    }
+                },
+                other => {
+                    return Err(format!(
+                        "{WHAT}.authentication.schemes must be an array, not {}",
+                        other.unwrap_or(Value::Null)
+                    ));
+                }
+            };
+            let mut v1 = Map::new();
+            v1.insert("scheme".into(), Value::String(scheme));
+            if let Some(credentials) = authentication.remove("credentials") {
+                v1.insert("credentials".into(), credentials);
+            }
+            out.insert("authentication".into(), Value::Object(v1));
+        }
     }
     Ok(Value::Object(out))
 }
@@ -366,6 +429,33 @@ mod tests {
     }
 
     #[test]
+    fn a_push_config_is_carried_to_v1_for_the_policy_to_decide() {
+        let v1 = send_params_to_v1(json!({
+            "message": {"messageId": "m1", "role": "user", "parts": []},
+            "configuration": {"blocking": true, "pushNotificationConfig": {
+                "url": "https://hooks.example.org/a2a", "token": "t",
+                "authentication": {"schemes": ["Bearer"], "credentials": "c"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            v1["configuration"],
+            json!({"returnImmediately": false, "taskPushNotificationConfig": {
+                "url": "https://hooks.example.org/a2a", "token": "t",
+                "authentication": {"scheme": "Bearer", "credentials": "c"}}})
+        );
+        let typed: a2a_protocol::SendMessageRequest = serde_json::from_value(v1).unwrap();
+        let config = typed.configuration.unwrap().task_push_notification_config;
+        assert_eq!(config.unwrap().url, "https://hooks.example.org/a2a");
+        // `null` is no webhook.
+        let v1 = send_params_to_v1(json!({
+            "message": {"role": "user", "parts": []},
+            "configuration": {"pushNotificationConfig": null}
+        }))
+        .unwrap();
+        assert_eq!(v1["configuration"], json!({}));
+    }
+
+    #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(send_params_to_v1(json!([])).is_err());
         assert!(send_params_to_v1(json!({})).is_err());
@@ -375,6 +465,16 @@ mod tests {
                 .is_err()
         );
         assert!(task_params_to_v1("tasks/get", json!({})).is_err());
+        let with_hook = |config: Value| {
+            send_params_to_v1(json!({
+                "message": {"role": "user", "parts": []},
+                "configuration": {"pushNotificationConfig": config}
+            }))
+        };
+        assert!(with_hook(json!("https://hooks.example.org")).is_err());
+        assert!(with_hook(json!({"url": 7})).is_err());
+        assert!(with_hook(json!({"url": "https://h", "authentication": {"schemes": []}})).is_err());
+        assert!(with_hook(json!({"url": "https://h", "token": 1})).is_err());
         assert_eq!(method_to_v1("message/send"), Some("SendMessage"));
         assert_eq!(method_to_v1("SendMessage"), None);
     }

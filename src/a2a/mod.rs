@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`PeerInterceptor`] | the SDK's `CallInterceptor`: the verified peer (the `x-spiffe-id` header the [`IdentityHeaderLayer`](crate::net::IdentityHeaderLayer) sets) becomes the call's authenticated [`User`](a2a_server::User) |
 //! | [`SkillPolicy`] | a `CallInterceptor` that allows each message's skill (`metadata.skill`) by the [`Policy`](crate::Policy)'s `[routes.<skill>]`, with an audit event per call |
-//! | [`TaskOwners`] | the SDK's `RequestAuthorizer`: a task is only for the caller who started it (`GetTask`, `CancelTask`, `SubscribeToTask`, continuing messages) |
+//! | [`TaskOwners`] | the SDK's `RequestAuthorizer`: a task is only for the caller who started it (`GetTask`, `CancelTask`, `SubscribeToTask`, continuing messages, push configs); with [`TaskOwners::handler`], `ListTasks` lists the caller's own tasks only |
 //! | [`InterceptingHandler`] | a `RequestHandler` that runs interceptors around another one (the SDK defines interceptors but does not run them) |
 //! | [`MtlsAgentCard`] | an agent card declaring mutual TLS, a JWT-SVID bearer scheme or either ([`AgentAuth`]) in both dialects (v1.0 and v0.3), without key material |
 //! | [`agent_router`] | the axum router: the card at `/.well-known/agent-card.json`, JSON-RPC (v1.0, and v0.3 translated in front of the SDK's router) on the card's endpoint |
@@ -31,8 +31,10 @@
 //! let card = MtlsAgentCard::new("echo agent", "https://127.0.0.1:8443/a2a")
 //!     .skill("echo", "Echo", "Replies with the text it was sent");
 //! let owners = TaskOwners::default();
-//! let tasks = DefaultRequestHandler::new(owners.executor(executor), InMemoryTaskStore::new())
-//!     .with_authorizer(owners);
+//! let tasks = owners.handler(
+//!     DefaultRequestHandler::new(owners.executor(executor), InMemoryTaskStore::new())
+//!         .with_authorizer(owners.clone()),
+//! );
 //! let handler = InterceptingHandler::new(tasks)
 //!     .with_interceptor(PeerInterceptor::new())
 //!     .with_interceptor(SkillPolicy::new(policy));
@@ -77,9 +79,11 @@ pub use card::MtlsAgentCard;
 pub use client::{AgentClient, AgentClientError, reply_text};
 pub use handler::InterceptingHandler;
 pub use identity::{PeerInterceptor, caller};
-pub use owners::{DEFAULT_TASK_OWNERS, OwnedExecutor, TaskOwners};
+pub use owners::{DEFAULT_TASK_OWNERS, OwnedExecutor, OwnedHandler, TaskOwners};
 pub use router::{AGENT_CARD_PATH, agent_router};
-pub use skill::{DEFAULT_SKILL, REFUSED_CODE, SKILL_METADATA_KEY, SkillPolicy, skill_of};
+pub use skill::{
+    DEFAULT_SKILL, PUSH_CONFIG_ROUTE, REFUSED_CODE, SKILL_METADATA_KEY, SkillPolicy, skill_of,
+};
 
 /// The name of the mutual TLS security scheme in the cards [`MtlsAgentCard`] writes.
 pub const MTLS_SCHEME: &str = "mtls";

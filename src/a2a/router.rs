@@ -36,7 +36,9 @@ const MAX_BODY: usize = a2a_server::jsonrpc::MAX_REQUEST_BODY_BYTES;
 ///   `handler`, answered in the SDK's shapes. v0.3 requests (a `group/name` method:
 ///   `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/resubscribe`) are
 ///   translated to v1.0 in front of it (the SDK's router rejects them), sent to the same
-///   `handler`, and answered in v0.3 shapes (`kind` fields, lower-case roles and states).
+///   `handler`, and answered in v0.3 shapes (`kind` fields, lower-case roles and states). A
+///   message's `configuration.pushNotificationConfig` is carried over as v1.0's
+///   `taskPushNotificationConfig`, so the same policy decides it in both dialects.
 ///   The method name decides the dialect: a v1.0 method needs `A2A-Version: 1.0` (the SDK
 ///   reads a request without the header as v0.3 and refuses it with "version not supported").
 /// - Everything behind an [`IdentityHeaderLayer`]: the `x-spiffe-id` header is the

@@ -21,6 +21,10 @@ pub const DEFAULT_SKILL: &str = "echo";
 /// request is not acceptable from this caller). The message names the skill and the caller.
 pub const REFUSED_CODE: i32 = error_code::INVALID_REQUEST;
 
+/// The route a message carrying a push notification configuration needs besides its skill's:
+/// that of `CreateTaskPushNotificationConfig`, the method that registers one directly.
+pub const PUSH_CONFIG_ROUTE: &str = methods::CREATE_PUSH_CONFIG;
+
 /// The skill a `SendMessage` request (its JSON, v1.0 shape: `{"message": {...},
 /// "metadata": {...}}`) asks for: `message.metadata.skill`, else `metadata.skill`, else
 /// `default`.
@@ -60,9 +64,18 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 /// configurations (`ListTasks`, `CreateTaskPushNotificationConfig`...) need a route of their
 /// name (`[routes.ListTasks]`), so they are refused unless the policy names them.
 ///
-/// Every call is one audit event (target [`AUDIT_TARGET`](crate::tls::AUDIT_TARGET)):
-/// `decision` `accepted` or `denied`, `peer`, `trust_domain`, `method`, `skill` and `rule`. A
-/// refused call gets a JSON-RPC error [`REFUSED_CODE`] whose message names the skill and the
+/// A message that carries a push notification configuration (`configuration.
+/// taskPushNotificationConfig`, v0.3's `pushNotificationConfig`) registers a webhook as
+/// `CreateTaskPushNotificationConfig` would, so it needs that route too
+/// ([`PUSH_CONFIG_ROUTE`]) besides its skill's, and is refused as that call would be:
+/// `CreateTaskPushNotificationConfig does not allow spiffe://example.org/agent/client`.
+///
+/// Every decision that took effect is one audit event (target
+/// [`AUDIT_TARGET`](crate::tls::AUDIT_TARGET)): `decision` `accepted` or `denied`, `peer`,
+/// `trust_domain`, `method`, `skill`, `route` (the policy route decided, `-` for the
+/// connection rule) and `rule`. A refused call is one event naming the route that refused it;
+/// an allowed message with a push configuration is two, one per route. A refused call gets a
+/// JSON-RPC error [`REFUSED_CODE`] whose message names the skill (or the method) and the
 /// caller: `skill "secret" does not allow spiffe://example.org/agent/client`.
 ///
 /// # Example
@@ -89,6 +102,12 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 /// let secret = json!({"message": {"metadata": {"skill": "secret"}}});
 /// let refused = skills.before(&mut ctx, &secret).await.unwrap_err();
 /// assert_eq!(refused.message, r#"skill "secret" does not allow spiffe://example.org/agent/client"#);
+///
+/// // A webhook rides along: the policy names no CreateTaskPushNotificationConfig route.
+/// let hook = json!({"message": {"metadata": {"skill": "echo"}},
+///     "configuration": {"taskPushNotificationConfig": {"url": "https://hooks.example.org/a2a"}}});
+/// let refused = skills.before(&mut ctx, &hook).await.unwrap_err();
+/// assert_eq!(refused.message, "CreateTaskPushNotificationConfig does not allow spiffe://example.org/agent/client");
 /// # });
 /// ```
 #[derive(Debug, Clone)]
@@ -145,65 +164,120 @@ impl SkillPolicy {
 
     fn authorize(&self, id: &SpiffeId, method: &str, request: &Value) -> Result<(), A2AError> {
         if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
-            return self.authorize_skill(id, method, request);
+            return self.authorize_message(id, method, request);
         }
         let connect = self.policy.connect();
-        let (allowed, rule) = match method {
+        let decision = match method {
             methods::GET_TASK
             | methods::CANCEL_TASK
             | methods::SUBSCRIBE_TO_TASK
-            | methods::GET_EXTENDED_AGENT_CARD => {
-                (connect.is_allowed(id), format!("connection rule {connect}"))
-            }
-            // Methods over every task or over push configs: a route of their own name.
-            _ => match self.policy.authorize_route(method, id) {
-                Ok(()) => (true, format!("route {method:?}")),
-                Err(error) => (false, error.rule),
+            | methods::GET_EXTENDED_AGENT_CARD => Decision {
+                route: "-".to_owned(),
+                allowed: connect.is_allowed(id),
+                rule: format!("connection rule {connect}"),
             },
+            // Methods over every task or over push configs: a route of their own name.
+            _ => self.decide_route(id, method),
         };
-        if allowed {
-            super::audit::allowed(id, method, "-", &rule);
+        if decision.allowed {
+            super::audit::allowed(id, method, "-", &decision.route, &decision.rule);
             Ok(())
         } else {
-            super::audit::refused(id, method, "-", &rule);
-            Err(A2AError::new(
-                REFUSED_CODE,
-                format!("{method} does not allow {id}"),
-            ))
+            super::audit::refused(id, method, "-", &decision.route, &decision.rule);
+            Err(refusal(method, id))
         }
     }
 
-    fn authorize_skill(
+    /// A message: its skill's route, and [`PUSH_CONFIG_ROUTE`] when it carries a push
+    /// notification configuration (the SDK registers it as `CreateTaskPushNotificationConfig`
+    /// would). Only the decision that took effect is audited: a refusal alone, or one
+    /// acceptance per route.
+    fn authorize_message(
         &self,
         id: &SpiffeId,
         method: &str,
         request: &Value,
     ) -> Result<(), A2AError> {
         let skill = skill_of(request, &self.default_skill).map_err(A2AError::invalid_params)?;
-        match self.policy.authorize_route(&skill, id) {
-            Ok(()) => {
-                match self.policy.route(&skill) {
-                    Some(rule) => super::audit::allowed(
-                        id,
-                        method,
-                        &skill,
-                        &format_args!("skill {skill:?} allows {rule}"),
-                    ),
-                    None => {
-                        super::audit::allowed(id, method, &skill, &format_args!("skill {skill:?}"))
-                    }
-                }
-                Ok(())
-            }
-            Err(error) => {
-                super::audit::refused(id, method, &skill, &error.rule);
-                Err(A2AError::new(
-                    REFUSED_CODE,
-                    format!("skill {skill:?} does not allow {id}"),
-                ))
-            }
+        let by_skill = match self.policy.authorize_route(&skill, id) {
+            Ok(()) => Decision {
+                route: skill.clone(),
+                allowed: true,
+                rule: match self.policy.route(&skill) {
+                    Some(rule) => format!("skill {skill:?} allows {rule}"),
+                    None => format!("skill {skill:?}"),
+                },
+            },
+            Err(error) => Decision {
+                route: skill.clone(),
+                allowed: false,
+                rule: error.rule,
+            },
+        };
+        if !by_skill.allowed {
+            super::audit::refused(id, method, &skill, &by_skill.route, &by_skill.rule);
+            return Err(A2AError::new(
+                REFUSED_CODE,
+                format!("skill {skill:?} does not allow {id}"),
+            ));
+        }
+        let by_push =
+            carries_push_config(request).then(|| self.decide_route(id, PUSH_CONFIG_ROUTE));
+        if let Some(by_push) = by_push.as_ref().filter(|decision| !decision.allowed) {
+            super::audit::refused(id, method, &skill, &by_push.route, &by_push.rule);
+            return Err(refusal(PUSH_CONFIG_ROUTE, id));
+        }
+        for decision in std::iter::once(&by_skill).chain(&by_push) {
+            super::audit::allowed(id, method, &skill, &decision.route, &decision.rule);
+        }
+        Ok(())
+    }
+
+    /// The policy's decision on `route` (a method's name) for `id`.
+    fn decide_route(&self, id: &SpiffeId, route: &str) -> Decision {
+        match self.policy.authorize_route(route, id) {
+            Ok(()) => Decision {
+                route: route.to_owned(),
+                allowed: true,
+                rule: match self.policy.route(route) {
+                    Some(rule) => format!("route {route:?} allows {rule}"),
+                    None => format!("route {route:?}"),
+                },
+            },
+            Err(error) => Decision {
+                route: route.to_owned(),
+                allowed: false,
+                rule: error.rule,
+            },
         }
     }
+}
+
+/// One decision of the policy: the route decided, its outcome and the rule, described.
+struct Decision {
+    route: String,
+    allowed: bool,
+    rule: String,
+}
+
+/// The error of a call that `route` (a method's name) does not allow `id`.
+fn refusal(route: &str, id: &SpiffeId) -> A2AError {
+    A2AError::new(REFUSED_CODE, format!("{route} does not allow {id}"))
+}
+
+/// Whether a `SendMessage` request (its JSON, v1.0 shape) carries a push notification
+/// configuration: `configuration.taskPushNotificationConfig`, or
+/// `configuration.pushNotificationConfig` (the v0.3 name, which the SDK's type also reads),
+/// other than `null`.
+fn carries_push_config(request: &Value) -> bool {
+    ["taskPushNotificationConfig", "pushNotificationConfig"]
+        .iter()
+        .any(|name| {
+            request
+                .get("configuration")
+                .and_then(|configuration| configuration.get(name))
+                .is_some_and(|config| !config.is_null())
+        })
 }
 
 #[async_trait]
