@@ -30,7 +30,10 @@ pub use algorithm::Algorithm;
 pub use bundle::{JwtBundle, JwtBundleError, JwtBundleSet};
 pub use key::JwtKey;
 pub use signer::{JwtSignError, JwtSigner};
-pub use source::{JwtBundleFiles, JwtBundleSource, JwtSourceError, StaticJwtBundles};
+pub use source::{
+    JwtBundleFiles, JwtBundleSource, JwtSourceError, StaticJwtBundles, jwt_bundle_file_name,
+    jwt_bundle_file_trust_domain,
+};
 pub use validate::{
     DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtSvid, JwtSvidValidator, MAX_NUMERIC_DATE,
 };

@@ -156,8 +156,46 @@ impl JwtBundleSource for StaticJwtBundles {
     }
 }
 
+/// The file name that binds a JWT bundle to `trust_domain`: `<trust-domain>.jwks`, what
+/// `spiffe-mtls jwt bundles --write DIR` writes and [`JwtBundleFiles`] reads.
+///
+/// # Example
+/// ```
+/// use spiffe_mtls::jwt::{jwt_bundle_file_name, jwt_bundle_file_trust_domain};
+///
+/// let partner = "partner.org".parse()?;
+/// assert_eq!(jwt_bundle_file_name(&partner), "partner.org.jwks");
+/// assert_eq!(jwt_bundle_file_trust_domain("partner.org.jwks"), Some(Ok(partner)));
+/// assert_eq!(jwt_bundle_file_trust_domain(".partner.org.jwks.7.tmp"), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn jwt_bundle_file_name(trust_domain: &TrustDomain) -> String {
+    format!("{}.jwks", trust_domain.as_str())
+}
+
+/// What a file name in a JWT bundle directory says: `None` when it is no bundle file (no
+/// `.jwks` suffix, or hidden, as the writer's temporary files are); else the one trust domain
+/// its name binds it to, or why the name binds none (the name before `.jwks` is not a trust
+/// domain).
+pub fn jwt_bundle_file_trust_domain(name: &str) -> Option<Result<TrustDomain, String>> {
+    if name.starts_with('.') {
+        return None;
+    }
+    let stem = name.strip_suffix(".jwks")?;
+    Some(
+        stem.parse()
+            .map_err(|e| format!("the file name is not <trust-domain>.jwks: {e}")),
+    )
+}
+
 /// JWT bundles from a directory of `<trust-domain>.jwks` files (what `spiffe-mtls jwt bundles
 /// --write DIR` writes; each a JWK Set or SPIFFE bundle document), reloaded when they change.
+///
+/// Each file holds the bundle of the one trust domain its name binds it to
+/// ([`jwt_bundle_file_trust_domain`]), and the set is exactly the files present: a trust domain
+/// whose file is removed (`jwt bundles --write` removes the files of trust domains that left
+/// the federation) is no longer trusted from the next reload on. A `*.jwks` file whose name is
+/// not a trust domain makes the directory unreadable (an error naming the file), not skipped.
 ///
 /// A background thread reads the directory every poll interval; a changed set of files that
 /// does not parse whole (a file half written) is ignored and the last good set stays current.
@@ -195,7 +233,7 @@ impl FilesLoader {
         let mut files = BTreeMap::new();
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".jwks") && !name.starts_with('.') {
+            if jwt_bundle_file_trust_domain(&name).is_some() {
                 let bytes =
                     std::fs::read(entry.path()).map_err(|e| fail(&entry.path(), e.to_string()))?;
                 files.insert(name, bytes);
@@ -208,13 +246,11 @@ impl FilesLoader {
         let mut bundles = JwtBundleSet::new();
         for (name, bytes) in files {
             let path = self.dir.join(name);
-            let trust_domain: TrustDomain =
-                name.trim_end_matches(".jwks")
-                    .parse()
-                    .map_err(|e| JwtSourceError::File {
-                        path: path.clone(),
-                        reason: format!("the file name is not <trust-domain>.jwks: {e}"),
-                    })?;
+            let trust_domain = match jwt_bundle_file_trust_domain(name) {
+                Some(Ok(trust_domain)) => trust_domain,
+                Some(Err(reason)) => return Err(JwtSourceError::File { path, reason }),
+                None => continue,
+            };
             let bundle =
                 JwtBundle::parse(trust_domain, bytes).map_err(|e| JwtSourceError::File {
                     path,
@@ -301,5 +337,52 @@ impl JwtBundleSource for JwtBundleFiles {
 
     fn updates(&self) -> Updates {
         self.cell.updates()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bundle_file_name_binds_one_trust_domain() {
+        let td = |name: &str| name.parse::<TrustDomain>().unwrap();
+        for trust_domain in ["example.org", "partner.org", "42", "a.jwks"] {
+            let name = jwt_bundle_file_name(&td(trust_domain));
+            assert_eq!(
+                jwt_bundle_file_trust_domain(&name),
+                Some(Ok(td(trust_domain))),
+                "{name}"
+            );
+        }
+        // Only the last `.jwks` is the suffix: the name never binds a shorter trust domain.
+        assert_eq!(
+            jwt_bundle_file_trust_domain("partner.org.jwks.jwks"),
+            Some(Ok(td("partner.org.jwks")))
+        );
+        for not_a_bundle in [
+            ".partner.org.jwks.42.tmp",
+            ".partner.org.jwks",
+            "partner.org.jwks.bak",
+            "partner.org.json",
+            "notes.txt",
+        ] {
+            assert_eq!(
+                jwt_bundle_file_trust_domain(not_a_bundle),
+                None,
+                "{not_a_bundle}"
+            );
+        }
+        for unbound in [
+            "Partner.org.jwks",
+            "partner org.jwks",
+            "partner.org:8443.jwks",
+        ] {
+            let error = jwt_bundle_file_trust_domain(unbound).unwrap().unwrap_err();
+            assert!(
+                error.contains("not <trust-domain>.jwks"),
+                "{unbound}: {error}"
+            );
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! `spiffe-mtls jwt`: JWT-SVIDs from the command line.
 //!
 //! `jwt fetch` prints one token per line on stdout and nothing else; `jwt bundles` prints the
-//! trust domains and can write each JWT bundle to `DIR/<trust-domain>.jwks`; both exit 1 with
-//! the reason on stderr when the Workload API refuses or cannot be reached.
+//! trust domains and can write each JWT bundle to `DIR/<trust-domain>.jwks` (atomically, after
+//! removing the `.jwks` files of trust domains no longer in the set; each file removed and
+//! written named on stderr); both exit 1 with the reason on stderr when the Workload API
+//! refuses or cannot be reached.
 //!
 //! `jwt validate` exit codes: 0 valid (stdout's first line is the SPIFFE ID), 1 invalid token
 //! (one line on stderr names the rule), 2 usage error or unusable input.
@@ -53,7 +55,9 @@ struct FetchArgs {
 struct BundlesArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Write each bundle to DIR/<trust-domain>.jwks (a SPIFFE bundle / JWK Set document).
+    /// Write each bundle to DIR/<trust-domain>.jwks (a JWK Set document), atomically; every
+    /// other *.jwks file of DIR (a trust domain that left the federation) is removed first.
+    /// stderr names each file removed and written.
     #[arg(long, value_name = "DIR")]
     write: Option<PathBuf>,
 }
@@ -194,13 +198,11 @@ fn bundles(args: &BundlesArgs) -> ExitCode {
                 println!("{}", bundle.trust_domain());
             }
             if let Some(dir) = &args.write {
-                for bundle in sorted {
-                    let name = format!("{}.jwks", bundle.trust_domain());
-                    let path = crate::write_files::write_public(
-                        dir,
-                        &name,
-                        format!("{:#}\n", bundle.to_jwks()),
-                    )?;
+                let (written, removed) = crate::write_files::write_jwt_bundles(dir, &bundles)?;
+                for path in removed {
+                    eprintln!("removed {}", path.display());
+                }
+                for path in written {
                     eprintln!("wrote {}", path.display());
                 }
             }

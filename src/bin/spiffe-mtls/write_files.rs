@@ -1,16 +1,20 @@
-//! `fetch --write DIR`: an X.509 context as files, in the layout `FileSource` reads
-//! (`spiffe_mtls::source::FilePaths::fetch_layout`).
+//! Files written for the file sources: `fetch --write DIR` (an X.509 context, in the layout
+//! `FileSource` reads, `spiffe_mtls::source::FilePaths::fetch_layout`) and `jwt bundles --write
+//! DIR` (`<trust-domain>.jwks`, what `JwtBundleFiles` reads).
 //!
 //! Every file is written to a temporary name in the same directory and renamed into place, so
 //! a reader sees the old file or the new one, never a part. Bundles are written before the
-//! SVIDs they verify, the key before its certificate. Files left by an earlier run that the new
-//! context no longer holds (a trust domain that left the federation, an SVID that is gone) are
-//! removed first.
+//! SVIDs they verify, the key before its certificate. Files of the layout left by an earlier
+//! run that the new write no longer holds (a trust domain that left the federation, an SVID
+//! that is gone) are removed first, so a reader never keeps trusting them.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use spiffe_mtls::jwt::{
+    JwtBundle, JwtBundleSet, jwt_bundle_file_name, jwt_bundle_file_trust_domain,
+};
 use spiffe_mtls::pem;
 use spiffe_mtls::source::{X509Context, federated_bundle_file_name};
 
@@ -100,31 +104,18 @@ fn write_atomically(dir: &Path, file: &File) -> std::io::Result<PathBuf> {
     result.map(|()| path)
 }
 
-/// Writes a public file (mode 0644) `dir/name` atomically, creating `dir` if needed.
-///
-/// # Errors
-/// A message naming the file or directory that could not be written.
-pub(crate) fn write_public(dir: &Path, name: &str, text: String) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let file = File {
-        name: name.to_owned(),
-        text,
-        private: false,
-    };
-    write_atomically(dir, &file)
-        .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
-}
-
-/// Writes `context` into `dir` and returns the paths written and the stale ones removed.
+/// Writes `files` into `dir` (created if needed): first removes every file of the layout
+/// (`is_layout_file`) that `files` does not hold, then writes each file atomically, in order.
+/// Returns the paths written and the stale ones removed.
 ///
 /// # Errors
 /// A message naming the file or directory that could not be written or removed.
-pub fn write_context(
+fn write_layout(
     dir: &Path,
-    context: &X509Context,
+    files: &[File],
+    is_layout_file: impl Fn(&str) -> bool,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let files = files(context);
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut removed = Vec::new();
@@ -140,7 +131,7 @@ pub fn write_context(
     }
     removed.sort();
     let mut written = Vec::with_capacity(files.len());
-    for file in &files {
+    for file in files {
         let path = write_atomically(dir, file)
             .map_err(|e| format!("cannot write {}: {e}", dir.join(&file.name).display()))?;
         written.push(path);
@@ -148,9 +139,92 @@ pub fn write_context(
     Ok((written, removed))
 }
 
+/// Writes `context` into `dir` and returns the paths written and the stale ones removed.
+///
+/// # Errors
+/// A message naming the file or directory that could not be written or removed.
+pub fn write_context(
+    dir: &Path,
+    context: &X509Context,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    write_layout(dir, &files(context), is_layout_file)
+}
+
+/// Writes each JWT bundle of `bundles` to `dir/<trust-domain>.jwks` (mode 0644, JWK Set
+/// documents), after removing every other `*.jwks` file of `dir`: the bundles of trust domains
+/// no longer in the set (and any `.jwks` not written here), which `JwtBundleFiles` would
+/// otherwise keep trusting. Returns the paths written and the ones removed.
+///
+/// # Errors
+/// A message naming the file or directory that could not be written or removed.
+pub fn write_jwt_bundles(
+    dir: &Path,
+    bundles: &JwtBundleSet,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let mut sorted: Vec<&JwtBundle> = bundles.iter().collect();
+    sorted.sort_by(|a, b| a.trust_domain().cmp(b.trust_domain()));
+    let files: Vec<File> = sorted
+        .into_iter()
+        .map(|bundle| File {
+            name: jwt_bundle_file_name(bundle.trust_domain()),
+            text: format!("{:#}\n", bundle.to_jwks()),
+            private: false,
+        })
+        .collect();
+    write_layout(dir, &files, |name| {
+        jwt_bundle_file_trust_domain(name).is_some()
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_layout_file;
+    use super::{is_layout_file, write_jwt_bundles};
+    use spiffe_mtls::jwt::{JwtBundle, JwtBundleSet};
+
+    #[test]
+    fn jwt_bundles_replace_the_jwks_files_of_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "partner.org.jwks",
+            "example.org.jwks",
+            "Stale.jwks",
+            "notes.txt",
+            ".partner.org.jwks.1.tmp",
+        ] {
+            std::fs::write(dir.path().join(name), "old").unwrap();
+        }
+        let jwks = br#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+          "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+          "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let bundles: JwtBundleSet =
+            [JwtBundle::parse("example.org".parse().unwrap(), jwks).unwrap()]
+                .into_iter()
+                .collect();
+        let (written, removed) = write_jwt_bundles(dir.path(), &bundles).unwrap();
+        assert_eq!(written, [dir.path().join("example.org.jwks")]);
+        assert_eq!(
+            removed,
+            [
+                dir.path().join("Stale.jwks"),
+                dir.path().join("partner.org.jwks")
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // The writer owns *.jwks only; other files and temporaries are not its to remove.
+        assert_eq!(
+            left,
+            [".partner.org.jwks.1.tmp", "example.org.jwks", "notes.txt"]
+        );
+        let text = std::fs::read(dir.path().join("example.org.jwks")).unwrap();
+        assert_eq!(
+            JwtBundle::parse("example.org".parse().unwrap(), &text).unwrap(),
+            *bundles.get(&"example.org".parse().unwrap()).unwrap()
+        );
+    }
 
     #[test]
     fn layout_files_are_recognized() {
