@@ -1,40 +1,142 @@
-//! A deadline for a connection's first bytes after its TLS handshake.
+//! Read deadlines for a served connection: its first bytes after the TLS handshake, and then
+//! each idle spell between requests.
 //!
 //! hyper's HTTP/1 header timeout starts once hyper reads a request head, but the automatic
-//! HTTP/1-or-HTTP/2 detection that runs before it, and an HTTP/2 server waiting for the
-//! client's preface, wait without limit: a client that finishes its handshake and then says
-//! nothing would hold its connection, task and buffers forever. This wrapper fails the first
-//! read with [`io::ErrorKind::TimedOut`] when no byte arrived in time; after the first byte it
-//! is a plain pass-through.
+//! HTTP/1-or-HTTP/2 detection that runs before it, an HTTP/2 server waiting for the client's
+//! preface, an HTTP/1 connection kept alive between requests and an HTTP/2 connection with no
+//! stream open all wait without limit: a verified client that says nothing would hold its
+//! connection, task, buffers and (behind a connection bound) its slot forever. [`ReadDeadlines`]
+//! fails a read with [`io::ErrorKind::TimedOut`] when no byte arrived within the first-read
+//! deadline, or, later, when the connection has had no request in flight ([`Activity`]) and no
+//! byte read for the idle timeout.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
-/// `inner` whose first read must bring at least one byte within the deadline.
+/// What a connection is doing, shared by its stream and its requests: how many requests are in
+/// flight (a request is in flight from its arrival until its response body ends or is dropped),
+/// and when the last one ended or the last byte was read.
 #[derive(Debug)]
-pub(crate) struct FirstReadDeadline<S> {
-    inner: S,
-    /// `None` once a byte has arrived.
-    deadline: Option<Pin<Box<Sleep>>>,
+pub(crate) struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `started`.
+    last: AtomicU64,
 }
 
-impl<S> FirstReadDeadline<S> {
-    /// `inner`, whose peer has `within` to send its first byte.
-    pub(crate) fn new(inner: S, within: Duration) -> Self {
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    /// Marks a request in flight until the guard is dropped.
+    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(millis, Ordering::Relaxed);
+    }
+
+    /// When the connection may be closed for idleness, `idle` after the last sign of life;
+    /// `None` while a request is in flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        let at = self.started.checked_add(last)?.checked_add(idle);
+        // An idle timeout too long to represent never expires.
+        Some(at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)))
+    }
+}
+
+/// A request in flight; dropping it ends the request (and counts as activity).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `inner`, whose reads fail with [`io::ErrorKind::TimedOut`] when the peer sent nothing
+/// within the first-read deadline, or, after that, when no request was in flight and no byte
+/// arrived for the idle timeout. Writes pass through.
+#[derive(Debug)]
+pub(crate) struct ReadDeadlines<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    idle: Duration,
+    /// The first-read deadline until a byte arrives, then the next idle check.
+    timer: Pin<Box<Sleep>>,
+    first_byte_seen: bool,
+}
+
+impl<S> ReadDeadlines<S> {
+    /// `inner`, whose peer has `first_read` to send its first byte and may then be idle for
+    /// `idle` at most.
+    pub(crate) fn new(
+        inner: S,
+        activity: Arc<Activity>,
+        first_read: Duration,
+        idle: Duration,
+    ) -> Self {
         Self {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            activity,
+            idle,
+            timer: Box::pin(tokio::time::sleep(first_read)),
+            first_byte_seen: false,
+        }
+    }
+
+    /// Polls the timer; the error when the deadline it stands for has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if !self.first_byte_seen {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing after its TLS handshake",
+                ));
+            }
+            let now = Instant::now();
+            let next = match self.activity.idle_deadline(self.idle) {
+                Some(deadline) if deadline <= now => {
+                    return Poll::Ready(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the connection was idle for {:?}", self.idle),
+                    ));
+                }
+                Some(deadline) => deadline,
+                // A request in flight: look again one idle timeout from now.
+                None => now + self.idle,
+            };
+            self.timer.as_mut().reset(next);
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FirstReadDeadline<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for ReadDeadlines<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -42,28 +144,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstReadDeadline<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(deadline) = this.deadline.as_mut() else {
-            return polled;
-        };
-        match polled {
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                this.deadline = None;
+                if !this.first_byte_seen {
+                    this.first_byte_seen = true;
+                    // From now on the timer is the idle check.
+                    let next = Instant::now() + this.idle;
+                    this.timer.as_mut().reset(next);
+                }
+                this.activity.touch();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => match deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client sent nothing after its TLS handshake",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => this.poll_timer(cx).map(Err),
         }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstReadDeadline<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadDeadlines<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,23 +196,76 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
     async fn a_silent_peer_times_out_and_a_talking_one_does_not() {
         let (client, server) = tokio::io::duplex(64);
-        let mut guarded = FirstReadDeadline::new(server, Duration::from_millis(50));
+        let mut guarded =
+            ReadDeadlines::new(server, Activity::new(), Duration::from_millis(50), LONG);
         let mut byte = [0u8; 1];
         let error = guarded.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            error.to_string(),
+            "the client sent nothing after its TLS handshake"
+        );
         drop(client);
 
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = FirstReadDeadline::new(server, Duration::from_millis(50));
+        let mut guarded =
+            ReadDeadlines::new(server, Activity::new(), Duration::from_millis(50), LONG);
         client.write_all(b"a").await.unwrap();
         assert_eq!(guarded.read(&mut byte).await.unwrap(), 1);
-        // Past the first byte there is no deadline: a later pause is not an error.
+        // Past the first byte only the idle timeout applies.
         tokio::time::sleep(Duration::from_millis(100)).await;
         client.write_all(b"b").await.unwrap();
         assert_eq!(guarded.read(&mut byte).await.unwrap(), 1);
         assert_eq!(&byte, b"b");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_without_a_request_in_flight_times_out() {
+        let idle = Duration::from_secs(5);
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let mut guarded = ReadDeadlines::new(server, Arc::clone(&activity), LONG, idle);
+        let mut byte = [0u8; 1];
+        client.write_all(b"a").await.unwrap();
+        guarded.read(&mut byte).await.unwrap();
+        let started = Instant::now();
+        let error = guarded.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(error.to_string(), "the connection was idle for 5s");
+        assert!(started.elapsed() >= idle && started.elapsed() < idle * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_keeps_the_connection_and_its_end_restarts_the_clock() {
+        let idle = Duration::from_secs(5);
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let mut guarded = ReadDeadlines::new(server, Arc::clone(&activity), LONG, idle);
+        let mut byte = [0u8; 1];
+        client.write_all(b"a").await.unwrap();
+        guarded.read(&mut byte).await.unwrap();
+        let request = activity.request();
+        let read = tokio::spawn(async move {
+            let started = Instant::now();
+            let error = guarded.read(&mut byte).await.unwrap_err();
+            (started.elapsed(), error)
+        });
+        // A slow response: four idle timeouts with nothing read.
+        tokio::time::sleep(idle * 4).await;
+        drop(request);
+        let (elapsed, error) = read.await.unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        // Closed one idle timeout after the request ended, not before.
+        assert!(elapsed >= idle * 5, "{elapsed:?}");
+        assert!(
+            elapsed <= idle * 6 + Duration::from_millis(10),
+            "{elapsed:?}"
+        );
+        drop(client);
     }
 }

@@ -10,19 +10,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::first_read::FirstReadDeadline;
+use super::http_connection::{ConnectionTimeouts, serve_http_connection};
 use super::listener::{Handshake, HandshakeLimits, MtlsListener, is_transient};
-
-/// How long [`HttpServer`] waits, by default, for a request head: the first bytes after the
-/// TLS handshake, and each HTTP/1 request's headers (see [`HttpServer::header_read_timeout`]).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,7 +68,8 @@ impl fmt::Display for RemoteAddr {
 /// the others. After the handshake, a client has
 /// [`header_read_timeout`](Self::header_read_timeout) (default 30 s) to send its first bytes,
 /// and each HTTP/1 request head must arrive within it, so a client that connects and says
-/// nothing cannot hold a connection either.
+/// nothing cannot hold a connection either; a connection with no request in flight and nothing
+/// read for [`idle_timeout`](Self::idle_timeout) (default 60 s) is closed.
 ///
 /// # Example
 /// ```no_run
@@ -107,7 +101,7 @@ pub struct HttpServer {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     limits: HandshakeLimits,
-    header_read_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
 }
 
@@ -122,7 +116,7 @@ impl HttpServer {
             listener,
             config,
             limits: HandshakeLimits::default(),
-            header_read_timeout: HEADER_READ_TIMEOUT,
+            timeouts: ConnectionTimeouts::new(),
             anonymous_clients: false,
         }
     }
@@ -167,7 +161,28 @@ impl HttpServer {
     /// ```
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.timeouts = self.timeouts.first_read(timeout).header_read(timeout);
+        self
+    }
+
+    /// How long a connection may stay open with no request in flight and nothing read from
+    /// the client (default [`IDLE_TIMEOUT`](super::IDLE_TIMEOUT), 60 s), HTTP/1 kept alive
+    /// and HTTP/2 alike; a request in flight (until its response body is sent: a long stream
+    /// included) keeps it open. See [`ConnectionTimeouts`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::{sync::Arc, time::Duration};
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = spiffe_mtls::net::HttpServer::new(listener, config)
+    ///     .idle_timeout(Duration::from_secs(300));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts = self.timeouts.idle(timeout);
         self
     }
 
@@ -273,7 +288,7 @@ impl HttpServer {
             connections.spawn(serve_connection(
                 handshake,
                 service.clone(),
-                self.header_read_timeout,
+                self.timeouts,
                 self.anonymous_clients,
             ));
             while connections.try_join_next().is_some() {}
@@ -364,7 +379,7 @@ where
 async fn serve_connection<S, B>(
     handshake: Handshake,
     service: S,
-    header_read_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -399,15 +414,7 @@ async fn serve_connection<S, B>(
         request.extensions_mut().insert(remote);
         request
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let io = TokioIo::new(FirstReadDeadline::new(stream, header_read_timeout));
-    let served = builder
-        .serve_connection(io, TowerToHyperService::new(service))
-        .await;
+    let served = serve_http_connection(stream, service, timeouts, std::future::pending()).await;
     if let Err(error) = served {
         tracing::debug!(%error, "HTTP connection ended with an error");
     }

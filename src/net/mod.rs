@@ -7,6 +7,7 @@
 //! |---|---|
 //! | a TCP listener and an axum `Router` or any tower service | [`serve_http`], or [`HttpServer`] for its limits |
 //! | routes that only some peers may call | [`RoutePolicyLayer`] with a [`Policy`](crate::Policy) |
+//! | one canonical request path for your own router or file server | [`CanonicalPathLayer`] |
 //! | handlers or frameworks that read the caller from a header | [`IdentityHeaderLayer`] |
 //! | a hyper-util client | [`MtlsConnector`] |
 //! | a reqwest client | [`reqwest_client`] / [`reqwest_builder`], [`reqwest_peer`] |
@@ -26,13 +27,17 @@
 //! [`GrpcIncoming`].
 
 #[cfg(feature = "http")]
+mod canonical_path;
+#[cfg(feature = "http")]
 mod connector;
 #[cfg(feature = "http")]
-mod first_read;
+mod deadlines;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod http_connection;
 #[cfg(feature = "http")]
 mod identity_header;
 #[cfg(all(feature = "http", feature = "jwt"))]
@@ -49,13 +54,21 @@ mod stream;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use canonical_path::{CanonicalPath, CanonicalPathLayer, PathError, canonical_path};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use connector::MtlsConnector;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use grpc::{GrpcChannelError, GrpcConnectInfo, GrpcIncoming, grpc_channel, incoming};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{HEADER_READ_TIMEOUT, HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
+pub use http::{HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http_connection::{
+    ConnectionTimeouts, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, serve_http_connection,
+};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use identity_header::{IdentityHeader, IdentityHeaderLayer, SPIFFE_ID_HEADER};

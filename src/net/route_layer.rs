@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use http::header::{CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Request, Response, StatusCode};
 
+use super::canonical_path::{canonical_path, canonicalize_request, refuse_path};
 use crate::authorize::Policy;
 use crate::tls::{self, PeerIdentity};
 
@@ -21,6 +22,12 @@ use crate::tls::{self, PeerIdentity};
 /// - Refused: `403 Forbidden`, `text/plain`, body
 ///   `forbidden: route "/admin" does not allow spiffe://example.org/agent/x`; the inner service
 ///   is not called. A route the policy does not name is refused.
+/// - A path with no [canonical form](super::canonical_path) (`/admin%2Fx`, `//admin`,
+///   `/public/..%2fadmin`, `/a;b`, ...): `400 Bad Request`, body
+///   `bad request: path "/admin%2Fx" refused: the path has an encoded separator "%2F"`, with an
+///   audit event (`rule="canonical path"`); the inner service is not called. Otherwise the
+///   route is chosen on the canonical path, and the inner service receives the request with
+///   that path (and the query as sent), so the route decided and the path served are the same.
 /// - No `PeerIdentity` extension (a service not behind `serve_http`, say): `403`, body
 ///   `forbidden: route "/admin" needs a verified SPIFFE ID`. Never allowed.
 ///
@@ -158,9 +165,10 @@ where
 /// covers `/api` and `/api/items`, not `/apis`; `/` covers every path). A path no route covers
 /// is its own route, which the policy does not name, so it is refused.
 ///
-/// The path is compared as received (no percent-decoding, no dot-segment removal). A path with
-/// a `.` or `..` segment, even percent-encoded, is its own route too (refused), so that
-/// `/public/../admin` cannot pass as `/public` before something downstream normalizes it.
+/// The path is compared in its [canonical form](super::canonical_path) (unreserved characters
+/// decoded, so `/%61dmin` is `/admin`); a path that has none (an encoded `/`, a dot segment,
+/// `//`, a `;`, ...) is its own route, which no policy names. [`RoutePolicyLayer`] refuses such
+/// a path with `400` before choosing a route, and hands the inner service the canonical path.
 ///
 /// # Example
 /// ```
@@ -172,6 +180,7 @@ where
 /// assert_eq!(routes.route_of("/api/items"), "/api");
 /// assert_eq!(routes.route_of("/apis"), "/apis");
 /// assert_eq!(routes.route_of("/api/../admin"), "/api/../admin");
+/// assert_eq!(routes.route_of("/%61pi/admin/x"), "/api/admin");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -202,13 +211,13 @@ impl PathPrefixRoute {
     /// # Example
     /// See [`PathPrefixRoute`].
     pub fn route_of(&self, path: &str) -> String {
-        if !path.starts_with('/') || has_dot_segment(path) {
+        let Ok(path) = canonical_path(path) else {
             return path.to_owned();
-        }
+        };
         self.prefixes
             .iter()
-            .find(|prefix| covers(prefix, path))
-            .map_or_else(|| path.to_owned(), Clone::clone)
+            .find(|prefix| covers(prefix, &path))
+            .map_or_else(|| path.into_owned(), Clone::clone)
     }
 }
 
@@ -225,14 +234,6 @@ fn covers(prefix: &str, path: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
-}
-
-/// Whether a segment of `path` is `.` or `..`, literally or percent-encoded.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 /// The service of [`RoutePolicyLayer`].
@@ -271,7 +272,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Err(error) = canonicalize_request(&mut request) {
+            return Box::pin(std::future::ready(Ok(refuse_path(&request, &error))));
+        }
         let route = self.route.route(&request);
         let Some(peer) = request.extensions().get::<PeerIdentity>() else {
             tls::route_denied(
@@ -360,9 +364,16 @@ mod tests {
             "/x/%2e%2E/api",
             "/api/%2E",
             "/./",
+            "//api",
+            "/api%2Fx",
+            "/x/..%2fapi",
+            "/api;x",
         ] {
             assert_eq!(r.route_of(path), path);
         }
+        // Encoded unreserved characters name the path they decode to.
+        assert_eq!(r.route_of("/%61pi/x"), "/api");
+        assert_eq!(routes(&["/api"]).route_of("/%61pix"), "/apix");
         // Dots inside a segment are fine.
         assert_eq!(r.route_of("/api/v1.2/..x"), "/api");
         let none = routes(&["/api"]);

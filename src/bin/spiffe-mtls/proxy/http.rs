@@ -1,7 +1,18 @@
 //! `proxy server --http`: HTTP/1.1 and HTTP/2 from the client, HTTP/1.1 (or h2c) to the
-//! target, through the crate's layers: [`RoutePolicyLayer`] (with `--policy` routes: 403
-//! naming the route) and [`IdentityHeaderLayer`] (the client's own identity header removed,
-//! the verified SPIFFE ID set).
+//! target, through the crate's layers, in this order:
+//!
+//! 1. hop-by-hop headers removed (the fixed list, and every header the client's `Connection`
+//!    names), before anything else, so no header set later can be removed by the client;
+//! 2. [`CanonicalPathLayer`]: one canonical path, or `400` for a path with none (encoded `/`
+//!    or `\`, dot segments, `//`, `;`, control bytes);
+//! 3. [`RoutePolicyLayer`] (with `--policy` routes: 403 naming the route), on that path;
+//! 4. [`IdentityHeaderLayer`]: every client-supplied spelling of the identity header removed
+//!    (`_` for `-`, any case), the verified SPIFFE ID set;
+//! 5. the target gets exactly the canonical path and the query as sent, `Host` (HTTP/1.1) or
+//!    `:authority` (h2c) set to the `--target` address whatever the client sent.
+//!
+//! Each connection is served by the library's [`serve_http_connection`]: a first-read
+//! deadline after the handshake and an idle timeout, HTTP/1 and HTTP/2 alike.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,19 +29,17 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use spiffe_mtls::Policy;
-use spiffe_mtls::net::{IdentityHeaderLayer, PeerIdentity, RemoteAddr, RoutePolicyLayer};
+use spiffe_mtls::net::{
+    CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, PeerIdentity, RemoteAddr,
+    RoutePolicyLayer, serve_http_connection,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
 
 use super::address::{Address, Stream};
 use super::metrics::Metrics;
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Requests and route refusals on one connection.
 pub type Counts = Arc<(AtomicU64, AtomicU64)>;
@@ -42,15 +51,18 @@ pub struct Forwarding {
     layer: IdentityHeaderLayer,
     routes: Option<RoutePolicyLayer>,
     h2c: bool,
+    timeouts: ConnectionTimeouts,
 }
 
 impl Forwarding {
-    /// Forwarding to `target`, with the identity header, the policy's routes and h2c.
+    /// Forwarding to `target`, with the identity header, the policy's routes, h2c and the
+    /// client connections' deadlines.
     pub fn new(
         target: Address,
         id_header: Option<&str>,
         routes: Option<Policy>,
         h2c: bool,
+        timeouts: ConnectionTimeouts,
     ) -> Result<Self, String> {
         let layer = match id_header {
             Some(name) => IdentityHeaderLayer::new()
@@ -70,6 +82,7 @@ impl Forwarding {
             layer,
             routes: routes.map(RoutePolicyLayer::new),
             h2c,
+            timeouts,
         })
     }
 
@@ -97,6 +110,9 @@ impl Forwarding {
         let service = ServiceBuilder::new()
             .map_request(move |mut request: Request<Incoming>| {
                 counted.0.fetch_add(1, Ordering::Relaxed);
+                // First of all, so that a header set below cannot be named by the client's
+                // `Connection` and removed after it was set.
+                strip_hop_by_hop(request.headers_mut());
                 request.extensions_mut().insert(peer.clone());
                 if let Some(remote) = remote {
                     request.extensions_mut().insert(RemoteAddr(remote));
@@ -104,36 +120,40 @@ impl Forwarding {
                 request
             })
             .map_response(move |response: Response<ProxyBody>| {
-                if response.status() == StatusCode::FORBIDDEN
-                    && response.extensions().get::<FromTarget>().is_none()
-                {
-                    counts.1.fetch_add(1, Ordering::Relaxed);
-                    metrics.refused("route_denied");
+                let status = response.status();
+                if response.extensions().get::<FromTarget>().is_none() {
+                    let reason = match status {
+                        StatusCode::FORBIDDEN => Some("route_denied"),
+                        StatusCode::BAD_REQUEST => Some("path_refused"),
+                        _ => None,
+                    };
+                    if let Some(reason) = reason {
+                        counts.1.fetch_add(1, Ordering::Relaxed);
+                        metrics.refused(reason);
+                    }
                 }
                 response
             })
+            .layer(CanonicalPathLayer::new())
             .option_layer(self.routes.clone())
             .layer(self.layer.clone())
             .service(forward);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // A verified client that stops sending mid-request does not hold its slot forever.
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        tokio::pin!(connection);
-        let served = tokio::select! {
-            served = connection.as_mut() => served,
-            () = async { drop(draining.wait_for(|draining| *draining).await); } => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
+        let draining = async move {
+            drop(draining.wait_for(|draining| *draining).await);
         };
+        let served = serve_http_connection(stream, service, self.timeouts, draining).await;
         match served {
             Ok(()) => "closed".to_owned(),
-            Err(error) => format!("http: {error}"),
+            Err(error) => {
+                // hyper's own message names only the kind; the cause says what happened.
+                let mut end = format!("http: {error}");
+                let mut cause = error.source();
+                while let Some(error) = cause {
+                    end.push_str(&format!(": {error}"));
+                    cause = error.source();
+                }
+                end
+            }
         }
     }
 }
@@ -194,9 +214,14 @@ impl Service<Request<Incoming>> for Forward {
         } else {
             Version::HTTP_11
         };
-        strip_hop_by_hop(&mut parts.headers);
+        // Hop-by-hop headers went before the identity was set (`Forwarding::serve`). The
+        // target is addressed as itself, whatever the client sent: HTTP/2 takes `:authority`
+        // from the URI, HTTP/1.1 gets the same in `Host`, so a virtual-host backend cannot be
+        // steered by the client.
         if self.h2c {
             parts.headers.remove(header::HOST);
+        } else if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
         }
         let response = self.client.request(Request::from_parts(parts, body));
         Box::pin(async move {

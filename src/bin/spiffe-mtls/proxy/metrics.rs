@@ -3,7 +3,7 @@
 //! | Metric | Type | Labels |
 //! |---|---|---|
 //! | `spiffe_proxy_connections_accepted_total` | counter | |
-//! | `spiffe_proxy_connections_refused_total` | counter | `reason`: `unauthorized`, `untrusted_certificate`, `no_certificate`, `handshake_timeout`, `handshake_failed`, `target_unreachable`, `route_denied` (HTTP requests), `refused_by_server` (a `proxy client` whose certificate the server refused) |
+//! | `spiffe_proxy_connections_refused_total` | counter | `reason`: `unauthorized`, `untrusted_certificate`, `no_certificate`, `handshake_timeout`, `handshake_failed`, `target_unreachable`, `route_denied` (HTTP requests refused by a route), `path_refused` (HTTP requests whose path has no canonical form), `refused_by_server` (a `proxy client` whose certificate the server refused) |
 //! | `spiffe_proxy_connections_active` | gauge | |
 //! | `spiffe_proxy_handshakes_total` | counter | `result`: `ok`, `failed` |
 //! | `spiffe_proxy_handshake_duration_seconds` | histogram | |

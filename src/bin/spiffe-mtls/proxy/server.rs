@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spiffe_mtls::authorize::{self, Authorizer, Policy};
+use spiffe_mtls::dev_server::parse_duration;
 use spiffe_mtls::rustls::ServerConfig;
 use spiffe_mtls::{SpiffeId, TrustDomain, net, tls};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -59,6 +60,14 @@ pub struct Args {
     /// With --http: speak HTTP/2 without TLS (h2c, prior knowledge) to the target.
     #[arg(long, requires = "http")]
     h2c: bool,
+    /// With --http: a client must send its first bytes within this long after its TLS
+    /// handshake (a verified client that says nothing is disconnected then).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, requires = "http")]
+    first_read_timeout: Duration,
+    /// With --http: close a connection with no request in flight and nothing read for this
+    /// long (HTTP/1 kept alive and HTTP/2 alike; a long response or stream is never cut).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration, requires = "http")]
+    idle_timeout: Duration,
     /// TCP mode: send a PROXY protocol v2 header to the target first, with the client's
     /// address and its SPIFFE ID in a TLV of type 0xE0.
     #[arg(long, conflicts_with = "http")]
@@ -116,6 +125,9 @@ pub async fn run(args: &Args) -> Result<(), String> {
             args.id_header.as_deref(),
             policy.filter(|p| p.route_names().next().is_some()),
             args.h2c,
+            net::ConnectionTimeouts::new()
+                .first_read(args.first_read_timeout)
+                .idle(args.idle_timeout),
         )?)
     } else {
         None
