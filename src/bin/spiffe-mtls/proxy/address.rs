@@ -5,7 +5,7 @@
 //! - The socket file gets mode 0600 ([`DEFAULT_SOCKET_MODE`]), or `--socket-mode`, and never
 //!   has another one while it can be reached: it is bound in a fresh private (0700)
 //!   directory beside its path, given its mode there, then renamed into place
-//!   ([`bind_unix`]).
+//!   (`bind_unix`).
 //! - Its directory must exist (missing ones are created 0700), be owned by this user or root,
 //!   and give no write permission to group or others, sticky or not ([`check_socket_dir`]):
 //!   whoever may write to it could remove or replace the socket and receive what local
@@ -104,7 +104,7 @@ impl Address {
     }
 
     /// Binds a listener; a Unix socket file gets the permission bits `mode` before anyone
-    /// else can reach it (see [`bind_unix`]), in a directory that [`check_socket_dir`]
+    /// else can reach it (bound in a private directory, then renamed), in a directory that [`check_socket_dir`]
     /// accepts. A Unix socket file left behind by a process that is gone is replaced; one
     /// that accepts connections is not, nor anything that is not a socket.
     pub async fn bind_with_mode(&self, mode: u32) -> Result<Listener, String> {
