@@ -239,19 +239,34 @@ async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
         )]
     );
 
-    // `/apis` is not under `/api`; dot segments never pass as the prefix before them.
-    for path in [
-        "/apis",
-        "/api/items/../admin/users",
-        "/api/%2e%2e/api/admin/users",
-    ] {
+    // `/apis` is not under `/api`.
+    let answer = send(&client, get_req(&address, "/apis")).await;
+    assert_eq!(answer.0, StatusCode::FORBIDDEN);
+    let events = recorder.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["route"], "/apis");
+    assert_eq!(events[0]["decision"], "denied");
+    // Dot segments never pass as the prefix before them: a path with no canonical form is a
+    // bad request, audited with the path as received.
+    for path in ["/api/items/../admin/users", "/api/%2e%2e/api/admin/users"] {
         let answer = send(&client, get_req(&address, path)).await;
-        assert_eq!(answer.0, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            answer.1,
+            format!("bad request: path {path:?} refused: the path has a dot segment \"..\"\n")
+        );
         let events = recorder.take();
         assert_eq!(events.len(), 1, "{path}: {events:?}");
-        assert_eq!(events[0]["route"], path);
+        assert_eq!(events[0]["route"], format!("{path:?}"));
+        assert_eq!(events[0]["rule"], "canonical path");
         assert_eq!(events[0]["decision"], "denied");
     }
+    // An encoded unreserved character is decoded: `/%61pi/admin/users` is decided (and
+    // served) as `/api/admin/users`.
+    let answer = send(&client, get_req(&address, "/%61pi/admin/users")).await;
+    assert_eq!(answer.0, StatusCode::FORBIDDEN);
+    let events = recorder.take();
+    assert_eq!(events[0]["route"], "/api/admin");
 
     // Only the allowed requests reached a handler.
     assert_eq!(calls.load(Ordering::SeqCst), 2);

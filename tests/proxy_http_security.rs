@@ -88,6 +88,20 @@ impl Drop for Python {
     }
 }
 
+/// The `proxy-request` line of `server` that contains every one of `parts` (bounded wait).
+fn request_line(server: &Proc, parts: &[&str]) -> String {
+    let mut found = None;
+    wait_until("a proxy-request line", || {
+        let lines = server.lines.lock().unwrap();
+        found = lines
+            .iter()
+            .find(|l| l.starts_with("proxy-request ") && parts.iter().all(|p| l.contains(p)))
+            .cloned();
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
 /// A document root with `/admin/secret.txt`, `/public/index.html` and `/index.html`.
 fn document_root(world: &World) -> std::path::PathBuf {
     let root = world.path("www");
@@ -256,6 +270,13 @@ fn encoded_paths_cannot_walk_around_a_route_to_python_http_server() {
     assert!(!body.contains(SECRET), "{body}");
     let line = server.audit_line(&["denied_requests="]);
     assert!(line.contains("decision=accepted"), "{line}");
+    // Each refusal has its line, naming the route decided on the canonical path.
+    let line = request_line(&server, &["status=403", "path=/admin/secret.txt"]);
+    assert!(line.contains("route=/admin "), "{line}");
+    assert!(line.contains(&format!("peer={CLIENT_ID} ")), "{line}");
+    let line = request_line(&server, &["status=400", "path=/admin%2Fsecret.txt"]);
+    assert!(line.contains("route=- "), "{line}");
+    assert!(line.contains("rule=\"canonical path\""), "{line}");
 
     // With no `/` route: only /public is open to the client.
     let narrow = policy(

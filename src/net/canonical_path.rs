@@ -17,10 +17,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 
+use super::refusal::{RouteRefusal, refusal_response};
 use crate::tls::{self, PeerIdentity};
 
 /// Why a request path was refused by [`canonical_path`].
@@ -196,29 +196,28 @@ where
     B: From<String>,
 {
     let peer = request.extensions().get::<PeerIdentity>();
-    let shown = format!("{:?}", request.uri().path());
+    let path = request.uri().path();
+    let shown = format!("{path:?}");
     tls::route_denied(
         peer.map(PeerIdentity::spiffe_id),
         &shown,
         &"canonical path",
         error,
     );
-    let mut response = Response::new(B::from(format!(
-        "bad request: path {shown} refused: {error}\n"
-    )));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
+    let refusal = RouteRefusal {
+        route: None,
+        path: path.to_owned(),
+        rule: "canonical path".to_owned(),
+        reason: error.to_string(),
+    };
+    let body = format!("bad request: path {shown} refused: {error}\n");
+    refusal_response(StatusCode::BAD_REQUEST, body, refusal)
 }
 
 /// Gives every request one canonical path ([`canonical_path`]) before the inner service sees
 /// it, and answers `400 Bad Request` (`text/plain`, naming the rule) to a path that has none,
-/// with an audit event (`decision=denied`, `rule="canonical path"`).
+/// with an audit event (`decision=denied`, `rule="canonical path"`) and a
+/// [`RouteRefusal`](super::RouteRefusal) in the response's extensions.
 ///
 /// [`RoutePolicyLayer`](super::RoutePolicyLayer) does the same itself; this layer is for a
 /// service that decides on paths in other ways (its own router, a file server, a proxy).

@@ -46,6 +46,8 @@ mod jwt_auth;
 mod jwt_bearer;
 #[cfg(any(feature = "http", feature = "grpc"))]
 mod listener;
+#[cfg(feature = "http")]
+mod refusal;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 #[cfg(feature = "http")]
@@ -97,6 +99,9 @@ pub use jwt_bearer::reqwest_bearer;
     doc(cfg(all(feature = "http", feature = "jwt", feature = "workload-api")))
 )]
 pub use jwt_bearer::{JwtBearer, JwtBearerLayer};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use refusal::RouteRefusal;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_client::{reqwest_builder, reqwest_client, reqwest_peer};

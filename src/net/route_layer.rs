@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Request, Response, StatusCode};
 
 use super::canonical_path::{canonical_path, canonicalize_request, refuse_path};
+use super::refusal::{RouteRefusal, refusal_response};
 use crate::authorize::Policy;
 use crate::tls::{self, PeerIdentity};
 
@@ -32,7 +32,8 @@ use crate::tls::{self, PeerIdentity};
 ///   `forbidden: route "/admin" needs a verified SPIFFE ID`. Never allowed.
 ///
 /// Each decision is one audit event (target [`AUDIT_TARGET`](crate::tls::AUDIT_TARGET)) with
-/// `side`, `peer`, `trust_domain`, `decision`, `rule`, `route` and, for a denial, `reason`;
+/// `side`, `peer`, `trust_domain`, `decision`, `rule`, `route` and, for a denial, `reason`
+/// (also in a [`RouteRefusal`](super::RouteRefusal) in the refusal's extensions);
 /// see [`crate::tls`]'s audit module docs. The refusal body names the route and the peer, not
 /// the rule: the rule is in the audit event.
 ///
@@ -277,15 +278,25 @@ where
             return Box::pin(std::future::ready(Ok(refuse_path(&request, &error))));
         }
         let route = self.route.route(&request);
+        let refusal = |rule: String, reason: &str| RouteRefusal {
+            route: Some(route.clone()),
+            path: request.uri().path().to_owned(),
+            rule,
+            reason: reason.to_owned(),
+        };
         let Some(peer) = request.extensions().get::<PeerIdentity>() else {
-            tls::route_denied(
-                None,
-                &route,
-                &"verified SPIFFE ID",
-                &"the request carries no verified peer identity",
+            let (rule, reason) = (
+                "verified SPIFFE ID",
+                "the request carries no verified peer identity",
             );
+            tls::route_denied(None, &route, &rule, &reason);
             let body = format!("forbidden: route {route:?} needs a verified SPIFFE ID\n");
-            return Box::pin(std::future::ready(Ok(forbidden(body))));
+            let refusal = refusal(rule.to_owned(), reason);
+            return Box::pin(std::future::ready(Ok(refusal_response(
+                StatusCode::FORBIDDEN,
+                body,
+                refusal,
+            ))));
         };
         let id = peer.spiffe_id();
         match self.policy.authorize_route(&route, id) {
@@ -301,29 +312,18 @@ where
                 Box::pin(self.inner.call(request))
             }
             Err(error) => {
-                tls::route_denied(
-                    Some(id),
-                    &route,
-                    &error.rule,
-                    &"the rule does not allow this SPIFFE ID",
-                );
+                let reason = "the rule does not allow this SPIFFE ID";
+                tls::route_denied(Some(id), &route, &error.rule, &reason);
                 let body = format!("forbidden: route {route:?} does not allow {id}\n");
-                Box::pin(std::future::ready(Ok(forbidden(body))))
+                let refusal = refusal(error.rule.to_string(), reason);
+                Box::pin(std::future::ready(Ok(refusal_response(
+                    StatusCode::FORBIDDEN,
+                    body,
+                    refusal,
+                ))))
             }
         }
     }
-}
-
-fn forbidden<B: From<String>>(body: String) -> Response<B> {
-    let mut response = Response::new(B::from(body));
-    *response.status_mut() = StatusCode::FORBIDDEN;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
 }
 
 #[cfg(test)]

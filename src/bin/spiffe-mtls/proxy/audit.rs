@@ -21,12 +21,25 @@
 //! - `duration_ms`: from accept to close;
 //! - `end`: `closed` (both sides finished), `drained` (cut at the end of `--drain-timeout`),
 //!   or what went wrong (`handshake: ...`, `target: ...`, `relay: ...`). With `--http`, also
-//!   `requests=N` and `denied_requests=N` (403 by the policy's routes) before `end`.
+//!   `requests=N` and `denied_requests=N` (403 by the policy's routes, 400 for a path with no
+//!   canonical form) before `end`.
+//!
+//! With `--http`, each refused request has a line of its own as it is refused:
+//!
+//! ```text
+//! proxy-request time=2026-11-30T16:00:02Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=denied status=403 route=/admin path=/admin/secret.txt rule="ids [spiffe://example.org/ops]" reason="the rule does not allow this SPIFFE ID"
+//! proxy-request time=2026-11-30T16:00:03Z side=server remote=127.0.0.1:53212 peer=spiffe://example.org/client decision=denied status=400 route=- path=/admin%2Fsecret.txt rule="canonical path" reason="the path has an encoded separator \"%2F\""
+//! ```
+//!
+//! `route` is the route that was decided, on the canonical path (`-` when the path had none);
+//! `path` is that canonical path, or the path as received when it had none.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
+
+use spiffe_mtls::net::RouteRefusal;
 
 use super::counted::Traffic;
 use super::metrics::Metrics;
@@ -108,15 +121,49 @@ impl Record {
     }
 }
 
+/// Who a connection's requests come from, for [`request_refused`].
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// The address that connected to `--listen` (`unix` for a Unix socket).
+    pub remote: String,
+    /// The verified SPIFFE ID.
+    pub peer: String,
+}
+
+/// The `proxy-request` line of a request the route layers refused.
+pub fn request_refused(who: &Who, status: http::StatusCode, refusal: &RouteRefusal) {
+    let mut out = String::with_capacity(256);
+    out.push_str("proxy-request time=");
+    out.push_str(&crate::fetch::rfc3339(SystemTime::now()));
+    out.push_str(" side=server remote=");
+    value(&mut out, &who.remote);
+    out.push_str(" peer=");
+    value(&mut out, &who.peer);
+    let _ = write!(out, " decision=denied status={} route=", status.as_u16());
+    value(&mut out, refusal.route().unwrap_or("-"));
+    out.push_str(" path=");
+    value(&mut out, refusal.path());
+    out.push_str(" rule=");
+    value(&mut out, refusal.rule());
+    out.push_str(" reason=");
+    value(&mut out, refusal.reason());
+    out.push('\n');
+    write_line(&out);
+}
+
+/// Writes one whole line to standard output: lines of concurrent connections never
+/// interleave, and a closed standard output must not take the proxy down.
+fn write_line(line: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
+}
+
 impl Drop for Record {
     fn drop(&mut self) {
         self.metrics
             .bytes(self.traffic.inbound(), self.traffic.outbound());
         let mut line = self.line();
         line.push('\n');
-        // One write per line (lines of concurrent connections never interleave); a closed
-        // standard output must not take the proxy down.
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
+        write_line(&line);
     }
 }
 

@@ -32,13 +32,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use spiffe_mtls::Policy;
 use spiffe_mtls::net::{
     CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, PeerIdentity, RemoteAddr,
-    RoutePolicyLayer, serve_http_connection,
+    RoutePolicyLayer, RouteRefusal, serve_http_connection,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
 
 use super::address::{Address, Stream};
+use super::audit;
 use super::metrics::Metrics;
 
 /// Requests and route refusals on one connection.
@@ -107,6 +108,10 @@ impl Forwarding {
         };
         let counted = Arc::clone(&counts);
         let metrics = Arc::clone(metrics);
+        let who = audit::Who {
+            remote: remote.map_or_else(|| "unix".to_owned(), |a| a.to_string()),
+            peer: peer.spiffe_id().to_string(),
+        };
         let service = ServiceBuilder::new()
             .map_request(move |mut request: Request<Incoming>| {
                 counted.0.fetch_add(1, Ordering::Relaxed);
@@ -120,17 +125,14 @@ impl Forwarding {
                 request
             })
             .map_response(move |response: Response<ProxyBody>| {
-                let status = response.status();
-                if response.extensions().get::<FromTarget>().is_none() {
-                    let reason = match status {
-                        StatusCode::FORBIDDEN => Some("route_denied"),
-                        StatusCode::BAD_REQUEST => Some("path_refused"),
-                        _ => None,
+                if let Some(refusal) = response.extensions().get::<RouteRefusal>() {
+                    counts.1.fetch_add(1, Ordering::Relaxed);
+                    let reason = match refusal.route() {
+                        Some(_) => "route_denied",
+                        None => "path_refused",
                     };
-                    if let Some(reason) = reason {
-                        counts.1.fetch_add(1, Ordering::Relaxed);
-                        metrics.refused(reason);
-                    }
+                    metrics.refused(reason);
+                    audit::request_refused(&who, response.status(), refusal);
                 }
                 response
             })
@@ -157,11 +159,6 @@ impl Forwarding {
         }
     }
 }
-
-/// Marks a response that came from the target (a 403 of the target's is not a route
-/// refusal of ours).
-#[derive(Debug, Clone, Copy)]
-struct FromTarget;
 
 /// Hop-by-hop headers, not forwarded.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -230,7 +227,6 @@ impl Service<Request<Incoming>> for Forward {
                     let mut response = response.map(ProxyBody::Stream);
                     // The target's `Connection: close` is about its own connection.
                     strip_hop_by_hop(response.headers_mut());
-                    response.extensions_mut().insert(FromTarget);
                     Ok(response)
                 }
                 Err(error) => Ok(text(
