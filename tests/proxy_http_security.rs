@@ -29,6 +29,8 @@ struct Python {
 
 impl Python {
     /// Starts `python3 args`, which prints a line ending in its port once listening.
+    // The child is returned inside `Python`, whose `Drop` kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     fn start(args: &[&str], ready: &str) -> Self {
         let mut child = Command::new("python3")
             .arg("-u")

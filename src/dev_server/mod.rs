@@ -64,5 +64,6 @@ pub use attest::{Caller, Selector};
 pub use authority::rewrite_client_bytes;
 pub use ca::{DevCa, DevCaError, SvidRequest};
 pub use config::{ConfigError, DEFAULT_SVID_TTL, DevServerConfig, Entry, parse_duration};
+pub use procfs::effective_uid;
 pub use server::{DevServer, DevServerError, DevServerOptions};
 pub use socket::{DEFAULT_SOCKET_NAME, SocketDirError, default_socket_dir, ensure_private_dir};

@@ -53,7 +53,16 @@ pub(crate) fn executable(pid: u32) -> io::Result<Executable> {
 }
 
 /// This process's effective user ID (the second `Uid:` field of `/proc/self/status`).
-pub(crate) fn effective_uid() -> io::Result<u32> {
+///
+/// # Errors
+/// When `/proc/self/status` cannot be read or has no such field.
+///
+/// # Example
+/// ```
+/// # #[cfg(target_os = "linux")]
+/// assert!(spiffe_mtls::dev_server::effective_uid().is_ok());
+/// ```
+pub fn effective_uid() -> io::Result<u32> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     status
         .lines()

@@ -232,7 +232,7 @@ mod tests {
         let mut guarded = ReadDeadlines::new(server, Arc::clone(&activity), LONG, idle);
         let mut byte = [0u8; 1];
         client.write_all(b"a").await.unwrap();
-        guarded.read(&mut byte).await.unwrap();
+        assert_eq!(guarded.read(&mut byte).await.unwrap(), 1);
         let started = Instant::now();
         let error = guarded.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
@@ -248,7 +248,7 @@ mod tests {
         let mut guarded = ReadDeadlines::new(server, Arc::clone(&activity), LONG, idle);
         let mut byte = [0u8; 1];
         client.write_all(b"a").await.unwrap();
-        guarded.read(&mut byte).await.unwrap();
+        assert_eq!(guarded.read(&mut byte).await.unwrap(), 1);
         let request = activity.request();
         let read = tokio::spawn(async move {
             let started = Instant::now();

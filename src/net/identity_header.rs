@@ -172,7 +172,7 @@ fn remove_claims(headers: &mut HeaderMap, name: &HeaderName) {
     let connection: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
     if !connection
         .iter()
-        .any(|value| value.to_str().map_or(false, |v| v.split(',').any(named)))
+        .any(|value| value.to_str().is_ok_and(|v| v.split(',').any(named)))
     {
         return;
     }
@@ -188,10 +188,10 @@ fn remove_claims(headers: &mut HeaderMap, name: &HeaderName) {
             .filter(|token| !named(token))
             .map(str::trim)
             .collect();
-        if kept.iter().any(|token| !token.is_empty()) {
-            if let Ok(kept) = HeaderValue::from_str(&kept.join(", ")) {
-                headers.append(CONNECTION, kept);
-            }
+        if kept.iter().any(|token| !token.is_empty())
+            && let Ok(kept) = HeaderValue::from_str(&kept.join(", "))
+        {
+            headers.append(CONNECTION, kept);
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = EndpointAddress::parse_lenient)]
     socket: Option<EndpointAddress>,
     /// Permission bits of the Unix socket file, in octal.
-    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = crate::proxy::parse_socket_mode)]
     socket_mode: u32,
     /// Allow a TCP address other than loopback (callers on other hosts match no entry).
     #[arg(long)]
@@ -51,14 +51,6 @@ pub struct Args {
     /// Write the local bundle as PEM here, and again at every CA change.
     #[arg(long, value_name = "FILE")]
     write_bundle: Option<PathBuf>,
-}
-
-fn parse_mode(value: &str) -> Result<u32, String> {
-    let digits = value.strip_prefix("0o").unwrap_or(value);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("{value:?} is not an octal permission mode such as 0600 or 0660"))
 }
 
 /// The address to serve: --socket, or the private default directory (created or checked).

@@ -2,7 +2,7 @@
 //! over either.
 //!
 //! # Unix sockets this proxy creates (`--listen`, `--status`)
-//! - The socket file gets mode 0600 ([`DEFAULT_SOCKET_MODE`]), or `--socket-mode`, and never
+//! - The socket file gets mode 0600, or the one `--socket-mode` gives, and never
 //!   has another one while it can be reached: it is bound in a fresh private (0700)
 //!   directory beside its path, given its mode there, then renamed into place
 //!   (`bind_unix`).
@@ -97,12 +97,6 @@ impl Address {
         }
     }
 
-    /// Binds a listener; a Unix socket gets [`DEFAULT_SOCKET_MODE`]. See
-    /// [`bind_with_mode`](Self::bind_with_mode).
-    pub async fn bind(&self) -> Result<Listener, String> {
-        self.bind_with_mode(DEFAULT_SOCKET_MODE).await
-    }
-
     /// Binds a listener; a Unix socket file gets the permission bits `mode` before anyone
     /// else can reach it (bound in a private directory, then renamed), in a directory that [`check_socket_dir`]
     /// accepts. A Unix socket file left behind by a process that is gone is replaced; one
@@ -167,10 +161,6 @@ impl fmt::Display for Address {
     }
 }
 
-/// The permission bits of a Unix socket this proxy creates unless `--socket-mode` says
-/// otherwise: read and write (connect) for the owner only.
-pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
-
 /// Parses `--socket-mode`: octal permission bits (`0600`, `660`, `0o660`), at most `0777`. The
 /// same syntax as `dev-server --socket-mode`.
 pub fn parse_socket_mode(value: &str) -> Result<u32, String> {
@@ -220,7 +210,7 @@ pub fn check_socket_dir(path: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    let uid = effective_uid()
+    let uid = spiffe_mtls::dev_server::effective_uid()
         .map_err(|e| format!("cannot read this process's uid from /proc/self/status: {e}"))?;
     if meta.uid() != uid && meta.uid() != 0 {
         return Err(format!(
@@ -231,16 +221,6 @@ pub fn check_socket_dir(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// This process's effective user ID (the second `Uid:` field of `/proc/self/status`).
-fn effective_uid() -> io::Result<u32> {
-    std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no effective uid"))
 }
 
 /// Binds a Unix socket at `path` whose file has the permission bits `mode` from the moment

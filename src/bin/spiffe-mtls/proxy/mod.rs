@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use spiffe_mtls::dev_server::parse_duration;
 
-pub use address::Address;
+pub use address::{Address, parse_socket_mode};
 
 /// SPIFFE mTLS sidecar: in front of a plain service (`server`), or out of a plain client
 /// (`client`).

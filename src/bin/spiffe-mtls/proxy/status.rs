@@ -38,7 +38,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, oneshot};
 
 use super::CommonArgs;
-use super::address::{Address, DEFAULT_SOCKET_MODE, Listener, Stream};
+use super::address::{Address, Listener, Stream};
 use super::http::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
@@ -69,17 +69,6 @@ pub async fn start(
         mode,
     )
     .await
-}
-
-/// [`start`] for a caller without the [`CommonArgs`] at hand: a Unix socket gets
-/// [`DEFAULT_SOCKET_MODE`].
-pub async fn start_if_asked(
-    address: Option<&Address>,
-    identity: &Arc<Identity>,
-    metrics: &Arc<Metrics>,
-    mode: &'static str,
-) -> Result<String, String> {
-    start_at(address, DEFAULT_SOCKET_MODE, identity, metrics, mode).await
 }
 
 /// Serves `address`, if any, in the background; the proxy's own SPIFFE ID.
