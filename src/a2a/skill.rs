@@ -62,7 +62,10 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 /// `GetExtendedAgentCard` need the connection rule (which task is whose is
 /// [`TaskOwners`](super::TaskOwners)' part); the methods over all tasks or push
 /// configurations (`ListTasks`, `CreateTaskPushNotificationConfig`...) need a route of their
-/// name (`[routes.ListTasks]`), so they are refused unless the policy names them.
+/// name (`[routes.ListTasks]`), so they are refused unless the policy names them. The SDK's
+/// `DefaultRequestHandler` lists every caller's tasks: allow `ListTasks` only with the handler
+/// wrapped by [`TaskOwners::handler`](super::TaskOwners::handler), which lists the caller's
+/// own.
 ///
 /// A message that carries a push notification configuration (`configuration.
 /// taskPushNotificationConfig`, v0.3's `pushNotificationConfig`) registers a webhook as
