@@ -567,3 +567,38 @@ fn server_unix_listen_and_status_sockets_are_0600() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
 }
+
+/// The Send-Q column of `ss -ltn` for the listening socket on `port`: its backlog.
+fn listen_backlog(port: &str) -> Option<u32> {
+    let output = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn listen_backlog_defaults_to_4096_and_follows_the_flag() {
+    if Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipped: `ss` (iproute2) is not installed");
+        return;
+    }
+    let world = World::new();
+    let backend = echo_backend();
+    for (args, expected) in [(&[][..], 4096), (&["--backlog", "2048"][..], 2048)] {
+        let mut all = vec!["--allow-id", CLIENT_ID];
+        all.extend_from_slice(args);
+        let server = world.server(&backend, &all);
+        let port = server.listen.rsplit(':').next().unwrap().to_owned();
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(expected);
+        assert_eq!(
+            listen_backlog(&port),
+            Some(expected.min(somaxconn)),
+            "{args:?}"
+        );
+    }
+}

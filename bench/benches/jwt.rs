@@ -22,7 +22,7 @@ fn token_and_jwks(alg: Algorithm) -> (String, String) {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
         }
         _ => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            include_bytes!("../tests/data/jwt/rsa2048.key.der").to_vec(),
+            include_bytes!("../../tests/data/jwt/rsa2048.key.der").to_vec(),
         )),
     };
     let signer = JwtSigner::new(key, alg, "bench-key").expect("signer");

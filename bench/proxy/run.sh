@@ -36,7 +36,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release --bin spiffe-mtls --example proxy_bench
+cargo build --release --bin spiffe-mtls
+cargo build --release -p spiffe-mtls-bench --example proxy_bench
 BIN=$PWD/target/release/spiffe-mtls
 LOAD=$PWD/target/release/examples/proxy_bench
 

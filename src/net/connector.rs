@@ -103,8 +103,7 @@ impl MtlsConnector {
         let name = ServerName::try_from(host.clone())
             .map_err(|e| invalid(format!("{host}: not a server name: {e}")))?;
         let connect = async {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = super::stream::connect_tcp(&host, port).await?;
             connect_within(config, name, tcp, timeout).await
         };
         let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {

@@ -268,7 +268,7 @@ pub async fn grpc_channel(uri: &str, config: &ClientConfig) -> Result<Channel, G
                 let port = uri.port_u16().unwrap_or(443);
                 let name = ServerName::try_from(host.clone())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let tcp = super::stream::connect_tcp(&host, port).await?;
                 let stream = connect(config, name, tcp).await?;
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }

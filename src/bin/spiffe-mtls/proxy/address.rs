@@ -101,9 +101,13 @@ impl Address {
     /// else can reach it (bound in a private directory, then renamed), in a directory that [`check_socket_dir`]
     /// accepts. A Unix socket file left behind by a process that is gone is replaced; one
     /// that accepts connections is not, nor anything that is not a socket.
-    pub async fn bind_with_mode(&self, mode: u32) -> Result<Listener, String> {
+    ///
+    /// A TCP listener queues up to `backlog` connections the proxy has not accepted yet (the
+    /// kernel caps it at `net.core.somaxconn`); a Unix socket's queue is the standard
+    /// library's (128).
+    pub async fn bind_with(&self, mode: u32, backlog: u32) -> Result<Listener, String> {
         match self {
-            Self::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
+            Self::Tcp { host, port } => bind_tcp(host, *port, backlog)
                 .await
                 .map(Listener::Tcp)
                 .map_err(|e| format!("cannot listen on {self}: {e}")),
@@ -221,6 +225,23 @@ pub fn check_socket_dir(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A TCP listener on the first address `host:port` resolves to, with `backlog`.
+async fn bind_tcp(host: &str, port: u16, backlog: u32) -> io::Result<TcpListener> {
+    let address = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `TcpListener::bind` does: a restarted proxy can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
 }
 
 /// Binds a Unix socket at `path` whose file has the permission bits `mode` from the moment

@@ -100,7 +100,10 @@ pub async fn run(args: &Args) -> Result<(), String> {
     let config = tls::client_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
         .build()
         .map_err(|e| format!("TLS config: {e}"))?;
-    let listener = args.listen.bind_with_mode(args.common.socket_mode).await?;
+    let listener = args
+        .listen
+        .bind_with(args.common.socket_mode, args.common.backlog)
+        .await?;
     let me = status::start(&args.common, &identity, &metrics, "client").await?;
     println!(
         "spiffe-mtls proxy client listening on {} as {me}, connecting to {} (server: {})",

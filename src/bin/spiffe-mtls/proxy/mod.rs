@@ -61,6 +61,10 @@ pub struct CommonArgs {
     /// listen backlog.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_conns: u32,
+    /// Connections the kernel queues on --listen (TCP) before the proxy accepts them
+    /// (capped by net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: u32,
     /// A peer must finish its TLS handshake within this long (a silent peer is disconnected).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,

@@ -140,7 +140,10 @@ pub async fn run(args: &Args) -> Result<(), String> {
         builder = builder.alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
     let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
-    let listener = args.listen.bind_with_mode(args.common.socket_mode).await?;
+    let listener = args
+        .listen
+        .bind_with(args.common.socket_mode, args.common.backlog)
+        .await?;
     let me = status::start(&args.common, &identity, &metrics, "server").await?;
     println!(
         "spiffe-mtls proxy server listening on {} as {me}, forwarding {} to {} (allow: {rule})",

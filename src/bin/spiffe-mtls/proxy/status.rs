@@ -53,6 +53,10 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// has not sent its request head.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Connections the kernel queues on the status port before they are accepted: accepting never
+/// waits, so a short queue is enough.
+const STATUS_BACKLOG: u32 = 256;
+
 /// Starts the status port when `--status` was given (a Unix socket with `--socket-mode`);
 /// the proxy's own SPIFFE ID, for its start line (empty while it has no SVID).
 pub async fn start(
@@ -81,7 +85,7 @@ async fn start_at(
 ) -> Result<String, String> {
     if let Some(address) = address {
         let listener = address
-            .bind_with_mode(socket_mode)
+            .bind_with(socket_mode, STATUS_BACKLOG)
             .await
             .map_err(|e| format!("--status: {e}"))?;
         println!("status on http://{}", listener.local());
