@@ -304,3 +304,56 @@ impl CallInterceptor for SkillPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const POLICY: &str = r#"
+        [routes.echo]
+        trust_domains = ["example.org"]
+        [routes.CreateTaskPushNotificationConfig]
+        ids = ["spiffe://example.org/agent/boss"]
+    "#;
+
+    fn decide(caller: &str, request: &Value) -> Result<(), A2AError> {
+        let skills = SkillPolicy::new(Policy::from_toml(POLICY).unwrap());
+        let id: SpiffeId = caller.parse().unwrap();
+        skills.authorize(&id, methods::SEND_MESSAGE, request)
+    }
+
+    #[test]
+    fn a_webhook_in_a_message_is_decided_as_create_push_config() {
+        let client = "spiffe://example.org/agent/client";
+        let boss = "spiffe://example.org/agent/boss";
+        let hook = json!({"url": "https://hooks.example.org/a2a"});
+        for name in ["taskPushNotificationConfig", "pushNotificationConfig"] {
+            let request = json!({"message": {}, "configuration": {name: hook.clone()}});
+            let refused = decide(client, &request).unwrap_err();
+            assert_eq!(refused.code, REFUSED_CODE);
+            assert_eq!(
+                refused.message,
+                format!("CreateTaskPushNotificationConfig does not allow {client}")
+            );
+            assert!(decide(boss, &request).is_ok(), "{name}");
+        }
+        // No webhook, or `null`: the skill alone decides.
+        for request in [
+            json!({"message": {}}),
+            json!({"message": {}, "configuration": {"taskPushNotificationConfig": null}}),
+            json!({"message": {}, "configuration": {"historyLength": 2}}),
+        ] {
+            assert!(decide(client, &request).is_ok(), "{request}");
+        }
+        // The skill is decided first: a refused skill is refused as such.
+        let request = json!({"message": {"metadata": {"skill": "secret"}},
+            "configuration": {"taskPushNotificationConfig": hook}});
+        let refused = decide(boss, &request).unwrap_err();
+        assert_eq!(
+            refused.message,
+            format!("skill \"secret\" does not allow {boss}")
+        );
+    }
+}
