@@ -216,9 +216,11 @@ pub fn start_agent_server_with(
             "Tells a secret, to the callers the policy allows",
         );
     let owners = TaskOwners::default();
-    let tasks =
+    // `owners.handler` answers ListTasks with the caller's own tasks only.
+    let tasks = owners.handler(
         DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
-            .with_authorizer(owners);
+            .with_authorizer(owners.clone()),
+    );
     let handler = InterceptingHandler::new(tasks)
         .with_interceptor(PeerInterceptor::new())
         .with_interceptor(SkillPolicy::new(policy));

@@ -145,7 +145,7 @@ impl HttpServer {
 
     /// How long a client has, once its handshake is done, to send its first bytes, and how long
     /// each HTTP/1 request head may take to arrive, an idle keep-alive connection's included
-    /// (default [`HEADER_READ_TIMEOUT`], 30 s; hyper's HTTP/1 header timeout). A client that
+    /// (default [`HEADER_READ_TIMEOUT`](super::HEADER_READ_TIMEOUT), 30 s; hyper's HTTP/1 header timeout). A client that
     /// stays silent that long is disconnected. An HTTP/2 connection's later requests are
     /// streams, not bound by it.
     ///
