@@ -29,6 +29,11 @@ fn demo_rotates_without_failures_and_refuses_the_rogue() {
         .find(|l| l.starts_with("summary: "))
         .expect("a summary");
     assert!(summary.contains(" 0 failed,"), "{summary}");
+    assert!(stdout.contains("what to try next"), "{stdout}");
+    assert!(
+        stdout.contains("spiffe-mtls proxy server --help"),
+        "{stdout}"
+    );
     assert!(
         summary.ends_with("unauthorized client refused: true"),
         "{summary}"
