@@ -35,13 +35,17 @@
 //! signing key and the bundles' parsed roots are prepared once per update, and a chain
 //! verified before comes from a bounded cache (see `verification_cache`). Session resumption
 //! is off, so every connection presents its certificate, proves its key and is authorized.
-//! Every decision is an audit
+//! The key exchange, which decides most of a handshake's cost, is chosen here rather than
+//! left to the provider's default order: X25519MLKEM768 first where the provider has it
+//! (aws-lc-rs), then X25519, P-256, P-384 (see [`PostQuantum`] and the builders'
+//! `key_exchange_groups`). Every decision is an audit
 //! event (see [`AUDIT_TARGET`]).
 
 mod audit;
 mod authorized;
 mod cache;
 mod identity;
+mod key_exchange;
 mod resolver;
 mod table;
 mod verifier;
@@ -49,7 +53,7 @@ mod web;
 
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 pub use audit::{AUDIT_TARGET, Side};
@@ -59,6 +63,7 @@ pub(crate) use audit::{jwt_accepted, jwt_denied};
 pub(crate) use audit::{route_allowed, route_denied};
 pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};
 pub use identity::PeerIdentity;
+pub use key_exchange::{ParsePostQuantumError, PostQuantum};
 pub use modes::{
     MtlsWebClientConfigBuilder, MtlsWebServerConfigBuilder, TlsClientConfigBuilder,
     TlsServerConfigBuilder, WebCertificate, mtls_web_client_config, mtls_web_server_config,
@@ -83,6 +88,17 @@ pub enum TlsConfigError {
     /// The web-PKI server verifier could not be built (an empty root store, say).
     #[error("web PKI server verifier: {0}")]
     WebPki(#[from] rustls::client::VerifierBuilderError),
+    /// [`PostQuantum::Require`] with a crypto provider that has no post-quantum group (ring),
+    /// or with `key_exchange_groups` that name none.
+    #[error(
+        "post-quantum key exchange required, but the crypto provider has no post-quantum \
+         group (X25519MLKEM768 needs the aws-lc-rs provider)"
+    )]
+    NoPostQuantumGroup,
+    /// No key-exchange group is left to offer (`key_exchange_groups` given none, or only
+    /// post-quantum ones with [`PostQuantum::Off`]).
+    #[error("no key-exchange group to offer")]
+    NoKeyExchangeGroup,
 }
 
 /// Settings every builder shares.
@@ -95,6 +111,8 @@ struct Settings {
     hint: Option<String>,
     cache: bool,
     cache_entries: usize,
+    post_quantum: PostQuantum,
+    kx_groups: Option<Vec<&'static dyn SupportedKxGroup>>,
 }
 
 impl Settings {
@@ -107,14 +125,36 @@ impl Settings {
             hint: None,
             cache: true,
             cache_entries: DEFAULT_VERIFICATION_CACHE_ENTRIES,
+            post_quantum: PostQuantum::default(),
+            kx_groups: None,
         }
     }
 
+    /// The caller's provider (else the default one) with its key-exchange groups in the
+    /// order [`key_exchange::groups`] chooses.
     fn provider(&self) -> Result<Arc<CryptoProvider>, TlsConfigError> {
-        self.provider
+        let provider = self
+            .provider
             .clone()
             .or_else(crate::crypto::default_provider)
-            .ok_or(TlsConfigError::NoCryptoProvider)
+            .ok_or(TlsConfigError::NoCryptoProvider)?;
+        let kx_groups = key_exchange::groups(
+            &provider.kx_groups,
+            self.kx_groups.as_deref(),
+            self.post_quantum,
+        )?;
+        let unchanged = kx_groups.len() == provider.kx_groups.len()
+            && kx_groups
+                .iter()
+                .zip(&provider.kx_groups)
+                .all(|(ours, theirs)| ours.name() == theirs.name());
+        if unchanged {
+            return Ok(provider);
+        }
+        Ok(Arc::new(CryptoProvider {
+            kx_groups,
+            ..CryptoProvider::clone(&provider)
+        }))
     }
 
     /// The SPIFFE check of the peer, deciding on `side` by `authorizer`.
@@ -178,7 +218,8 @@ macro_rules! connection_setters {
         }
 
         /// The crypto provider (default: the process default, else the `ring` or `aws-lc-rs`
-        /// feature's).
+        /// feature's). Its key-exchange groups are offered in this crate's order, not its
+        /// own: see [`Self::post_quantum`] and [`Self::key_exchange_groups`].
         #[must_use]
         pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
             self.settings.provider = Some(provider);
@@ -192,6 +233,35 @@ macro_rules! connection_setters {
             versions: &'static [&'static SupportedProtocolVersion],
         ) -> Self {
             self.settings.versions = versions;
+            self
+        }
+
+        /// Whether post-quantum hybrid key exchange (X25519MLKEM768) is offered first
+        /// ([`PostQuantum::Prefer`](crate::tls::PostQuantum::Prefer), the default; only a
+        /// provider that has it offers it: aws-lc-rs, not ring), left out
+        /// ([`PostQuantum::Off`](crate::tls::PostQuantum::Off)) or required
+        /// ([`PostQuantum::Require`](crate::tls::PostQuantum::Require): a peer without it
+        /// fails the handshake, and `build` fails with a provider without it). The classical
+        /// groups follow in this order: X25519, P-256, P-384; see
+        /// [`PostQuantum`](crate::tls::PostQuantum) for what each costs.
+        #[must_use]
+        pub fn post_quantum(mut self, post_quantum: $crate::tls::PostQuantum) -> Self {
+            self.settings.post_quantum = post_quantum;
+            self
+        }
+
+        /// The key-exchange groups to offer, most preferred first, taken as given instead of
+        /// this crate's order (X25519MLKEM768 where the provider has it, X25519, P-256,
+        /// P-384; a provider's own default order is not used, as it changes between rustls
+        /// releases). [`Self::post_quantum`] still applies: `Off` drops the post-quantum
+        /// groups, `Require` keeps only them. To keep a provider's order, pass its
+        /// `kx_groups`.
+        #[must_use]
+        pub fn key_exchange_groups(
+            mut self,
+            groups: impl IntoIterator<Item = &'static dyn ::rustls::crypto::SupportedKxGroup>,
+        ) -> Self {
+            self.settings.kx_groups = Some(groups.into_iter().collect());
             self
         }
     };

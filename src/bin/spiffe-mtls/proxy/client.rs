@@ -15,7 +15,7 @@ use super::handshake::{finish, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
 use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
-use super::server::TARGET_CONNECT_TIMEOUT;
+use super::server::{TARGET_CONNECT_TIMEOUT, crypto_provider};
 use super::{CommonArgs, status};
 
 /// Accept plain TCP locally, connect out with mTLS requiring the server's SPIFFE ID.
@@ -97,9 +97,13 @@ pub async fn run(args: &Args) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let identity = Identity::open(&args.identity, &metrics).await?;
     let rule = authorize::id(args.server_id.clone());
-    let config = tls::client_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
-        .build()
-        .map_err(|e| format!("TLS config: {e}"))?;
+    let mut builder =
+        tls::client_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
+            .post_quantum(args.common.post_quantum);
+    if let Some(provider) = crypto_provider() {
+        builder = builder.crypto_provider(provider);
+    }
+    let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
     let listener = args
         .listen
         .bind_with(args.common.socket_mode, args.common.backlog)

@@ -28,7 +28,9 @@ mod status;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use spiffe_mtls::dev_server::parse_duration;
+use spiffe_mtls::tls::PostQuantum;
 
 pub use address::{Address, parse_socket_mode};
 
@@ -71,6 +73,18 @@ pub struct CommonArgs {
     /// After SIGTERM: stop accepting, let open connections finish for this long, then close them.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Post-quantum hybrid key exchange (X25519MLKEM768): `prefer` offers it first when the
+    /// binary has the aws-lc-rs provider (built with `--features aws-lc-rs`), `off` never
+    /// (X25519, P-256, P-384 only), `require` refuses peers without it (and refuses to start
+    /// without aws-lc-rs).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "prefer",
+        value_parser = clap::builder::PossibleValuesParser::new(["prefer", "off", "require"])
+            .try_map(|value| value.parse::<PostQuantum>())
+    )]
+    post_quantum: PostQuantum,
 }
 
 /// Runs `proxy server` or `proxy client`.

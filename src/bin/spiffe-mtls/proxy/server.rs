@@ -76,6 +76,17 @@ pub struct Args {
     common: CommonArgs,
 }
 
+/// The crypto provider of both proxies' TLS configs: aws-lc-rs when the binary has it (ring
+/// has no post-quantum group, so `--post-quantum` needs it), else the library's default.
+pub fn crypto_provider() -> Option<Arc<spiffe_mtls::rustls::crypto::CryptoProvider>> {
+    #[cfg(feature = "aws-lc-rs")]
+    return Some(Arc::new(
+        spiffe_mtls::rustls::crypto::aws_lc_rs::default_provider(),
+    ));
+    #[cfg(not(feature = "aws-lc-rs"))]
+    None
+}
+
 /// What every connection task shares.
 pub struct Server {
     config: Arc<ServerConfig>,
@@ -135,7 +146,11 @@ pub async fn run(args: &Args) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let identity = Identity::open(&args.identity, &metrics).await?;
     let mut builder =
-        tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()));
+        tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
+            .post_quantum(args.common.post_quantum);
+    if let Some(provider) = crypto_provider() {
+        builder = builder.crypto_provider(provider);
+    }
     if args.http {
         builder = builder.alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
