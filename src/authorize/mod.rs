@@ -17,24 +17,53 @@
 //!
 //! Rules per route or skill come from a TOML [`Policy`] file.
 
+mod canonical_path;
 mod policy;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+pub use canonical_path::{PathError, canonical_path};
 pub use policy::{Policy, PolicyError};
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
-/// A verified peer that a rule did not allow.
+/// A verified peer that a rule did not allow: "expected (the rule), presented (the ID)".
+///
+/// ```
+/// use spiffe_mtls::authorize;
+///
+/// let error = authorize::id("spiffe://example.org/a".parse()?)
+///     .authorize(&"spiffe://example.org/b".parse()?)
+///     .unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "expected the ID spiffe://example.org/a, presented spiffe://example.org/b"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{id} is not authorized: {rule}")]
+#[error("expected {rule}, presented {id}")]
 pub struct AuthorizeError {
     /// The peer's SPIFFE ID.
     pub id: SpiffeId,
-    /// The rule that refused it, described.
+    /// The rule that refused it, described as what it expects (the [`Authorizer`]'s
+    /// `Display`).
     pub rule: String,
+}
+
+/// A server that a client's rule refused, as the payload of the rustls error the client's
+/// verifier returns (`CertificateError::Other`). rustls shows that payload with `Debug`, so
+/// its `Debug` is its sentence: "the server is not authorized: expected ..., presented ...".
+#[derive(Clone, thiserror::Error)]
+#[error("the server is not authorized: {0}")]
+pub(crate) struct ServerNotAuthorized(pub(crate) AuthorizeError);
+
+impl fmt::Debug for ServerNotAuthorized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// A rule over SPIFFE IDs. Clones share the rule.
@@ -97,32 +126,85 @@ impl Authorizer {
     }
 }
 
+/// How many IDs or trust domains a description lists before it says how many more there are.
+const LISTED: usize = 8;
+
+/// Writes `items` sorted, joined by ", " and a last " or ", at most [`LISTED`] of them.
+fn list_sorted(f: &mut fmt::Formatter<'_>, mut items: Vec<String>) -> fmt::Result {
+    items.sort_unstable();
+    let shown = items.len().min(LISTED);
+    for (i, item) in items[..shown].iter().enumerate() {
+        if i > 0 {
+            f.write_str(if i + 1 == shown && shown == items.len() {
+                " or "
+            } else {
+                ", "
+            })?;
+        }
+        f.write_str(item)?;
+    }
+    if items.len() > shown {
+        write!(f, " or {} more", items.len() - shown)?;
+    }
+    Ok(())
+}
+
+impl Authorizer {
+    /// Whether the description of the rule is a list of rules (written in parentheses when
+    /// inside another list).
+    fn is_compound(&self) -> bool {
+        matches!(&*self.rule, Rule::AnyOf(rules) | Rule::AllOf(rules) if rules.len() > 1)
+    }
+}
+
 impl fmt::Display for Authorizer {
-    /// A short description of the rule, for logs and errors.
+    /// What the rule expects, as the object of "expected ...": `the ID spiffe://example.org/a`,
+    /// `one of spiffe://example.org/a or spiffe://example.org/b`, `a member of example.org`,
+    /// `spiffe://example.org/ns or an ID under it`, `any SPIFFE ID`, and lists of them joined
+    /// by `, or` ([`any_of`]) and `, and` ([`all_of`]). A custom rule is described by its name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |f: &mut fmt::Formatter<'_>, name: &str, rules: &[Authorizer]| {
-            write!(f, "{name}(")?;
+        let list = |f: &mut fmt::Formatter<'_>, joint: &str, rules: &[Authorizer]| {
             for (i, rule) in rules.iter().enumerate() {
                 if i > 0 {
-                    f.write_str(", ")?;
+                    f.write_str(joint)?;
                 }
-                write!(f, "{rule}")?;
+                if rule.is_compound() {
+                    write!(f, "({rule})")?;
+                } else {
+                    write!(f, "{rule}")?;
+                }
             }
-            f.write_str(")")
+            Ok(())
         };
         match &*self.rule {
-            Rule::Any => f.write_str("any"),
-            Rule::Id(id) => write!(f, "id {id}"),
-            Rule::OneOf(set) => write!(f, "one of {} IDs", set.len()),
-            Rule::MemberOf(domains) => {
-                let mut names: Vec<_> = domains.iter().map(TrustDomain::as_str).collect();
-                names.sort_unstable();
-                write!(f, "member of {}", names.join(", "))
+            Rule::Any => f.write_str("any SPIFFE ID"),
+            Rule::Id(id) => write!(f, "the ID {id}"),
+            Rule::OneOf(set) => match set.len() {
+                0 => f.write_str("one of no IDs (nobody)"),
+                1 => match set.iter().next() {
+                    Some(id) => write!(f, "the ID {id}"),
+                    None => Ok(()),
+                },
+                _ => {
+                    f.write_str("one of ")?;
+                    list_sorted(f, set.iter().map(ToString::to_string).collect())
+                }
+            },
+            Rule::MemberOf(domains) if domains.is_empty() => {
+                f.write_str("a member of no trust domain (nobody)")
             }
-            Rule::IdPrefix(prefix) => write!(f, "ID under {prefix}"),
-            Rule::Custom { name, .. } => write!(f, "custom rule {name}"),
-            Rule::AnyOf(rules) => list(f, "any of", rules),
-            Rule::AllOf(rules) => list(f, "all of", rules),
+            Rule::MemberOf(domains) => {
+                f.write_str("a member of ")?;
+                list_sorted(f, domains.iter().map(ToString::to_string).collect())
+            }
+            Rule::IdPrefix(prefix) => write!(f, "{prefix} or an ID under it"),
+            Rule::Custom { name, .. } => f.write_str(name),
+            Rule::AnyOf(rules) if rules.is_empty() => f.write_str("no ID (an empty any_of)"),
+            Rule::AnyOf(rules) => list(f, ", or ", rules),
+            Rule::AllOf(rules) if rules.is_empty() => {
+                f.write_str("any SPIFFE ID (an empty all_of)")
+            }
+            Rule::AllOf(rules) => list(f, ", and ", rules),
         }
     }
 }
@@ -159,7 +241,8 @@ pub fn id_prefix(prefix: SpiffeId) -> Authorizer {
     Authorizer::new(Rule::IdPrefix(prefix))
 }
 
-/// Allows the IDs for which `predicate` holds; `name` describes it in errors and logs.
+/// Allows the IDs for which `predicate` holds; `name` describes it in errors and logs as what
+/// it expects, read after "expected": `an agent of example.org`, say.
 pub fn custom(
     name: impl Into<String>,
     predicate: impl Fn(&SpiffeId) -> bool + Send + Sync + 'static,
@@ -209,10 +292,10 @@ mod tests {
         let domain = member_of([td("partner.org")]);
         assert!(domain.is_allowed(&partner) && !domain.is_allowed(&client));
 
-        let agents = custom("agents", |id| id.path().starts_with("/agent/"));
+        let agents = custom("an agent", |id| id.path().starts_with("/agent/"));
         assert!(agents.is_allowed(&client));
         assert!(!agents.is_allowed(&sid("spiffe://example.org/db")));
-        assert_eq!(agents.to_string(), "custom rule agents");
+        assert_eq!(agents.to_string(), "an agent");
     }
 
     #[test]
@@ -244,7 +327,56 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "spiffe://example.org/b is not authorized: id spiffe://example.org/a"
+            "expected the ID spiffe://example.org/a, presented spiffe://example.org/b"
+        );
+    }
+
+    #[test]
+    fn descriptions_read_as_sentences() {
+        let a = sid("spiffe://example.org/a");
+        let b = sid("spiffe://example.org/b");
+        let cases = [
+            (any(), "any SPIFFE ID"),
+            (id(a.clone()), "the ID spiffe://example.org/a"),
+            (one_of([a.clone()]), "the ID spiffe://example.org/a"),
+            (
+                one_of([b.clone(), a.clone()]),
+                "one of spiffe://example.org/a or spiffe://example.org/b",
+            ),
+            (one_of([]), "one of no IDs (nobody)"),
+            (member_of([td("example.org")]), "a member of example.org"),
+            (
+                member_of([td("c.org"), td("a.org"), td("b.org")]),
+                "a member of a.org, b.org or c.org",
+            ),
+            (member_of([]), "a member of no trust domain (nobody)"),
+            (
+                id_prefix(sid("spiffe://example.org/ns/prod")),
+                "spiffe://example.org/ns/prod or an ID under it",
+            ),
+            (
+                any_of([id(a.clone()), member_of([td("partner.org")])]),
+                "the ID spiffe://example.org/a, or a member of partner.org",
+            ),
+            (
+                all_of([
+                    member_of([td("example.org")]),
+                    any_of([id(a.clone()), id(b.clone())]),
+                ]),
+                "a member of example.org, and (the ID spiffe://example.org/a, or the ID \
+                 spiffe://example.org/b)",
+            ),
+            (any_of([]), "no ID (an empty any_of)"),
+            (all_of([]), "any SPIFFE ID (an empty all_of)"),
+        ];
+        for (rule, text) in cases {
+            assert_eq!(rule.to_string(), text);
+        }
+        let many = one_of((0..20).map(|i| sid(&format!("spiffe://example.org/w{i:02}"))));
+        assert!(
+            many.to_string()
+                .ends_with("spiffe://example.org/w07 or 12 more"),
+            "{many}"
         );
     }
 }

@@ -19,6 +19,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::canonical_path::canonical_path;
+
 use super::{AuthorizeError, Authorizer, any, any_of, id, id_prefix, member_of, one_of};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -114,6 +116,7 @@ impl Policy {
             line: e.span().map_or(1, |span| line_of(text, span.start)),
             message: e.message().trim().to_owned(),
         })?;
+        check_path_routes(text, file.routes.keys())?;
         Ok(Self {
             connect: file.connect.map_or_else(any, RuleLists::into_authorizer),
             routes: file
@@ -175,6 +178,32 @@ impl Policy {
     }
 }
 
+/// Path routes (names starting with `/`) must have a [canonical form](canonical_path), which
+/// is what requests are matched on, and no two may share one: `/a/../b` could never match,
+/// and `/%61dmin` beside `/admin` would be two rules for one path.
+fn check_path_routes<'a>(
+    text: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), PolicyError> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for name in names.filter(|name| name.starts_with('/')) {
+        let invalid = |message: String| PolicyError::Invalid {
+            line: text
+                .find(name.as_str())
+                .map_or(1, |offset| line_of(text, offset)),
+            message,
+        };
+        let canonical = canonical_path(name)
+            .map_err(|error| invalid(format!("route {name:?} is not a usable path: {error}")))?;
+        if let Some(other) = seen.insert(canonical.clone().into_owned(), name) {
+            return Err(invalid(format!(
+                "routes {other:?} and {name:?} name the same path {canonical:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
@@ -187,6 +216,41 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_routes_need_one_canonical_form() {
+        let error = Policy::from_toml("[routes.\"/\"]\n[routes.\"/a/../b\"]\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "policy line 2: route \"/a/../b\" is not a usable path: the path has a dot segment \"..\""
+        );
+        let error = Policy::from_toml("[routes.\"/admin\"]\n[routes.\"/%61dmin\"]\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "policy line 1: routes \"/%61dmin\" and \"/admin\" name the same path \"/admin\""
+        );
+        for bad in ["/x;y", "/a//b", "/a%2Fb", "/%c0%ae"] {
+            assert!(
+                Policy::from_toml(&format!("[routes.{bad:?}]\n")).is_err(),
+                "{bad}"
+            );
+        }
+        // Good twins: any spelling with a canonical form, and names that are not paths.
+        for good in [
+            "/café",
+            "/caf%c3%a9",
+            "/v1:admin",
+            "/docs/",
+            "/",
+            "ListTasks",
+            "a/../b",
+        ] {
+            assert!(
+                Policy::from_toml(&format!("[routes.{good:?}]\n")).is_ok(),
+                "{good}"
+            );
+        }
+    }
 
     const EXAMPLE: &str = r#"
 [connect]

@@ -7,8 +7,11 @@
 //! stream open all wait without limit: a verified client that says nothing would hold its
 //! connection, task, buffers and (behind a connection bound) its slot forever. [`ReadDeadlines`]
 //! fails a read with [`io::ErrorKind::TimedOut`] when no byte arrived within the first-read
-//! deadline, or, later, when the connection has had no request in flight ([`Activity`]) and no
-//! byte read for the idle timeout.
+//! deadline, or, later, when the connection has had no request in flight ([`Activity`]) for the
+//! idle timeout, counted from the first byte and then from the end of the last request. Bytes
+//! read between requests do not reset it: HTTP/2 control frames (PING, SETTINGS,
+//! WINDOW_UPDATE) are bytes too, and would otherwise keep a connection that never asks for
+//! anything open forever.
 
 use std::future::Future;
 use std::io;
@@ -65,7 +68,7 @@ impl Activity {
     }
 }
 
-/// A request in flight; dropping it ends the request (and counts as activity).
+/// A request in flight; dropping it ends the request (and restarts the idle clock).
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Activity>);
 
@@ -77,8 +80,8 @@ impl Drop for InFlight {
 }
 
 /// `inner`, whose reads fail with [`io::ErrorKind::TimedOut`] when the peer sent nothing
-/// within the first-read deadline, or, after that, when no request was in flight and no byte
-/// arrived for the idle timeout. Writes pass through.
+/// within the first-read deadline, or, after that, when no request was in flight for the idle
+/// timeout. Writes pass through.
 #[derive(Debug)]
 pub(crate) struct ReadDeadlines<S> {
     inner: S,
@@ -148,11 +151,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadDeadlines<S> {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 if !this.first_byte_seen {
                     this.first_byte_seen = true;
-                    // From now on the timer is the idle check.
+                    // From now on the timer is the idle check, counted from this first byte
+                    // and then from the end of each request. Later bytes alone do not count:
+                    // an HTTP/2 client sending PING or SETTINGS frames and never a request is
+                    // idle all the same.
+                    this.activity.touch();
                     let next = Instant::now() + this.idle;
                     this.timer.as_mut().reset(next);
                 }
-                this.activity.touch();
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(result) => Poll::Ready(result),
@@ -240,6 +246,31 @@ mod tests {
         let error = guarded.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(error.to_string(), "the connection was idle for 300ms");
+        let elapsed = started.elapsed();
+        assert!(elapsed >= idle && elapsed < idle + SLACK, "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn bytes_without_a_request_do_not_keep_the_connection() {
+        let idle = Duration::from_millis(300);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guarded = ReadDeadlines::new(server, Activity::new(), LONG, idle);
+        let started = Instant::now();
+        let reader = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            loop {
+                if let Err(error) = guarded.read(&mut byte).await {
+                    return error;
+                }
+            }
+        });
+        // A byte every 50 ms, as an HTTP/2 client sending PING frames would.
+        while !reader.is_finished() && started.elapsed() < idle + SLACK {
+            let _ = client.write_all(b"p").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let error = reader.await.unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         let elapsed = started.elapsed();
         assert!(elapsed >= idle && elapsed < idle + SLACK, "{elapsed:?}");
     }

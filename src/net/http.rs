@@ -68,8 +68,9 @@ impl fmt::Display for RemoteAddr {
 /// the others. After the handshake, a client has
 /// [`header_read_timeout`](Self::header_read_timeout) (default 30 s) to send its first bytes,
 /// and each HTTP/1 request head must arrive within it, so a client that connects and says
-/// nothing cannot hold a connection either; a connection with no request in flight and nothing
-/// read for [`idle_timeout`](Self::idle_timeout) (default 60 s) is closed.
+/// nothing cannot hold a connection either; a connection with no request in flight for
+/// [`idle_timeout`](Self::idle_timeout) (default 60 s, from the end of the last request) is
+/// closed.
 ///
 /// # Example
 /// ```no_run
@@ -165,10 +166,11 @@ impl HttpServer {
         self
     }
 
-    /// How long a connection may stay open with no request in flight and nothing read from
-    /// the client (default [`IDLE_TIMEOUT`](super::IDLE_TIMEOUT), 60 s), HTTP/1 kept alive
-    /// and HTTP/2 alike; a request in flight (until its response body is sent: a long stream
-    /// included) keeps it open. See [`ConnectionTimeouts`].
+    /// How long a connection may stay open with no request in flight, from the end of the
+    /// last request (default [`IDLE_TIMEOUT`](super::IDLE_TIMEOUT), 60 s), HTTP/1 kept alive
+    /// and HTTP/2 alike (PING or SETTINGS frames do not keep it); a request in flight (until
+    /// its response body is sent: a long stream included) keeps it open. See
+    /// [`ConnectionTimeouts`].
     ///
     /// # Example
     /// ```no_run

@@ -23,8 +23,8 @@ use super::deadlines::{Activity, InFlight, ReadDeadlines};
 /// and each HTTP/1 request head ([`ConnectionTimeouts::header_read`]).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long, by default, a connection may stay open with no request in flight and nothing
-/// read ([`ConnectionTimeouts::idle`]).
+/// How long, by default, a connection may stay open with no request in flight
+/// ([`ConnectionTimeouts::idle`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -35,8 +35,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   handshake; a client that connects and says nothing is closed then.
 /// - `header_read` (default [`HEADER_READ_TIMEOUT`]): each HTTP/1 request head, once begun.
 /// - `idle` (default [`IDLE_TIMEOUT`]): no request in flight (a request is in flight until its
-///   response body has been sent) and no byte read for this long closes the connection, HTTP/1
-///   kept alive between requests and HTTP/2 alike. A long response or stream is never cut.
+///   response body has been sent) for this long, counted from the first byte and then from the
+///   end of the last request, closes the connection, HTTP/1 kept alive between requests and
+///   HTTP/2 alike; bytes that bring no request (HTTP/2 PING, SETTINGS) do not count. A long
+///   response or stream is never cut.
 ///
 /// # Example
 /// ```

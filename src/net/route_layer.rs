@@ -166,10 +166,12 @@ where
 /// covers `/api` and `/api/items`, not `/apis`; `/` covers every path). A path no route covers
 /// is its own route, which the policy does not name, so it is refused.
 ///
-/// The path is compared in its [canonical form](super::canonical_path) (unreserved characters
-/// decoded, so `/%61dmin` is `/admin`); a path that has none (an encoded `/`, a dot segment,
-/// `//`, a `;`, ...) is its own route, which no policy names. [`RoutePolicyLayer`] refuses such
-/// a path with `400` before choosing a route, and hands the inner service the canonical path.
+/// The path is compared in its [canonical form](super::canonical_path) (`/%61dmin` is
+/// `/admin`, `/caf%c3%a9` is `/café`), and so are the route names (a policy names `/café` or
+/// `/caf%C3%A9` alike; [`Policy`] refuses a path route with no canonical form). A path that has
+/// none (an encoded `/`, a dot segment, `//`, a `;`, ...) is its own route, which no policy
+/// names. [`RoutePolicyLayer`] refuses such a path with `400` before choosing a route, and hands
+/// the inner service the canonical path.
 ///
 /// # Example
 /// ```
@@ -182,12 +184,15 @@ where
 /// assert_eq!(routes.route_of("/apis"), "/apis");
 /// assert_eq!(routes.route_of("/api/../admin"), "/api/../admin");
 /// assert_eq!(routes.route_of("/%61pi/admin/x"), "/api/admin");
+///
+/// let policy = Policy::from_toml("[routes.\"/café\"]\n")?;
+/// assert_eq!(PathPrefixRoute::new(&policy).route_of("/caf%c3%a9/menu"), "/café");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct PathPrefixRoute {
-    /// Longest first.
-    prefixes: Arc<[String]>,
+    /// `(canonical form, the policy's name)`, longest canonical form first.
+    prefixes: Arc<[(String, String)]>,
 }
 
 impl PathPrefixRoute {
@@ -196,12 +201,17 @@ impl PathPrefixRoute {
     /// # Example
     /// See [`PathPrefixRoute`].
     pub fn new(policy: &Policy) -> Self {
-        let mut prefixes: Vec<String> = policy
+        // `Policy` refused path routes with no canonical form; one built otherwise keeps
+        // its name, which then matches only itself.
+        let mut prefixes: Vec<(String, String)> = policy
             .route_names()
             .filter(|name| name.starts_with('/'))
-            .map(str::to_owned)
+            .map(|name| {
+                let canonical = canonical_path(name).map_or_else(|_| name.into(), |c| c.into());
+                (canonical, name.to_owned())
+            })
             .collect();
-        prefixes.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        prefixes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         Self {
             prefixes: prefixes.into(),
         }
@@ -217,8 +227,8 @@ impl PathPrefixRoute {
         };
         self.prefixes
             .iter()
-            .find(|prefix| covers(prefix, &path))
-            .map_or_else(|| path.into_owned(), Clone::clone)
+            .find(|(prefix, _)| covers(prefix, &path))
+            .map_or_else(|| path.into_owned(), |(_, name)| name.clone())
     }
 }
 
@@ -371,6 +381,21 @@ mod tests {
         ] {
             assert_eq!(r.route_of(path), path);
         }
+        // Route names in any spelling match the one canonical form.
+        let named = routes(&["/", "/café", "/v1:admin", "/it's"]);
+        for (path, route) in [
+            ("/caf%C3%A9/x", "/café"),
+            ("/caf%c3%a9/x", "/café"),
+            ("/café", "/café"),
+            ("/v1%3Aadmin/secret", "/v1:admin"),
+            ("/it%27s/secret", "/it's"),
+            ("/cafe", "/"),
+        ] {
+            assert_eq!(named.route_of(path), route, "{path}");
+        }
+        let encoded = routes(&["/", "/caf%c3%a9", "/%61dmin"]);
+        assert_eq!(encoded.route_of("/café/x"), "/caf%c3%a9");
+        assert_eq!(encoded.route_of("/admin/x"), "/%61dmin");
         // Encoded unreserved characters name the path they decode to.
         assert_eq!(r.route_of("/%61pi/x"), "/api");
         assert_eq!(routes(&["/api"]).route_of("/%61pix"), "/apix");

@@ -3,6 +3,8 @@
 //! `tests/proxy*.rs`; each uses part of it.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -8,38 +8,41 @@
 //! 3. [`RoutePolicyLayer`] (with `--policy` routes: 403 naming the route), on that path;
 //! 4. [`IdentityHeaderLayer`]: every client-supplied spelling of the identity header removed
 //!    (`_` for `-`, any case), the verified SPIFFE ID set;
-//! 5. the target gets exactly the canonical path and the query as sent, `Host` (HTTP/1.1) or
-//!    `:authority` (h2c) set to the `--target` address whatever the client sent.
+//! 5. forwarding headers the client sent (`forwarded`, `x-forwarded-*`, `x-real-ip`,
+//!    `x-forwarded-client-cert`, `x-original-url`, ...) removed, the proxy's own
+//!    `x-forwarded-for` and `x-forwarded-proto` set ([`forward`]);
+//! 6. the target gets exactly the canonical path and the query as sent, `Host` (HTTP/1.1) or
+//!    `:authority` (h2c) set to the `--target` address whatever the client sent, the body
+//!    without trailers; a request with a body closes its target connection afterwards.
 //!
-//! Each connection is served by the library's [`serve_http_connection`]: a first-read
-//! deadline after the handshake and an idle timeout, HTTP/1 and HTTP/2 alike.
+//! Each client connection has target connections of its own (never shared with another
+//! client, so no request of one peer can run on a connection another peer's bytes reached),
+//! at most `--max-conns` target connections in all. It is served by the library's
+//! [`serve_http_connection`]: a first-read deadline after the handshake and an idle timeout,
+//! HTTP/1 and HTTP/2 alike; a request body that stalls for the idle timeout is cut.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::{Bytes, Incoming};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use spiffe_mtls::Policy;
 use spiffe_mtls::net::{
     CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, PeerIdentity, RemoteAddr,
     RoutePolicyLayer, RouteRefusal, serve_http_connection,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
-use tower::{Service, ServiceBuilder};
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceBuilder;
 
-use super::address::{Address, Stream};
+use super::address::Address;
 use super::audit;
+use super::forward::{
+    Connector, Forward, ProxyBody, causes, replace_forwarding_headers, strip_hop_by_hop,
+};
 use super::metrics::Metrics;
 
 /// Requests and route refusals on one connection.
@@ -47,7 +50,9 @@ pub type Counts = Arc<(AtomicU64, AtomicU64)>;
 
 /// The HTTP side of a server: the backend client, the header, the routes.
 pub struct Forwarding {
-    client: Client<Connector, Incoming>,
+    client: hyper_util::client::legacy::Builder,
+    connector: Connector,
+    target: Arc<Address>,
     authority: http::uri::Authority,
     layer: IdentityHeaderLayer,
     routes: Option<RoutePolicyLayer>,
@@ -56,14 +61,15 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    /// Forwarding to `target`, with the identity header, the policy's routes, h2c and the
-    /// client connections' deadlines.
+    /// Forwarding to `target`, with the identity header, the policy's routes, h2c, the
+    /// client connections' deadlines and at most `max_target_conns` target connections.
     pub fn new(
         target: Address,
         id_header: Option<&str>,
         routes: Option<Policy>,
         h2c: bool,
         timeouts: ConnectionTimeouts,
+        max_target_conns: usize,
     ) -> Result<Self, String> {
         let layer = match id_header {
             Some(name) => IdentityHeaderLayer::new()
@@ -75,10 +81,14 @@ impl Forwarding {
             .authority()
             .parse()
             .map_err(|e| format!("--target {target}: {e}"))?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.http2_only(h2c);
+        let mut client = Client::builder(TokioExecutor::new());
+        client.http2_only(h2c);
+        let target = Arc::new(target);
+        let slots = Semaphore::new(max_target_conns.clamp(1, Semaphore::MAX_PERMITS));
         Ok(Self {
-            client: builder.build(Connector(Arc::new(target))),
+            client,
+            connector: Connector::new(Arc::clone(&target), Arc::new(slots)),
+            target,
             authority,
             layer,
             routes: routes.map(RoutePolicyLayer::new),
@@ -101,11 +111,14 @@ impl Forwarding {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let forward = Forward {
-            client: self.client.clone(),
-            authority: self.authority.clone(),
-            h2c: self.h2c,
-        };
+        // A pool of this client connection's own.
+        let forward = Forward::new(
+            self.client.build(self.connector.clone()),
+            Arc::clone(&self.target),
+            self.authority.clone(),
+            self.h2c,
+            self.timeouts.idle_timeout(),
+        );
         let counted = Arc::clone(&counts);
         let metrics = Arc::clone(metrics);
         let who = audit::Who {
@@ -118,6 +131,7 @@ impl Forwarding {
                 // First of all, so that a header set below cannot be named by the client's
                 // `Connection` and removed after it was set.
                 strip_hop_by_hop(request.headers_mut());
+                replace_forwarding_headers(request.headers_mut(), remote);
                 request.extensions_mut().insert(peer.clone());
                 if let Some(remote) = remote {
                     request.extensions_mut().insert(RemoteAddr(remote));
@@ -146,189 +160,7 @@ impl Forwarding {
         let served = serve_http_connection(stream, service, self.timeouts, draining).await;
         match served {
             Ok(()) => "closed".to_owned(),
-            Err(error) => {
-                // hyper's own message names only the kind; the cause says what happened.
-                let mut end = format!("http: {error}");
-                let mut cause = error.source();
-                while let Some(error) = cause {
-                    end.push_str(&format!(": {error}"));
-                    cause = error.source();
-                }
-                end
-            }
+            Err(error) => format!("http: {}", causes(error.as_ref())),
         }
-    }
-}
-
-/// Hop-by-hop headers, not forwarded.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
-
-/// The innermost service: the request, re-addressed, to the target.
-#[derive(Clone)]
-struct Forward {
-    client: Client<Connector, Incoming>,
-    authority: http::uri::Authority,
-    h2c: bool,
-}
-
-impl Service<Request<Incoming>> for Forward {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build();
-        let Ok(uri) = uri else {
-            return Box::pin(std::future::ready(Ok(text(
-                StatusCode::BAD_REQUEST,
-                "bad request target\n",
-            ))));
-        };
-        parts.uri = uri;
-        parts.version = if self.h2c {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        // Hop-by-hop headers went before the identity was set (`Forwarding::serve`). The
-        // target is addressed as itself, whatever the client sent: HTTP/2 takes `:authority`
-        // from the URI, HTTP/1.1 gets the same in `Host`, so a virtual-host backend cannot be
-        // steered by the client.
-        if self.h2c {
-            parts.headers.remove(header::HOST);
-        } else if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
-            parts.headers.insert(header::HOST, host);
-        }
-        let response = self.client.request(Request::from_parts(parts, body));
-        Box::pin(async move {
-            match response.await {
-                Ok(response) => {
-                    let mut response = response.map(ProxyBody::Stream);
-                    // The target's `Connection: close` is about its own connection.
-                    strip_hop_by_hop(response.headers_mut());
-                    Ok(response)
-                }
-                Err(error) => Ok(text(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("bad gateway: the target failed: {error}\n"),
-                )),
-            }
-        })
-    }
-}
-
-/// Removes the hop-by-hop headers, and those the Connection header names.
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
-fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::from(body.to_owned()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A response body: the target's, or one of ours.
-#[derive(Debug)]
-pub enum ProxyBody {
-    /// A body of ours, whole.
-    Full(Option<Bytes>),
-    /// The target's body, streamed.
-    Stream(Incoming),
-}
-
-impl From<String> for ProxyBody {
-    fn from(text: String) -> Self {
-        Self::Full(Some(Bytes::from(text)))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Full(bytes) => bytes.is_none(),
-            Self::Stream(incoming) => incoming.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
-            Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(incoming) => incoming.size_hint(),
-        }
-    }
-}
-
-/// Connects the backend client to the target, whatever the request's URI says.
-#[derive(Debug, Clone)]
-pub struct Connector(Arc<Address>);
-
-impl Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let target = Arc::clone(&self.0);
-        Box::pin(async move {
-            tokio::time::timeout(super::server::TARGET_CONNECT_TIMEOUT, target.connect())
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))?
-                .map(TokioIo::new)
-        })
     }
 }

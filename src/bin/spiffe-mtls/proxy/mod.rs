@@ -16,6 +16,7 @@ mod address;
 mod audit;
 mod client;
 mod counted;
+mod forward;
 mod handshake;
 mod http;
 mod identity;

@@ -61,11 +61,14 @@ pub struct Args {
     #[arg(long, requires = "http")]
     h2c: bool,
     /// With --http: a client must send its first bytes within this long after its TLS
-    /// handshake (a verified client that says nothing is disconnected then).
+    /// handshake, and each HTTP/1 request head within this long (on a kept-alive HTTP/1
+    /// connection, counted from the previous response); a client that says nothing is
+    /// disconnected then.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, requires = "http")]
     first_read_timeout: Duration,
-    /// With --http: close a connection with no request in flight and nothing read for this
-    /// long (HTTP/1 kept alive and HTTP/2 alike; a long response or stream is never cut).
+    /// With --http: close a connection with no request in flight for this long, from the end
+    /// of its last request (HTTP/1 kept alive and HTTP/2 alike; a long response or stream is
+    /// never cut), and cut a request body that brings no bytes for this long.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration, requires = "http")]
     idle_timeout: Duration,
     /// TCP mode: send a PROXY protocol v2 header to the target first, with the client's
@@ -138,7 +141,9 @@ pub async fn run(args: &Args) -> Result<(), String> {
             args.h2c,
             net::ConnectionTimeouts::new()
                 .first_read(args.first_read_timeout)
+                .header_read(args.first_read_timeout)
                 .idle(args.idle_timeout),
+            args.common.max_conns as usize,
         )?)
     } else {
         None

@@ -39,7 +39,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::CommonArgs;
 use super::address::{Address, Listener, Stream};
-use super::http::ProxyBody;
+use super::forward::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
 
