@@ -3,7 +3,11 @@
 //!
 //! - `plain`: hyper + tokio-rustls with static certificates, rustls' own WebPKI verifiers
 //!   (client certificates checked against the CA, the server's `localhost` DNS name checked),
-//!   `TCP_NODELAY` on both sides: what a careful hand-written server and client do;
+//!   `TCP_NODELAY` on both sides, resumption off: what a careful hand-written server and
+//!   client do, each connection a full handshake as ours always is;
+//! - `plain_resumed`: the same with rustls' default TLS 1.3 session resumption, which skips
+//!   the certificates (and so, for a SPIFFE peer, the authorization) on every connection after
+//!   the first: shown for its cost, not a contender;
 //! - `spiffe_mtls`: this crate's `net::HttpServer` and `net::MtlsConnector` on static sources,
 //!   authorizing the peer's SPIFFE ID on both sides.
 //!
@@ -29,7 +33,7 @@ use spiffe_mtls::rustls::server::WebPkiClientVerifier;
 use spiffe_mtls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::svid::X509Svid;
-use spiffe_mtls::{BundleSet, authorize, net, tls};
+use spiffe_mtls::{BundleSet, authorize, net, rustls, tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
@@ -103,7 +107,7 @@ async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
 }
 
 /// The plain server: hyper-util's auto builder over tokio-rustls; its address.
-async fn plain_server(material: &Material) -> String {
+async fn plain_server(material: &Material, resumption: bool) -> String {
     let verifier = WebPkiClientVerifier::builder(material.roots())
         .build()
         .expect("client verifier");
@@ -115,6 +119,10 @@ async fn plain_server(material: &Material) -> String {
         )
         .expect("server config");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if !resumption {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
@@ -193,7 +201,8 @@ fn first_responses(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let material = Material::new();
-    let plain = runtime.block_on(plain_server(&material));
+    let plain = runtime.block_on(plain_server(&material, false));
+    let resumed = runtime.block_on(plain_server(&material, true));
     let ours = runtime.block_on(spiffe_mtls_server(&material));
     let mut group = c.benchmark_group("first_response");
     for protocol in [Protocol::Http1, Protocol::Http2] {
@@ -205,18 +214,25 @@ fn first_responses(c: &mut Criterion) {
             )
             .expect("client config");
         config.alpn_protocols = vec![protocol.alpn()];
+        let resuming = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+        config.resumption = rustls::client::Resumption::disabled();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        group.bench_function(format!("plain/{}", protocol.name()), |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let tcp = TcpStream::connect(&plain).await.expect("connect");
-                    tcp.set_nodelay(true).expect("nodelay");
-                    let name = ServerName::try_from("localhost").expect("name");
-                    let tls = connector.connect(name, tcp).await.expect("handshake");
-                    first_response(tls, protocol).await;
+        for (name, address, connector) in [
+            ("plain", &plain, &connector),
+            ("plain_resumed", &resumed, &resuming),
+        ] {
+            group.bench_function(format!("{name}/{}", protocol.name()), |b| {
+                b.iter(|| {
+                    runtime.block_on(async {
+                        let tcp = TcpStream::connect(address).await.expect("connect");
+                        tcp.set_nodelay(true).expect("nodelay");
+                        let name = ServerName::try_from("localhost").expect("name");
+                        let tls = connector.connect(name, tcp).await.expect("handshake");
+                        first_response(tls, protocol).await;
+                    });
                 });
             });
-        });
+        }
 
         let config = tls::client_config(
             material.source(&material.client),
