@@ -9,6 +9,7 @@
 mod socket_arg;
 
 use clap::Parser;
+use spiffe_mtls::tls::Side;
 use spiffe_mtls::{SpiffeId, authorize, net, tls};
 
 mod hello {
@@ -36,14 +37,38 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let source = args.socket.source().await?;
-    let config = tls::client_config(source, authorize::id(args.server_id)).build()?;
-    let channel = net::grpc_channel(&args.server, &config).await?;
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("grpc_client: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let source = args.socket.source().await.map_err(|e| e.to_string())?;
+    let config = tls::client_config(source, authorize::id(args.server_id))
+        .build()
+        .map_err(|e| e.to_string())?;
+    // A refused server: "cannot connect to URL: the server is not authorized: expected ...,
+    // presented ...".
+    let channel = net::grpc_channel(&args.server, &config)
+        .await
+        .map_err(|e| e.to_string())?;
+    // A server that refuses our certificate after the handshake fails the call: its causes
+    // say why.
     let reply = GreeterClient::new(channel)
         .hello(HelloRequest { text: args.text })
-        .await?
+        .await
+        .map_err(|status| match std::error::Error::source(&status) {
+            Some(cause) => format!(
+                "the call failed: {}",
+                net::describe_error(cause, Side::Client, None)
+            ),
+            None => format!("the call failed: {status}"),
+        })?
         .into_inner();
     println!("server saw {}: {}", reply.caller, reply.text);
     Ok(())

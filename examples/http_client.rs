@@ -9,6 +9,7 @@
 mod socket_arg;
 
 use clap::Parser;
+use spiffe_mtls::tls::Side;
 use spiffe_mtls::{SpiffeId, authorize, net, tls};
 
 /// GETs one URL over mutual TLS.
@@ -25,14 +26,36 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let source = args.socket.source().await?;
-    let config = tls::client_config(source, authorize::id(args.server_id)).build()?;
-    let client = net::reqwest_client(config)?;
-    let response = client.get(&args.url).send().await?.error_for_status()?;
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("http_client: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let source = args.socket.source().await.map_err(|e| e.to_string())?;
+    let config = tls::client_config(source, authorize::id(args.server_id))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = net::reqwest_client(config).map_err(|e| e.to_string())?;
+    // A refusal in words: what we expected and what the server presented, or what its alert
+    // means for our ID.
+    let failed = |e: reqwest::Error| {
+        let cause = std::error::Error::source(&e).unwrap_or(&e);
+        format!(
+            "{}: {}",
+            args.url,
+            net::describe_error(cause, Side::Client, None)
+        )
+    };
+    let response = client.get(&args.url).send().await.map_err(failed)?;
+    let response = response.error_for_status().map_err(|e| e.to_string())?;
     let server = net::reqwest_peer(&response).ok_or("the response carries no server identity")?;
     eprintln!("server {server}");
-    print!("{}", response.text().await?);
+    print!("{}", response.text().await.map_err(failed)?);
     Ok(())
 }

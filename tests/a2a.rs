@@ -186,7 +186,14 @@ async fn a_server_with_an_unexpected_id_is_refused_before_any_request() {
     let AgentClientError::Fetch { reason, .. } = &error else {
         panic!("{error}");
     };
-    assert!(reason.contains("ApplicationVerificationFailure"), "{error}");
+    // Said as what the client expected and what the server presented, never an alert name.
+    assert!(
+        reason.ends_with(&format!(
+            "the server is not authorized: expected the ID {impostor}, presented {SERVER}"
+        )),
+        "{error}"
+    );
+    assert!(!reason.contains("ApplicationVerificationFailure"), "{error}");
     // The handshake failed on the client's side: no request reached the server.
     assert_eq!(world.server.requests.load(Ordering::Relaxed), 0);
     // The client's audit trail names the server it refused and the rule.

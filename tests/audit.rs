@@ -266,12 +266,12 @@ fn accepted_once_per_side_after_the_signature(
     assert_eq!(field(server_side, "decision"), "accepted");
     assert_eq!(field(server_side, "peer"), client_id);
     assert_eq!(field(server_side, "trust_domain"), "example.org");
-    assert_eq!(field(server_side, "rule"), format!("id {client_id}"));
+    assert_eq!(field(server_side, "rule"), format!("the ID {client_id}"));
     let client_side = one_event(events, "client");
     assert_eq!(field(client_side, "decision"), "accepted");
     assert_eq!(field(client_side, "peer"), SERVER);
     assert_eq!(field(client_side, "trust_domain"), "example.org");
-    assert_eq!(field(client_side, "rule"), format!("id {SERVER}"));
+    assert_eq!(field(client_side, "rule"), format!("the ID {SERVER}"));
     server_accepted_after_a_later_record(trail);
 }
 
@@ -317,7 +317,7 @@ fn a_refused_id_records_one_denial_with_the_rule() {
     assert_eq!(field(refusal, "peer"), "spiffe://example.org/rogue");
     assert_eq!(field(refusal, "trust_domain"), "example.org");
     assert_eq!(field(refusal, "decision"), "denied");
-    assert_eq!(field(refusal, "rule"), format!("id {CLIENT}"));
+    assert_eq!(field(refusal, "rule"), format!("the ID {CLIENT}"));
     assert_eq!(
         field(refusal, "reason"),
         "the rule does not allow this SPIFFE ID"

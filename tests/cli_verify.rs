@@ -130,8 +130,33 @@ fn exit_0_with_json_bundle_and_allow_rules() {
     // exit 3: valid, but not allowed
     let (stdout, stderr) = expect_code(&with(&["--allow-id", "spiffe://example.org/other"]), 3);
     assert!(stdout.is_empty());
-    assert!(stderr.contains("not authorized"), "{stderr}");
-    expect_code(&with(&["--allow-td", "partner.org"]), 3);
+    assert_eq!(
+        stderr,
+        format!("not authorized: expected the ID spiffe://example.org/other, presented {ID}\n")
+    );
+    let (_, stderr) = expect_code(&with(&["--allow-td", "partner.org"]), 3);
+    assert_eq!(
+        stderr,
+        format!("not authorized: expected a member of partner.org, presented {ID}\n")
+    );
+    let (_, stderr) = expect_code(
+        &with(&[
+            "--allow-id",
+            "spiffe://example.org/b",
+            "--allow-id",
+            "spiffe://example.org/a",
+            "--allow-td",
+            "partner.org",
+        ]),
+        3,
+    );
+    assert_eq!(
+        stderr,
+        format!(
+            "not authorized: expected one of spiffe://example.org/a or spiffe://example.org/b, \
+             or a member of partner.org, presented {ID}\n"
+        )
+    );
 }
 
 #[test]

@@ -151,7 +151,14 @@ async fn grpc_client_and_server_see_each_others_ids() {
     .await;
     assert!(!ok, "{stdout}");
     assert!(stdout.is_empty(), "{stdout}");
-    assert!(!stderr.is_empty());
+    // Said as what the client expected and what the server presented, not a Debug dump.
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "grpc_client: cannot connect to {url}: the server is not authorized: expected the ID \
+             spiffe://example.org/someone-else, presented spiffe://example.org/grpc-server"
+        )
+    );
     dev.shutdown().await;
 }
 
@@ -205,7 +212,7 @@ async fn reqwest_client_reaches_the_service_reading_fetch_write_files() {
         "{stderr}"
     );
 
-    let (ok, stdout, _) = run(
+    let (ok, stdout, stderr) = run(
         &client_exe,
         &[
             "--socket",
@@ -219,5 +226,79 @@ async fn reqwest_client_reaches_the_service_reading_fetch_write_files() {
     .await;
     assert!(!ok);
     assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "http_client: {url}: client error (Connect): the server is not authorized: expected \
+             the ID spiffe://example.org/someone-else, presented spiffe://example.org/file-service"
+        )
+    );
+    dev.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_client_says_which_server_id_it_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_exe, client_exe) = (example("agent_server"), example("agent_client"));
+    let (address, dev) = dev_server(
+        dir.path(),
+        &[(&server_exe, "agent/server"), (&client_exe, "agent/client")],
+    )
+    .await;
+    let socket = address.to_string();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[connect]\ntrust_domains = [\"example.org\"]\n[routes.echo]\ntrust_domains = [\"example.org\"]\n",
+    )
+    .unwrap();
+    let mut server = Command::new(&server_exe)
+        .args(["--socket", &socket, "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&policy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the agent server started")
+        .unwrap()
+        .expect("a first line");
+    // "agent server ID on URL (card ...)"
+    let base = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let (ok, stdout, stderr) = run(
+        &client_exe,
+        &[
+            "--socket",
+            &socket,
+            "--server",
+            &base,
+            "--server-id",
+            "spiffe://example.org/agent/other",
+            "--text",
+            "hi",
+        ],
+    )
+    .await;
+    assert!(!ok, "{stdout}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "agent_client: cannot fetch the agent card from {base}/.well-known/agent-card.json: \
+             client error (Connect): the server is not authorized: expected the ID \
+             spiffe://example.org/agent/other, presented spiffe://example.org/agent/server"
+        ),
+        "{stderr}"
+    );
     dev.shutdown().await;
 }

@@ -190,19 +190,23 @@ async fn a_server_with_another_id_never_receives_a_request() {
     let hyper = hyper_client(MtlsConnector::new(material.client_config(CLIENT, OTHER)));
     let error = hyper.get(url.parse().unwrap()).await.unwrap_err();
     assert!(error.is_connect(), "{error:?}");
-    let source = std::error::Error::source(&error).expect("the connector's error");
-    // Valid but not authorized: the verifier's ApplicationVerificationFailure.
-    let message = source.to_string();
-    assert!(
-        message.contains("ApplicationVerificationFailure"),
-        "{message}"
-    );
+    // Valid but not authorized: said as what the rule expected and what was presented.
+    let expected =
+        format!("the server is not authorized: expected the ID {OTHER}, presented {SERVER}");
+    let refusal = net::HandshakeRefusal::find(&error).expect("the connector's refusal");
+    assert_eq!(refusal.to_string(), expected);
+    let described = net::describe_error(&error, spiffe_mtls::tls::Side::Client, None);
+    assert!(described.ends_with(&expected), "{described}");
 
     let reqwest = net::reqwest_client(material.client_config(CLIENT, OTHER)).unwrap();
     let error = reqwest.get(&url).send().await.unwrap_err();
     assert!(error.is_connect(), "{error:?}");
-    let chain = format!("{error:?}");
-    assert!(chain.contains("ApplicationVerificationFailure"), "{chain}");
+    let described = net::describe_error(&error, spiffe_mtls::tls::Side::Client, None);
+    assert!(described.ends_with(&expected), "{described}");
+    assert!(
+        !described.contains("ApplicationVerificationFailure"),
+        "{described}"
+    );
 
     // Give the server time to run anything it would have run.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -191,7 +191,7 @@ async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
         [allowed(
             CLIENT,
             "/api",
-            r#"route "/api" allows member of example.org"#
+            r#"route "/api" allows a member of example.org"#
         )]
     );
 
@@ -209,7 +209,7 @@ async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
         [denied(
             CLIENT,
             "/api/admin",
-            &format!(r#"route "/api/admin" allows id {OPS}"#)
+            &format!(r#"route "/api/admin" allows the ID {OPS}"#)
         )]
     );
     let answer = send(&ops, get_req(&address, "/api/admin/users")).await;
@@ -219,7 +219,7 @@ async fn route_layer_allows_and_refuses_per_route_with_audit_events() {
         [allowed(
             OPS,
             "/api/admin",
-            &format!(r#"route "/api/admin" allows id {OPS}"#)
+            &format!(r#"route "/api/admin" allows the ID {OPS}"#)
         )]
     );
 

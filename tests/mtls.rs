@@ -112,12 +112,24 @@ async fn a_client_with_the_wrong_id_is_refused() {
         id(SERVER),
     );
     let (server, client) = handshake(pair.server, pair.client).await;
-    let error = server.unwrap_err().to_string();
-    assert!(error.contains("ApplicationVerificationFailure"), "{error}");
-    // TLS 1.3: the client learns of the refusal on its first read at the latest.
-    if let Ok(mut client) = client {
-        let mut buf = [0u8; 1];
-        assert!(client.read(&mut buf).await.is_err() || buf == [0]);
+    let error = server.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+    assert_eq!(
+        error.to_string(),
+        "the client is not authorized: expected the ID spiffe://example.org/agent/client, \
+         presented spiffe://example.org/agent/rogue"
+    );
+    // TLS 1.3: the client learns of the refusal on its first read at the latest, in words.
+    let refused = "the server refused our certificate (TLS alert access_denied): it does not \
+                   authorize spiffe://example.org/agent/rogue (our ID)";
+    match client {
+        Ok(mut client) => {
+            let mut buf = [0u8; 1];
+            let error = client.read(&mut buf).await.unwrap_err();
+            assert_eq!(error.to_string(), refused);
+            assert!(spiffe_mtls::net::HandshakeRefusal::find(&error).is_some());
+        }
+        Err(error) => assert_eq!(error.to_string(), refused),
     }
 }
 
@@ -136,7 +148,11 @@ async fn a_server_with_the_wrong_id_is_refused_by_the_client() {
     );
     let (_, client) = handshake(pair.server, pair.client).await;
     let error = client.unwrap_err().to_string();
-    assert!(error.contains("ApplicationVerificationFailure"), "{error}");
+    assert_eq!(
+        error,
+        "the server is not authorized: expected the ID spiffe://example.org/agent/server, \
+         presented spiffe://example.org/impostor"
+    );
 }
 
 #[tokio::test]
@@ -157,11 +173,10 @@ async fn a_peer_of_another_trust_domain_is_refused() {
         id(SERVER),
     );
     let (server, _) = handshake(pair.server, pair.client).await;
-    assert!(
-        server
-            .unwrap_err()
-            .to_string()
-            .contains("ApplicationVerificationFailure")
+    assert_eq!(
+        server.unwrap_err().to_string(),
+        "the client is not authorized: expected a member of example.org, presented \
+         spiffe://partner.org/agent"
     );
 
     // Without the partner's bundle the chain does not verify at all.

@@ -34,7 +34,7 @@ fn plain_http_backend_behind_server_reached_by_client_and_wrong_id_refused() {
     assert!(body.contains("request: GET /hello HTTP/1.1"), "{body}");
     let line = server.audit_line(&["decision=accepted", &format!("peer={CLIENT_ID}")]);
     assert!(line.contains("side=server"), "{line}");
-    assert!(line.contains(&format!("rule=\"id {CLIENT_ID}\"")), "{line}");
+    assert!(line.contains(&format!("rule=\"the ID {CLIENT_ID}\"")), "{line}");
     assert!(line.contains("end=closed"), "{line}");
     assert!(!line.contains("bytes_in=0 "), "{line}");
     client.audit_line(&[

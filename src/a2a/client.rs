@@ -138,11 +138,12 @@ impl AgentClient {
     /// # Example
     /// See the [module docs](super).
     pub async fn connect(config: ClientConfig, base_url: &str) -> Result<Self, AgentClientError> {
+        let own_id = crate::tls::PeerIdentity::own_id(&config);
         let http = crate::net::reqwest_builder(config)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| AgentClientError::Client(chain(&e)))?;
-        Self::with_client(http, base_url).await
+        Self::fetch_card(http, base_url, own_id.as_ref()).await
     }
 
     /// As [`connect`](Self::connect), with a `reqwest` client already built (by
@@ -163,6 +164,16 @@ impl AgentClient {
         http: reqwest::Client,
         base_url: &str,
     ) -> Result<Self, AgentClientError> {
+        Self::fetch_card(http, base_url, None).await
+    }
+
+    /// Fetches and checks the card; `own_id` (the ID we present, when known) names us in a
+    /// refusal by the server.
+    async fn fetch_card(
+        http: reqwest::Client,
+        base_url: &str,
+        own_id: Option<&crate::SpiffeId>,
+    ) -> Result<Self, AgentClientError> {
         let url = format!("{}{AGENT_CARD_PATH}", base_url.trim_end_matches('/'));
         let fetch = |reason: String| AgentClientError::Fetch {
             url: url.clone(),
@@ -173,7 +184,15 @@ impl AgentClient {
             .header("A2A-Version", a2a_protocol::VERSION)
             .send()
             .await
-            .map_err(|e| fetch(chain(&e)))?;
+            .map_err(|e| {
+                // reqwest's own text repeats the URL: its causes say what failed.
+                let cause = std::error::Error::source(&e).unwrap_or(&e);
+                fetch(crate::net::describe_error(
+                    cause,
+                    crate::tls::Side::Client,
+                    own_id,
+                ))
+            })?;
         if !response.status().is_success() {
             return Err(fetch(format!("HTTP {}", response.status())));
         }

@@ -225,24 +225,47 @@ impl GrpcIncoming {
     }
 }
 
-/// Why a gRPC channel could not be opened.
-#[derive(Debug, thiserror::Error)]
+/// Why a gRPC channel could not be opened. Its `Debug` is its message, so that a `main`
+/// returning it prints a sentence, not a dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum GrpcChannelError {
     /// The URI has no host or port.
     #[error("{0}: expected https://host:port")]
     Uri(String),
-    /// The connection or the handshake failed.
-    #[error(transparent)]
-    Transport(#[from] tonic::transport::Error),
+    /// The connection or the handshake failed: a refusal says what was expected and what
+    /// was presented (its [`HandshakeRefusal`](super::HandshakeRefusal) is among the causes).
+    #[error("cannot connect to {uri}: {reason}")]
+    Connect {
+        /// The URI dialed.
+        uri: String,
+        /// What failed, with its causes.
+        reason: String,
+        /// tonic's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl std::fmt::Debug for GrpcChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A tonic channel to `uri` (`https://host:port`) over mutual TLS with `config` (from
 /// [`crate::tls::client_config`]; its ALPN is set to `h2`). The server is authorized by its
 /// SPIFFE ID; the host is used to connect and as SNI.
 ///
+/// A server that refuses our certificate after a TLS 1.3 handshake (its alert comes after
+/// the client's side finished) fails the first call: the `tonic::Status`'s causes hold the
+/// [`HandshakeRefusal`](super::HandshakeRefusal); [`describe_error`](super::describe_error)
+/// says it in words.
+///
 /// # Errors
-/// [`GrpcChannelError`] for a URI without host and port, or a failed first connection.
+/// [`GrpcChannelError`] for a URI without host and port, or a failed first connection (a
+/// refused server: "cannot connect to https://..: the server is not authorized: expected the
+/// ID .., presented ..").
 pub async fn grpc_channel(uri: &str, config: &ClientConfig) -> Result<Channel, GrpcChannelError> {
     let parsed: Uri = uri
         .parse()
@@ -255,7 +278,9 @@ pub async fn grpc_channel(uri: &str, config: &ClientConfig) -> Result<Channel, G
     let mut config = config.clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let config = Arc::new(config);
-    let endpoint = Endpoint::from_shared(format!("http://{authority}"))?;
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+        .map_err(|e| GrpcChannelError::Uri(format!("{uri}: {e}")))?;
+    let own_id = crate::tls::PeerIdentity::own_id(&config);
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |uri: Uri| {
             let config = Arc::clone(&config);
@@ -273,6 +298,15 @@ pub async fn grpc_channel(uri: &str, config: &ClientConfig) -> Result<Channel, G
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }
         }))
-        .await?;
+        .await
+        .map_err(|source| {
+            // tonic's own text is "transport error": its causes say what failed.
+            let cause = std::error::Error::source(&source).unwrap_or(&source);
+            GrpcChannelError::Connect {
+                uri: uri.to_owned(),
+                reason: super::describe_error(cause, crate::tls::Side::Client, own_id.as_ref()),
+                source,
+            }
+        })?;
     Ok(channel)
 }

@@ -14,6 +14,7 @@
 //! | a tonic server | [`incoming`] or [`GrpcIncoming`] with `Server::serve_with_incoming` |
 //! | a tonic client | [`grpc_channel`] |
 //! | raw streams | [`accept`], [`connect`] |
+//! | a refusal in words (expected, presented) | [`HandshakeRefusal`], [`describe_error`] |
 //!
 //! Server handlers find the peer and its address as request extensions:
 //! `request.extensions().get::<PeerIdentity>()` and `.get::<RemoteAddr>()` (axum:
@@ -34,6 +35,7 @@ mod connector;
 mod deadlines;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod handshake_refusal;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "http")]
@@ -63,6 +65,7 @@ pub use connector::MtlsConnector;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use grpc::{GrpcChannelError, GrpcConnectInfo, GrpcIncoming, grpc_channel, incoming};
+pub use handshake_refusal::{HandshakeRefusal, describe_error};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};

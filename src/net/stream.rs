@@ -1,5 +1,6 @@
 //! A TLS stream whose peer has been verified, and the handshakes that make one.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,13 +13,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::HANDSHAKE_TIMEOUT;
-use crate::tls::PeerIdentity;
+use super::handshake_refusal::HandshakeRefusal;
+use crate::authorize::AuthorizeError;
+use crate::tls::{PeerIdentity, Side};
 
 /// A TLS connection and the verified identity of its peer.
+///
+/// A client's stream whose server refuses its certificate after the handshake (TLS 1.3: the
+/// client finishes first, the server's alert comes with the first read) fails that read with
+/// a [`HandshakeRefusal`] as the `io::Error`'s inner error (kind `PermissionDenied`).
 #[derive(Debug)]
 pub struct MtlsStream<IO> {
     stream: TlsStream<IO>,
     peer: PeerIdentity,
+    /// A client's config, to name the ID it presented when the server refuses it.
+    client_config: Option<Arc<ClientConfig>>,
 }
 
 impl<IO> MtlsStream<IO> {
@@ -35,6 +44,67 @@ impl<IO> MtlsStream<IO> {
     /// The TLS stream and the peer.
     pub fn into_parts(self) -> (TlsStream<IO>, PeerIdentity) {
         (self.stream, self.peer)
+    }
+
+    /// A read or write error said as a refusal when it is the server's alert about our
+    /// certificate.
+    fn refusal(&self, error: io::Error) -> io::Error {
+        match &self.client_config {
+            Some(config) => {
+                HandshakeRefusal::map_io(error, Side::Client, None, || PeerIdentity::own_id(config))
+            }
+            None => error,
+        }
+    }
+}
+
+/// A server handshake that picks up the refusal its verifier notes (what the rule expected,
+/// what the client presented) in the same poll, on the same thread: no other handshake's
+/// refusal can be mixed in.
+struct ServerHandshake<F> {
+    inner: Pin<Box<F>>,
+    refused: Option<AuthorizeError>,
+}
+
+impl<F: Future> Future for ServerHandshake<F> {
+    type Output = (F::Output, Option<AuthorizeError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _ = PeerIdentity::take_refused_client();
+        let polled = self.inner.as_mut().poll(cx);
+        if let Some(refused) = PeerIdentity::take_refused_client() {
+            self.refused = Some(refused);
+        }
+        match polled {
+            Poll::Ready(output) => Poll::Ready((output, self.refused.take())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The server side of a handshake on `io`, within `timeout`; a refused client is said as
+/// what the rule expected and what it presented.
+async fn server_handshake<IO>(
+    config: Arc<ServerConfig>,
+    io: IO,
+    timeout: Duration,
+) -> io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = ServerHandshake {
+        inner: Box::pin(TlsAcceptor::from(config).accept(io)),
+        refused: None,
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => Err(timed_out()),
+        Ok((Ok(stream), _)) => Ok(stream),
+        Ok((Err(error), refused)) => Err(HandshakeRefusal::map_io(
+            error,
+            Side::Server,
+            refused,
+            || None,
+        )),
     }
 }
 
@@ -53,8 +123,10 @@ fn timed_out() -> io::Error {
 /// [`crate::tls::server_config`].
 ///
 /// # Errors
-/// The handshake's error (the peer was refused, say), or a timeout after
-/// [`HANDSHAKE_TIMEOUT`].
+/// The handshake's error, or a timeout after [`HANDSHAKE_TIMEOUT`]. A client the config's
+/// rule refuses fails with a [`HandshakeRefusal`] as the inner error (kind
+/// `PermissionDenied`): "the client is not authorized: expected (the rule), presented (its
+/// ID)"; so does a client that refused this server's certificate.
 pub async fn accept<IO>(config: Arc<ServerConfig>, io: IO) -> io::Result<MtlsStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -86,13 +158,12 @@ pub async fn accept_within<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(io))
-        .await
-        .map_err(|_| timed_out())??;
+    let stream = server_handshake(config, io, timeout).await?;
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
     Ok(MtlsStream {
         stream: TlsStream::Server(stream),
         peer,
+        client_config: None,
     })
 }
 
@@ -107,9 +178,7 @@ pub(crate) async fn accept_optional_within<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(io))
-        .await
-        .map_err(|_| timed_out())??;
+    let stream = server_handshake(config, io, timeout).await?;
     let peer = PeerIdentity::from_connection(stream.get_ref().1);
     Ok((TlsStream::Server(stream), peer))
 }
@@ -119,7 +188,11 @@ where
 /// server is authorized by its SPIFFE ID, not by this name.
 ///
 /// # Errors
-/// As [`accept`].
+/// As [`accept`]: a server the config's rule refuses fails with a [`HandshakeRefusal`]
+/// ("the server is not authorized: expected (the rule), presented (its ID)"), and so does a
+/// server that refused our certificate during the handshake (TLS 1.2; with TLS 1.3 the
+/// refusal comes with the stream's first read: "the server refused our certificate (TLS
+/// alert access_denied): it does not authorize (our ID)").
 pub async fn connect<IO>(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
@@ -144,13 +217,18 @@ pub async fn connect_within<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = tokio::time::timeout(timeout, TlsConnector::from(config).connect(server_name, io))
+    let connector = TlsConnector::from(Arc::clone(&config));
+    let stream = tokio::time::timeout(timeout, connector.connect(server_name, io))
         .await
-        .map_err(|_| timed_out())??;
+        .map_err(|_| timed_out())?
+        .map_err(|error| {
+            HandshakeRefusal::map_io(error, Side::Client, None, || PeerIdentity::own_id(&config))
+        })?;
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
     Ok(MtlsStream {
         stream: TlsStream::Client(stream),
         peer,
+        client_config: Some(config),
     })
 }
 
@@ -160,7 +238,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MtlsStream<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
+            other => other,
+        }
     }
 }
 
@@ -170,7 +251,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
+            other => other,
+        }
     }
 
     fn poll_write_vectored(
@@ -178,7 +262,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
+            other => other,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

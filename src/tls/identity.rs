@@ -68,6 +68,23 @@ impl PeerIdentity {
         })
     }
 
+    /// The client a server verifier on this thread refused last (taken: a second call gives
+    /// `None`): what it expected and what was presented. For `net`'s server handshakes, which
+    /// clear it before and take it after each poll of the handshake, on the polling thread.
+    #[cfg(feature = "net")]
+    pub(crate) fn take_refused_client() -> Option<crate::authorize::AuthorizeError> {
+        super::verifier::take_refusal()
+    }
+
+    /// The SPIFFE ID a client config presents now: that of the certificate its resolver
+    /// gives (with this crate's configs, the source's current SVID). `None` for a config
+    /// that presents no certificate or one without a SPIFFE ID.
+    #[cfg(feature = "net")]
+    pub(crate) fn own_id(config: &rustls::ClientConfig) -> Option<SpiffeId> {
+        let key = config.client_auth_cert_resolver.resolve(&[], &[])?;
+        leaf_spiffe_id(key.cert.first()?)
+    }
+
     #[cfg(feature = "reqwest")]
     /// The peer of a connection whose TLS layer gives out only the leaf (reqwest's
     /// `TlsInfo`): the same ID, a chain of the leaf alone. Trusted as `from_connection`.

@@ -16,6 +16,7 @@
 //! allow; a message other than the expected one) or with a resumed session, which skips the
 //! certificate check too: resumption is off in our configs.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,7 +29,7 @@ use super::audit::{self, Side};
 use super::authorized::AuthorizedLeaves;
 use super::cache::VerificationCache;
 use super::identity::leaf_spiffe_id;
-use crate::authorize::Authorizer;
+use crate::authorize::{AuthorizeError, Authorizer, ServerNotAuthorized};
 use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
 use crate::verify::{ErrorKind, SvidVerifier, VerifyError};
@@ -109,16 +110,29 @@ impl PeerCheck {
 
     /// Applies the authorizer to the verified ID of `end_entity`; records a refusal, and
     /// hands an allowed ID to the signature check.
+    ///
+    /// A refused server (we are the client) fails with
+    /// `InvalidCertificate(Other(`[`ServerNotAuthorized`]`))`, so the client's error says what
+    /// was expected and what was presented (the server hears the alert `certificate_unknown`). A
+    /// refused client fails with `ApplicationVerificationFailure`, which sends the client the
+    /// alert `access_denied`; the [`AuthorizeError`] is noted for the server's own error (see
+    /// [`take_refusal`]).
     fn authorize(&self, end_entity: &[u8], id: &SpiffeId) -> Result<(), rustls::Error> {
-        if self.authorizer.is_allowed(id) {
+        let Err(error) = self.authorizer.authorize(id) else {
             self.authorized.insert(end_entity, id);
-            Ok(())
-        } else {
-            audit::refused(self.side, id, &self.authorizer);
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
-        }
+            return Ok(());
+        };
+        audit::refused(self.side, id, &self.authorizer);
+        let certificate = match self.side {
+            Side::Client => {
+                CertificateError::Other(rustls::OtherError(Arc::new(ServerNotAuthorized(error))))
+            }
+            Side::Server => {
+                REFUSAL.with(|refusal| *refusal.borrow_mut() = Some(error));
+                CertificateError::ApplicationVerificationFailure
+            }
+        };
+        Err(rustls::Error::InvalidCertificate(certificate))
     }
 
     fn tls12_signature(
@@ -183,6 +197,20 @@ impl PeerCheck {
     fn schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+thread_local! {
+    /// The last client this thread's server verifiers refused, for the handshake that polls
+    /// them: rustls calls the verifier inside the poll of the handshake future, on the
+    /// thread that polls it.
+    static REFUSAL: RefCell<Option<AuthorizeError>> = const { RefCell::new(None) };
+}
+
+/// Takes the refusal a server verifier noted on this thread (see [`PeerCheck::authorize`]):
+/// call it right after polling a server handshake, on the same thread, and after clearing it
+/// before the poll, so that no other handshake's refusal is picked up.
+pub(crate) fn take_refusal() -> Option<AuthorizeError> {
+    REFUSAL.with(|refusal| refusal.borrow_mut().take())
 }
 
 /// The rustls error (and so the TLS alert) for a chain that failed verification.

@@ -90,6 +90,24 @@ fn load_chain(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(chain)
 }
 
+/// The rule of `--allow-id` and `--allow-td` (any of them allows), or `None` without them.
+fn allow_rule(args: &Args) -> Option<authorize::Authorizer> {
+    let mut rules = Vec::new();
+    match args.allow_id.as_slice() {
+        [] => {}
+        [id] => rules.push(authorize::id(id.clone())),
+        ids => rules.push(authorize::one_of(ids.iter().cloned())),
+    }
+    if !args.allow_td.is_empty() {
+        rules.push(authorize::member_of(args.allow_td.iter().cloned()));
+    }
+    match rules.len() {
+        0 => None,
+        1 => rules.pop(),
+        _ => Some(authorize::any_of(rules)),
+    }
+}
+
 /// Runs the command and returns the contract's exit code.
 pub fn run(args: &Args) -> ExitCode {
     let (chain, bundles) = match load_chain(&args.chain)
@@ -107,14 +125,10 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(svid) => svid,
         Err(e) => return fail(INVALID, format!("invalid SVID: {e}")),
     };
-    if !args.allow_id.is_empty() || !args.allow_td.is_empty() {
-        let rule = authorize::any_of([
-            authorize::one_of(args.allow_id.iter().cloned()),
-            authorize::member_of(args.allow_td.iter().cloned()),
-        ]);
-        if let Err(e) = rule.authorize(svid.spiffe_id()) {
-            return fail(UNAUTHORIZED, format!("not authorized: {e}"));
-        }
+    if let Some(rule) = allow_rule(args)
+        && let Err(e) = rule.authorize(svid.spiffe_id())
+    {
+        return fail(UNAUTHORIZED, format!("not authorized: {e}"));
     }
     println!("{}", svid.spiffe_id());
     ExitCode::SUCCESS
