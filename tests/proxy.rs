@@ -34,7 +34,10 @@ fn plain_http_backend_behind_server_reached_by_client_and_wrong_id_refused() {
     assert!(body.contains("request: GET /hello HTTP/1.1"), "{body}");
     let line = server.audit_line(&["decision=accepted", &format!("peer={CLIENT_ID}")]);
     assert!(line.contains("side=server"), "{line}");
-    assert!(line.contains(&format!("rule=\"the ID {CLIENT_ID}\"")), "{line}");
+    assert!(
+        line.contains(&format!("rule=\"the ID {CLIENT_ID}\"")),
+        "{line}"
+    );
     assert!(line.contains("end=closed"), "{line}");
     assert!(!line.contains("bytes_in=0 "), "{line}");
     client.audit_line(&[
@@ -49,12 +52,21 @@ fn plain_http_backend_behind_server_reached_by_client_and_wrong_id_refused() {
     assert_eq!(code, 0, "the intruder got a response: {body}");
     let line = server.audit_line(&["decision=denied", &format!("peer={INTRUDER_ID}")]);
     assert!(
-        line.contains("the rule does not allow this SPIFFE ID"),
+        line.contains(&format!(
+            "end=\"handshake: the client is not authorized: expected the ID {CLIENT_ID}, \
+             presented {INTRUDER_ID}\""
+        )),
         "{line}"
     );
     assert!(line.contains("bytes_in=0 bytes_out=0"), "{line}");
-    // The intruder's own proxy learns it from the server's alert (TLS 1.3).
-    intruder.audit_line(&["side=client", "end=\"refused by the server: AccessDenied\""]);
+    // The intruder's own proxy learns it from the server's alert (TLS 1.3), in words.
+    intruder.audit_line(&[
+        "side=client",
+        &format!(
+            "end=\"the server refused our certificate (TLS alert access_denied): it does not \
+             authorize {INTRUDER_ID} (our ID)\""
+        ),
+    ]);
 
     // Status and metrics.
     let (code, body) = server.status_get("/healthz");

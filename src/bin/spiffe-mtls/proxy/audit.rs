@@ -2,8 +2,8 @@
 //! (also when a drain cuts it or its task is aborted).
 //!
 //! ```text
-//! proxy-audit time=2026-11-30T16:00:00Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=accepted rule="id spiffe://example.org/client" bytes_in=420 bytes_out=1337 duration_ms=12.408 end=closed
-//! proxy-audit time=2026-11-30T16:00:01Z side=server remote=127.0.0.1:53214 peer=spiffe://example.org/intruder decision=denied rule="id spiffe://example.org/client" bytes_in=0 bytes_out=0 duration_ms=1.032 end="handshake: the rule does not allow this SPIFFE ID"
+//! proxy-audit time=2026-11-30T16:00:00Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=accepted rule="the ID spiffe://example.org/client" bytes_in=420 bytes_out=1337 duration_ms=12.408 end=closed
+//! proxy-audit time=2026-11-30T16:00:01Z side=server remote=127.0.0.1:53214 peer=spiffe://example.org/intruder decision=denied rule="the ID spiffe://example.org/client" bytes_in=0 bytes_out=0 duration_ms=1.032 end="handshake: the client is not authorized: expected the ID spiffe://example.org/client, presented spiffe://example.org/intruder"
 //! ```
 //!
 //! Fields, always all present, in this order (`key=value`, a value with a space, `"` or `=` is
@@ -27,7 +27,7 @@
 //! With `--http`, each refused request has a line of its own as it is refused:
 //!
 //! ```text
-//! proxy-request time=2026-11-30T16:00:02Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=denied status=403 route=/admin path=/admin/secret.txt rule="ids [spiffe://example.org/ops]" reason="the rule does not allow this SPIFFE ID"
+//! proxy-request time=2026-11-30T16:00:02Z side=server remote=127.0.0.1:53210 peer=spiffe://example.org/client decision=denied status=403 route=/admin path=/admin/secret.txt rule="route \"/admin\" allows the ID spiffe://example.org/ops" reason="the rule does not allow this SPIFFE ID"
 //! proxy-request time=2026-11-30T16:00:03Z side=server remote=127.0.0.1:53212 peer=spiffe://example.org/client decision=denied status=400 route=- path=/admin%2Fsecret.txt rule="canonical path" reason="the path has an encoded separator \"%2F\""
 //! ```
 //!

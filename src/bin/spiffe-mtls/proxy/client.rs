@@ -44,6 +44,8 @@ pub struct Args {
 
 struct Client {
     config: Arc<ClientConfig>,
+    /// Our SVIDs, to name the ID the server refused.
+    source: Arc<dyn spiffe_mtls::source::X509Source>,
     rule: Arc<str>,
     target: Address,
     server_name: ServerName<'static>,
@@ -117,6 +119,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
     );
     let client = Arc::new(Client {
         config: Arc::new(config),
+        source: Arc::clone(&identity.source),
         rule: rule.to_string().into(),
         target: args.target.clone(),
         server_name,
@@ -185,9 +188,15 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
         Err(error) => match refusal(&error) {
             // TLS 1.3: the client's side of the handshake ends before the server has
             // checked the client's certificate; a refusal arrives as an alert afterwards.
-            Some(alert) => {
+            // The plain client's connection is closed at once; the reason is here.
+            Some(_) => {
                 client.metrics.refused("refused_by_server");
-                format!("refused by the server: {alert:?}")
+                let own = client
+                    .source
+                    .x509_context()
+                    .ok()
+                    .map(|context| context.default_svid().spiffe_id().clone());
+                net::describe_error(&error, tls::Side::Client, own.as_ref())
             }
             None => format!("relay: {error}"),
         },

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use spiffe_mtls::authorize::{self, Authorizer};
+use spiffe_mtls::net::HandshakeRefusal;
 use spiffe_mtls::rustls;
 use spiffe_mtls::{SpiffeId, rustls::CertificateError};
 
@@ -58,8 +59,24 @@ impl<F: Future> Future for Watched<F> {
     }
 }
 
-/// A failed handshake: the metric's reason label and a description.
+/// A failed handshake: the metric's reason label and a description. A refusal says what was
+/// expected and what was presented (`the client is not authorized: expected the ID ..,
+/// presented ..`), or what the peer's alert means for our ID.
 pub fn classify(error: &io::Error, denied: bool) -> (&'static str, String) {
+    let refusal = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<HandshakeRefusal>());
+    if let Some(refusal) = refusal {
+        let reason = match refusal {
+            HandshakeRefusal::RefusedByPeer {
+                alert: rustls::AlertDescription::AccessDenied,
+                ..
+            } => "unauthorized",
+            HandshakeRefusal::RefusedByPeer { .. } => "untrusted_certificate",
+            _ => "unauthorized",
+        };
+        return (reason, refusal.to_string());
+    }
     if denied {
         return (
             "unauthorized",
