@@ -305,10 +305,16 @@ fn token_texts(token: &str) -> Vec<String> {
     vec![token.to_owned(), signature]
 }
 
-/// Every way a PKCS#8 key could show: base64 (standard and URL-safe) and each PEM line.
+/// Every way a PKCS#8 key could show: base64 (standard and URL-safe), each PEM line, and the
+/// bytes as `Debug` lists them.
 fn key_texts(der: &[u8]) -> Vec<String> {
     let pem = spiffe_mtls::pem::encode("PRIVATE KEY", der);
-    let mut texts = vec![STANDARD.encode(der), URL_SAFE_NO_PAD.encode(der)];
+    let bytes = format!("{der:?}");
+    let mut texts = vec![
+        STANDARD.encode(der),
+        URL_SAFE_NO_PAD.encode(der),
+        bytes.trim_matches(['[', ']']).to_owned(),
+    ];
     texts.extend(
         pem.lines()
             .filter(|line| !line.starts_with("-----"))
@@ -375,6 +381,52 @@ fn debug_of_an_x509_svid_hides_its_private_key() {
     );
     assert!(debug.contains(SUBJECT), "{debug}");
     assert!(debug.contains("expires_at"), "{debug}");
+}
+
+#[cfg(feature = "workload-api")]
+#[test]
+fn debug_of_the_workload_api_wire_messages_hides_keys_and_tokens() {
+    use spiffe_mtls::workload::proto::{
+        Jwtsvid, JwtsvidResponse, ValidateJwtsvidRequest, X509svid, X509svidResponse,
+    };
+    let (signer, der) = signer("k1");
+    let token = token_with_times(&signer, Some(&(NOW + 300).to_string()), None, None);
+    let x509 = X509svidResponse {
+        svids: vec![X509svid {
+            spiffe_id: SUBJECT.to_owned(),
+            x509_svid_key: der.clone(),
+            hint: "internal".to_owned(),
+            ..X509svid::default()
+        }],
+        ..X509svidResponse::default()
+    };
+    let debug = format!("{x509:?}");
+    assert_hides("X509svidResponse", &debug, &refs(&key_texts(&der)));
+    assert!(
+        debug.contains(SUBJECT) && debug.contains("internal"),
+        "{debug}"
+    );
+    let jwt = JwtsvidResponse {
+        svids: vec![Jwtsvid {
+            spiffe_id: SUBJECT.to_owned(),
+            svid: token.clone(),
+            hint: String::new(),
+        }],
+    };
+    let debug = format!("{jwt:?}");
+    assert_hides("JwtsvidResponse", &debug, &refs(&token_texts(&token)));
+    assert!(debug.contains(SUBJECT), "{debug}");
+    let validate = ValidateJwtsvidRequest {
+        audience: AUDIENCE.to_owned(),
+        svid: token.clone(),
+    };
+    let debug = format!("{validate:?}");
+    assert_hides(
+        "ValidateJwtsvidRequest",
+        &debug,
+        &refs(&token_texts(&token)),
+    );
+    assert!(debug.contains(AUDIENCE), "{debug}");
 }
 
 // ---- behind JwtAuthLayer ----

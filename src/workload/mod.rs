@@ -36,4 +36,38 @@ pub use client::{
 )]
 pub mod proto {
     tonic::include_proto!("_");
+
+    /// Never shows the private key (`x509_svid_key`): only its length.
+    impl std::fmt::Debug for X509svid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("X509svid")
+                .field("spiffe_id", &self.spiffe_id)
+                .field("x509_svid_bytes", &self.x509_svid.len())
+                .field("x509_svid_key", &format_args!("<redacted>"))
+                .field("bundle_bytes", &self.bundle.len())
+                .field("hint", &self.hint)
+                .finish()
+        }
+    }
+
+    /// Never shows the token (`svid`).
+    impl std::fmt::Debug for Jwtsvid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Jwtsvid")
+                .field("spiffe_id", &self.spiffe_id)
+                .field("svid", &format_args!("<redacted>"))
+                .field("hint", &self.hint)
+                .finish()
+        }
+    }
+
+    /// Never shows the token (`svid`).
+    impl std::fmt::Debug for ValidateJwtsvidRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ValidateJwtsvidRequest")
+                .field("audience", &self.audience)
+                .field("svid", &format_args!("<redacted>"))
+                .finish()
+        }
+    }
 }
