@@ -22,7 +22,14 @@ fn demo_rotates_without_failures_and_refuses_the_rogue() {
         stdout.contains("rotation: client now spiffe://example.org/demo/client serial="),
         "{stdout}"
     );
-    assert!(stdout.contains("refused: "), "{stdout}");
+    // The refusal in words: what the server's alert means for the rogue's ID.
+    assert!(
+        stdout.contains(
+            "refused: the server refused our certificate (TLS alert access_denied): it does not \
+             authorize spiffe://example.org/demo/rogue (our ID)"
+        ),
+        "{stdout}"
+    );
     assert!(!stdout.contains("FAILED"), "{stdout}");
     let summary = stdout
         .lines()
