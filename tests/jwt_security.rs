@@ -441,12 +441,17 @@ mod bearer_layer {
     use spiffe_mtls::net::{JwtAuthLayer, PeerIdentity};
     use tower::ServiceExt;
 
-    /// `/debug` answers `{:?}` of the caller's identity: what a careless log line would print.
+    /// `/debug` answers `{:?}` of the caller's identity and of the request's headers: what a
+    /// careless log line would print.
     fn app(bundles: JwtBundleSet) -> axum::Router {
         axum::Router::new()
             .route(
                 "/debug",
-                get(|Extension(peer): Extension<PeerIdentity>| async move { format!("{peer:?}") }),
+                get(
+                    |Extension(peer): Extension<PeerIdentity>, headers: http::HeaderMap| async move {
+                        format!("{peer:?}\n{headers:?}")
+                    },
+                ),
             )
             .layer(JwtAuthLayer::new(StaticJwtBundles::new(bundles), AUDIENCE).unwrap())
     }
@@ -493,7 +498,12 @@ mod bearer_layer {
         let token = token_with_times(&signer, Some(&exp.to_string()), None, None);
         let (status, debug) = call(&app, &token).await;
         assert_eq!(status, 200, "{debug}");
-        assert_hides("PeerIdentity", &debug, &refs(&token_texts(&token)));
+        assert_hides(
+            "PeerIdentity and headers",
+            &debug,
+            &refs(&token_texts(&token)),
+        );
+        assert!(debug.contains("\"authorization\": Sensitive"), "{debug}");
         let expiry = time::OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap())
             .unwrap()
             .format(&time::format_description::well_known::Rfc3339)
@@ -574,10 +584,9 @@ mod workload_api {
         let service = layer.layer(tower::service_fn(move |request: http::Request<()>| {
             let record = Arc::clone(&record);
             async move {
-                *record.lock().unwrap() = request
-                    .headers()
-                    .get("authorization")
-                    .map(|v| v.to_str().unwrap().to_owned());
+                let value = request.headers().get("authorization").unwrap();
+                *record.lock().unwrap() =
+                    Some((value.to_str().unwrap().to_owned(), format!("{request:?}")));
                 Ok::<_, std::convert::Infallible>(())
             }
         }));
@@ -586,8 +595,11 @@ mod workload_api {
             .oneshot(http::Request::new(()))
             .await
             .unwrap();
-        let sent = seen.lock().unwrap().clone().unwrap();
+        let (sent, request) = seen.lock().unwrap().clone().unwrap();
         assert_eq!(sent, format!("Bearer {}", cached.token()));
+        // The request it sent: the header is there, marked sensitive, so its Debug hides it.
+        assert_hides("the bearer request", &request, &refs(&secrets));
+        assert!(request.contains("authorization"), "{request}");
         for (what, debug) in [
             ("JwtBearerLayer", format!("{layer:?}")),
             ("JwtBearer", format!("{service:?}")),

@@ -28,7 +28,9 @@ struct Settings {
 
 /// A tower layer that lets a request through only with a valid JWT-SVID for `audience` in
 /// `Authorization: Bearer <token>` (validated against the source's JWT bundles), and inserts
-/// the token's [`PeerIdentity`] into the request's extensions (replacing any other).
+/// the token's [`PeerIdentity`] into the request's extensions (replacing any other). The
+/// `Authorization` header is marked sensitive, so `Debug` of the request's headers does not
+/// show the token (nor does `Debug` of the `PeerIdentity`).
 ///
 /// Refusals: no token (or another scheme) is `401` with `WWW-Authenticate: Bearer
 /// realm="spiffe"`; an invalid token is `401` with `error="invalid_token"` and the broken rule
@@ -178,6 +180,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // A handler that logs the request's headers must not log the bearer token.
+        if let Some(value) = request.headers_mut().get_mut(AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
         let settings = &self.settings;
         let audience = settings.audience.as_str();
         let refuse = |status, challenge, body| -> Self::Future {

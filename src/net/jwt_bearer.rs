@@ -76,10 +76,13 @@ pub struct JwtBearer<S> {
     audience: Arc<[String]>,
 }
 
-/// `Bearer <token>` as a header value.
+/// `Bearer <token>` as a header value, marked sensitive: `Debug` of the headers shows
+/// `Sensitive` instead, and HTTP/2 never puts it in the HPACK table.
 fn bearer(token: &str) -> Result<HeaderValue, JwtSourceError> {
-    HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| JwtSourceError::Invalid("the token is not a header value".to_owned()))
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| JwtSourceError::Invalid("the token is not a header value".to_owned()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl<S, B> tower::Service<Request<B>> for JwtBearer<S>
