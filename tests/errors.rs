@@ -205,3 +205,37 @@ async fn reqwest_client_that_does_not_authorize_the_server() {
     }
     assert!(chain.contains(&not_authorized(OTHER, SERVER)), "{chain}");
 }
+
+#[tokio::test]
+async fn the_dev_server_reports_each_refused_caller() {
+    use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+    use spiffe_mtls::workload::{EndpointAddress, WorkloadClient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = DevServerConfig::from_toml(
+        "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"spiffe://example.org/web\"\n\
+         selectors = [\"unix:uid:4294967294\", \"unix:path:/srv/web\"]\n",
+    )
+    .unwrap();
+    let address = EndpointAddress::Unix(dir.path().join("agent.sock"));
+    let server = DevServer::start(config, address.clone(), DevServerOptions::default())
+        .await
+        .unwrap();
+    let mut refusals = server.refusals();
+    let mut client = WorkloadClient::connect(&address).await.unwrap();
+    assert!(client.fetch_x509_context().await.is_err());
+    let refusal = tokio::time::timeout(Duration::from_secs(10), refusals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let uid = spiffe_mtls::dev_server::effective_uid().unwrap();
+    assert_eq!(refusal.call, "FetchX509SVID");
+    assert_eq!(refusal.uid, Some(uid));
+    assert_eq!(refusal.pid, Some(std::process::id()));
+    assert_eq!(refusal.path, Some(std::env::current_exe().unwrap()));
+    assert_eq!(
+        refusal.reason,
+        "no entry matches: spiffe://example.org/web needs unix:uid:4294967294, unix:path:/srv/web"
+    );
+    server.shutdown().await;
+}

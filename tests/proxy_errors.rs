@@ -47,3 +47,39 @@ fn a_client_expecting_another_server_id_says_what_it_expected() {
          it does not accept the certificate of our SPIFFE ID",
     ]);
 }
+
+#[test]
+fn a_proxy_without_an_identity_says_so_not_unreachable() {
+    let world = World::new();
+    // The binary itself (not one of the world's links) has no entry.
+    let output = std::process::Command::new(BIN)
+        .args([
+            "proxy",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "127.0.0.1:9",
+            "--allow-id",
+            CLIENT_ID,
+            "--socket",
+            &world.socket,
+        ])
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    let uid = spiffe_mtls::dev_server::effective_uid().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "the Workload API at {} has no identity for this process (uid {uid}, path {}): \
+             register one whose selectors match it",
+            world.socket,
+            exe.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unreachable"), "{stderr}");
+}

@@ -292,13 +292,19 @@ async fn start_failures_say_why() {
     let server = DevServer::start(config, address.clone(), DevServerOptions::default())
         .await
         .unwrap();
-    let error = quick(address).await.unwrap_err();
+    let error = quick(address.clone()).await.unwrap_err();
     assert!(matches!(error, SourceError::NoIdentity { .. }), "{error}");
-    assert!(
-        error
-            .to_string()
-            .contains("issued no identity to this process"),
-        "{error}"
+    // Names this process as an entry would select it, and what to do.
+    let uid = spiffe_mtls::dev_server::effective_uid().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the Workload API at {address} has no identity for this process (uid {uid}, path \
+             {}): register one whose selectors match it (the Workload API said: no identity \
+             issued)",
+            exe.display()
+        )
     );
     server.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -13,6 +13,7 @@ use tonic::Code;
 use super::ca::DevCaError;
 use super::config::{ConfigError, DevServerConfig, Entry};
 use super::issuer::{Command, Issuer, IssuerSettings, Snapshot};
+use super::refusal::CallerRefusal;
 use super::service::{Faults, WorkloadService};
 use super::socket::{SocketDirError, create_private_dirs, set_socket_mode};
 use crate::bundle::X509Bundle;
@@ -168,9 +169,13 @@ pub struct DevServer {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     faults: Arc<Mutex<Faults>>,
     end_streams: watch::Sender<u64>,
+    refusals: broadcast::Sender<CallerRefusal>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
+
+/// How many refusals a slow [`DevServer::refusals`] receiver may fall behind.
+const REFUSALS_KEPT: usize = 64;
 
 impl std::fmt::Debug for DevServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,10 +255,12 @@ impl DevServer {
 
         let faults = Arc::new(Mutex::new(Faults::default()));
         let (end_streams, end_rx) = watch::channel(0);
+        let (refusals, _) = broadcast::channel(REFUSALS_KEPT);
         let service = SpiffeWorkloadApiServer::new(WorkloadService {
             snapshots: snapshots.clone(),
             faults: Arc::clone(&faults),
             end_streams: end_rx,
+            refusals: refusals.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async {
@@ -299,6 +306,7 @@ impl DevServer {
             snapshots,
             faults,
             end_streams,
+            refusals,
             stop: Some(stop),
             server: Some(server),
         })
@@ -307,6 +315,26 @@ impl DevServer {
     /// Where the server listens (with the real port for `tcp://...:0`).
     pub fn address(&self) -> &EndpointAddress {
         &self.address
+    }
+
+    /// The calls refused from now on: each names the caller as attested (uid, gid, pid,
+    /// executable) and why no entry matched (the nearest entries and the selectors the caller
+    /// lacks). A receiver that falls more than 64 refusals behind misses the oldest. Each
+    /// refusal is also a `tracing` warning (target `spiffe_mtls::dev_server`).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(server: spiffe_mtls::dev_server::DevServer) {
+    /// let mut refusals = server.refusals();
+    /// while let Ok(refusal) = refusals.recv().await {
+    ///     // FetchX509SVID refused for uid 1000, gid 1000, pid 4242, path /usr/bin/curl:
+    ///     // no entry matches: spiffe://example.org/web needs unix:path:/srv/web
+    ///     eprintln!("{refusal}");
+    /// }
+    /// # }
+    /// ```
+    pub fn refusals(&self) -> broadcast::Receiver<CallerRefusal> {
+        self.refusals.subscribe()
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {

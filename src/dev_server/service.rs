@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -13,6 +13,7 @@ use super::attest::Caller;
 use super::issuer::Snapshot;
 use super::jwt_service as jwt;
 use super::peer::{BindingError, Peer};
+use super::refusal::{CallerRefusal, why_no_entry};
 use crate::workload::WORKLOAD_HEADER;
 use crate::workload::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::workload::proto::{
@@ -50,6 +51,8 @@ pub(crate) struct WorkloadService {
     pub(crate) faults: Arc<Mutex<Faults>>,
     /// Bumped to end every open stream.
     pub(crate) end_streams: watch::Receiver<u64>,
+    /// Where refusals go (see `refusal`).
+    pub(crate) refusals: broadcast::Sender<CallerRefusal>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -65,10 +68,32 @@ pub(crate) fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
 
-/// The refusal of a call whose connection is no longer held by the process that opened it.
-fn refused(peer: &Peer, error: &BindingError) -> Status {
-    tracing::warn!(?peer, %error, "Workload API call refused");
-    Status::permission_denied(format!("caller attestation failed: {error}"))
+/// The refusal of a call whose connection is no longer held by the process that opened it;
+/// reported with the caller as it was attested when it connected.
+fn refused(
+    call: &'static str,
+    peer: &Peer,
+    error: &BindingError,
+    refusals: &broadcast::Sender<CallerRefusal>,
+) -> Status {
+    let reason = format!("caller attestation failed: {error}");
+    CallerRefusal::new(call, peer, &Caller::anonymous(), reason.clone()).report(refusals);
+    Status::permission_denied(reason)
+}
+
+/// The refusal of a caller that no entry matches (`wanted`: the SPIFFE ID it asked for, if
+/// any); reported with the caller and why no entry matched, answered as SPIRE answers.
+fn unmatched(
+    call: &'static str,
+    snapshot: &Snapshot,
+    (caller, peer): (&Caller, &Peer),
+    wanted: Option<&str>,
+    refusals: &broadcast::Sender<CallerRefusal>,
+) -> Status {
+    let entries = snapshot.issued.iter().map(|(entry, _)| entry);
+    let reason = why_no_entry(entries, caller, wanted);
+    CallerRefusal::new(call, peer, caller, reason).report(refusals);
+    no_identity()
 }
 
 /// The X.509-SVID response for a caller, or `None` when no entry matches it.
@@ -126,7 +151,11 @@ fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509BundlesR
 
 impl WorkloadService {
     /// The header rule, injected faults, then attestation of the connection's peer.
-    fn admit<T>(&self, request: &Request<T>) -> Result<(Caller, Arc<Peer>), Status> {
+    fn admit<T>(
+        &self,
+        call: &'static str,
+        request: &Request<T>,
+    ) -> Result<(Caller, Arc<Peer>), Status> {
         let header = request.metadata().get(WORKLOAD_HEADER);
         if header.is_none_or(|value| value != "true") {
             return Err(Status::invalid_argument(
@@ -144,7 +173,8 @@ impl WorkloadService {
             .get::<Arc<Peer>>()
             .cloned()
             .unwrap_or_else(|| Arc::new(Peer::Unknown));
-        let caller = Caller::attest(&peer).map_err(|error| refused(&peer, &error))?;
+        let caller =
+            Caller::attest(&peer).map_err(|error| refused(call, &peer, &error, &self.refusals))?;
         Ok((caller, peer))
     }
 
@@ -154,11 +184,18 @@ impl WorkloadService {
     /// stream with `PermissionDenied`.
     fn stream<T: Send + 'static>(
         &self,
+        call: &'static str,
         (caller, peer): (Caller, Arc<Peer>),
         build: fn(&Snapshot, &Caller) -> Option<T>,
     ) -> Result<ResponseStream<T>, Status> {
+        let refusals = self.refusals.clone();
+        let respond = move |snapshot: &Snapshot, caller: &Caller, peer: &Peer| {
+            build(snapshot, caller)
+                .ok_or_else(|| unmatched(call, snapshot, (caller, peer), None, &refusals))
+        };
         let mut snapshots = self.snapshots.clone();
-        let first = build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity)?;
+        let first = respond(&snapshots.borrow_and_update(), &caller, &peer)?;
+        let refusals = self.refusals.clone();
         let mut end = self.end_streams.clone();
         end.mark_unchanged();
         let (tx, rx) = mpsc::channel(4);
@@ -179,16 +216,39 @@ impl WorkloadService {
                     () = tx.closed() => return,
                 }
                 next = match peer.check() {
-                    Ok(()) => {
-                        build(&snapshots.borrow_and_update(), &caller).ok_or_else(no_identity)
-                    }
-                    Err(error) => Err(refused(&peer, &error)),
+                    Ok(()) => respond(&snapshots.borrow_and_update(), &caller, &peer),
+                    Err(error) => Err(refused(call, &peer, &error, &refusals)),
                 };
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
+
+impl WorkloadService {
+    /// `status`, reported as a refusal when it is the "no identity" of a caller no entry
+    /// matches.
+    fn denied(
+        &self,
+        call: &'static str,
+        status: Status,
+        snapshot: &Snapshot,
+        who: (&Caller, &Peer),
+        wanted: Option<&str>,
+    ) -> Status {
+        if status.code() == Code::PermissionDenied && status.message() == no_identity().message() {
+            return unmatched(call, snapshot, who, wanted, &self.refusals);
+        }
+        status
+    }
+}
+
+/// The calls, as the Workload API names them.
+const X509_SVID: &str = "FetchX509SVID";
+const X509_BUNDLES: &str = "FetchX509Bundles";
+const JWT_SVID: &str = "FetchJWTSVID";
+const JWT_BUNDLES: &str = "FetchJWTBundles";
+const VALIDATE_JWT_SVID: &str = "ValidateJWTSVID";
 
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadService {
@@ -200,41 +260,60 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let caller = self.admit(&request)?;
-        Ok(Response::new(self.stream(caller, svid_response)?))
+        let caller = self.admit(X509_SVID, &request)?;
+        Ok(Response::new(self.stream(
+            X509_SVID,
+            caller,
+            svid_response,
+        )?))
     }
 
     async fn fetch_x509_bundles(
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let caller = self.admit(&request)?;
-        Ok(Response::new(self.stream(caller, bundles_response)?))
+        let caller = self.admit(X509_BUNDLES, &request)?;
+        Ok(Response::new(self.stream(
+            X509_BUNDLES,
+            caller,
+            bundles_response,
+        )?))
     }
 
     async fn fetch_jwtsvid(
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let (caller, _) = self.admit(&request)?;
+        let (caller, peer) = self.admit(JWT_SVID, &request)?;
         let snapshot = Arc::clone(&self.snapshots.borrow());
-        jwt::svids(&snapshot, &caller, request.get_ref()).map(Response::new)
+        let wanted = Some(request.get_ref().spiffe_id.as_str()).filter(|id| !id.is_empty());
+        jwt::svids(&snapshot, &caller, request.get_ref())
+            .map(Response::new)
+            .map_err(|status| self.denied(JWT_SVID, status, &snapshot, (&caller, &peer), wanted))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let caller = self.admit(&request)?;
-        Ok(Response::new(self.stream(caller, jwt::bundles_response)?))
+        let caller = self.admit(JWT_BUNDLES, &request)?;
+        Ok(Response::new(self.stream(
+            JWT_BUNDLES,
+            caller,
+            jwt::bundles_response,
+        )?))
     }
 
     async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        let (caller, _) = self.admit(&request)?;
+        let (caller, peer) = self.admit(VALIDATE_JWT_SVID, &request)?;
         let snapshot = Arc::clone(&self.snapshots.borrow());
-        jwt::validate(&snapshot, &caller, request.get_ref()).map(Response::new)
+        jwt::validate(&snapshot, &caller, request.get_ref())
+            .map(Response::new)
+            .map_err(|status| {
+                self.denied(VALIDATE_JWT_SVID, status, &snapshot, (&caller, &peer), None)
+            })
     }
 }

@@ -47,12 +47,17 @@ pub enum SourceError {
         reason: String,
     },
     /// The Workload API answered PermissionDenied: no registration entry matches this process.
+    /// Made by [`SourceError::no_identity`], which names the process as a registration entry
+    /// would select it.
     #[error(
-        "the Workload API at {address} issued no identity to this process ({reason}); check that a registration entry's selectors match it"
+        "the Workload API at {address} has no identity for this process ({process}): register one \
+         whose selectors match it (the Workload API said: {reason})"
     )]
     NoIdentity {
         /// The endpoint.
         address: String,
+        /// This process as the Workload API attests it: `uid 1000, path /usr/bin/app`.
+        process: String,
         /// The server's message.
         reason: String,
     },

@@ -283,10 +283,7 @@ async fn diagnose(
         Ok(Err(WorkloadError::Status(status)))
             if status.code() == tonic::Code::PermissionDenied =>
         {
-            SourceError::NoIdentity {
-                address: address_text,
-                reason: status.message().to_owned(),
-            }
+            SourceError::no_identity(address, status.message())
         }
         Ok(Err(WorkloadError::Status(status))) => SourceError::Refused {
             address: address_text,
@@ -304,6 +301,48 @@ async fn diagnose(
             reason: error.to_string(),
         },
     }
+}
+
+impl SourceError {
+    /// The Workload API at `address` answered PermissionDenied (`reason`, its message): it
+    /// has no identity for this process, which the error names as a registration entry
+    /// selects it: its effective uid (`/proc/self/status`) and executable (`/proc/self/exe`).
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::source::SourceError;
+    ///
+    /// let error = SourceError::no_identity("unix:///tmp/agent.sock", "no identity issued");
+    /// assert!(error.to_string().starts_with(
+    ///     "the Workload API at unix:///tmp/agent.sock has no identity for this process (uid "
+    /// ));
+    /// ```
+    pub fn no_identity(address: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Self::NoIdentity {
+            address: address.to_string(),
+            process: this_process(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// This process as a Workload API attests it: `uid 1000, path /usr/local/bin/app` (the
+/// effective uid from `/proc/self/status`, the executable from `/proc/self/exe`; `unknown`
+/// where they cannot be read).
+pub(crate) fn this_process() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let path = std::env::current_exe()
+        .map_or_else(|_| "unknown".to_owned(), |path| path.display().to_string());
+    format!("uid {uid}, path {path}")
 }
 
 /// One fetch of the first update, checked like the source checks it.

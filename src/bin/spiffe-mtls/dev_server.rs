@@ -15,7 +15,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
 ///
-/// SIGUSR1 rotates every SVID now, SIGUSR2 rotates the CA now; SIGTERM or Ctrl-C stops the
+/// Each refused call is a line on stderr: the caller as attested (uid, gid, pid, executable)
+/// and why no entry matched. SIGUSR1 rotates every SVID now, SIGUSR2 rotates the CA now; SIGTERM or Ctrl-C stops the
 /// server and removes the socket.
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,6 +111,9 @@ fn write_bundle(server: &DevServer, path: &PathBuf) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// How long the same refusal (a client retrying) is not printed again.
+const REPEAT_QUIET: Duration = Duration::from_secs(5);
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub fn run(args: &Args) -> ExitCode {
     let (config, options) = match configure(args) {
@@ -132,6 +136,30 @@ pub fn run(args: &Args) -> ExitCode {
             server.address()
         );
         println!("export SPIFFE_ENDPOINT_SOCKET={}", server.address());
+        // Each refused caller on stderr: who it is as attested, and why no entry matched. A
+        // client retrying the same call is shown once per REPEAT_QUIET.
+        let mut refusals = server.refusals();
+        tokio::spawn(async move {
+            let mut last: Option<(String, std::time::Instant)> = None;
+            loop {
+                match refusals.recv().await {
+                    Ok(refusal) => {
+                        let line = refusal.to_string();
+                        let repeated = last
+                            .as_ref()
+                            .is_some_and(|(text, at)| *text == line && at.elapsed() < REPEAT_QUIET);
+                        if !repeated {
+                            eprintln!("refused: {line}");
+                            last = Some((line, std::time::Instant::now()));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        eprintln!("refused: {missed} more calls (not shown)");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         let signals = |kind| signal(kind).map_err(|e| format!("cannot watch signals: {e}"));
         let (mut usr1, mut usr2) = (
             signals(SignalKind::user_defined1())?,

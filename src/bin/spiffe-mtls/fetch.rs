@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use spiffe_mtls::X509Svid;
-use spiffe_mtls::source::X509Context;
-use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, X509ContextStream};
+use spiffe_mtls::source::{SourceError, X509Context};
+use spiffe_mtls::workload::{EndpointAddress, WorkloadClient, WorkloadError, X509ContextStream};
 
 /// Where the Workload API is: --socket, else SPIFFE_ENDPOINT_SOCKET.
 #[derive(clap::Args)]
@@ -83,19 +83,34 @@ fn trust_domains(context: &X509Context) -> String {
     names.join(",")
 }
 
+/// A Workload API error in words: PermissionDenied names this process as an entry would
+/// select it ("the Workload API at .. has no identity for this process (uid U, path P):
+/// register one ..").
+fn described(address: &EndpointAddress, error: WorkloadError) -> String {
+    match error {
+        WorkloadError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
+            SourceError::no_identity(address, status.message()).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Opens the X.509-SVID stream.
 async fn open(address: &EndpointAddress) -> Result<X509ContextStream, String> {
     let mut client = WorkloadClient::connect(address)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| described(address, e))?;
     client
         .watch_x509_contexts()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| described(address, e))
 }
 
-async fn next_context(stream: &mut X509ContextStream) -> Result<Option<X509Context>, String> {
-    stream.next().await.map_err(|e| e.to_string())
+async fn next_context(
+    address: &EndpointAddress,
+    stream: &mut X509ContextStream,
+) -> Result<Option<X509Context>, String> {
+    stream.next().await.map_err(|e| described(address, e))
 }
 
 /// `fetch`: prints the context, optionally writes it to files.
@@ -104,7 +119,7 @@ pub fn fetch(args: &FetchArgs) -> ExitCode {
         let address = args.socket.address()?;
         let fetched = tokio::time::timeout(args.timeout, async {
             let mut stream = open(&address).await?;
-            next_context(&mut stream)
+            next_context(&address, &mut stream)
                 .await?
                 .ok_or_else(|| "the Workload API closed the stream without an update".to_string())
         })
@@ -139,7 +154,7 @@ pub fn watch(args: &WatchArgs) -> ExitCode {
         let mut stream = open(&address).await?;
         let mut seen = 0u64;
         while args.count.is_none_or(|count| seen < count) {
-            let Some(context) = next_context(&mut stream).await? else {
+            let Some(context) = next_context(&address, &mut stream).await? else {
                 return Err("the Workload API closed the stream".into());
             };
             let svid = context.default_svid();

@@ -119,7 +119,8 @@ async fn workload_api(
             .build()
             .await
         {
-            Err(reason) => Err(format!("the Workload API is unreachable: {reason}")),
+            // Its own words: no socket, unreachable, no identity for this process, ...
+            Err(reason) => Err(reason.to_string()),
             Ok(_) => Err(format!("the Workload API at {address} failed: {first}")),
         },
     }
