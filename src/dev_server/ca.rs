@@ -259,4 +259,26 @@ mod tests {
             .unwrap();
         assert_eq!(verified.spiffe_id(), &id);
     }
+
+    #[test]
+    fn lifetimes_past_what_a_certificate_holds_are_refused_or_cut_not_a_panic() {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            assert!(matches!(
+                DevCa::new(td.clone(), ttl),
+                Err(DevCaError::TimeOutOfRange)
+            ));
+        }
+        // An SVID asked for Duration::MAX ends with the CA, the good twin of a short one.
+        let ca = DevCa::new(td, Duration::from_secs(3600)).unwrap();
+        let id: SpiffeId = "spiffe://example.org/agent/server".parse().unwrap();
+        let long = ca
+            .issue(&SvidRequest::new(id.clone(), Duration::MAX))
+            .unwrap();
+        assert_eq!(long.expires_at(), ca.not_after());
+        let short = ca
+            .issue(&SvidRequest::new(id, Duration::from_secs(60)))
+            .unwrap();
+        assert!(short.expires_at() < ca.not_after());
+    }
 }

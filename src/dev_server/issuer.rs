@@ -332,3 +332,17 @@ impl Issuer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_past_what_an_instant_holds_is_cut_not_a_panic() {
+        let before = Instant::now();
+        let far = after(Duration::MAX);
+        assert!(far >= before + LONGEST_WAIT, "{far:?}");
+        let soon = after(Duration::from_secs(1));
+        assert!(soon < before + Duration::from_secs(60), "{soon:?}");
+    }
+}
