@@ -774,3 +774,130 @@ fn jwt_validate_exits_1_for_a_huge_exp_and_0_for_its_twin() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), SUBJECT);
 }
+
+// ---- a Workload API that issues a token with a huge exp ----
+
+#[cfg(all(feature = "workload-api", feature = "grpc"))]
+mod hostile_workload_api {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+
+    use spiffe_mtls::jwt::{JwtSource, JwtSourceError};
+    use spiffe_mtls::workload::EndpointAddress;
+    use spiffe_mtls::workload::proto::spiffe_workload_api_server::{
+        SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+    };
+    use spiffe_mtls::workload::proto::{
+        JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+        ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+        X509svidRequest, X509svidResponse,
+    };
+    use tokio_stream::Stream;
+    use tokio_stream::wrappers::UnixListenerStream;
+    use tonic::{Request, Response, Status};
+
+    type Updates<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    /// Answers FetchJWTSVID with whatever token the test put in `token`, and one empty JWT
+    /// bundle set on FetchJWTBundles (then keeps the stream open).
+    struct Scripted {
+        token: Arc<Mutex<String>>,
+    }
+
+    #[tonic::async_trait]
+    impl SpiffeWorkloadApi for Scripted {
+        type FetchX509SVIDStream = Updates<X509svidResponse>;
+        type FetchX509BundlesStream = Updates<X509BundlesResponse>;
+        type FetchJWTBundlesStream = Updates<JwtBundlesResponse>;
+
+        async fn fetch_x509svid(
+            &self,
+            _: Request<X509svidRequest>,
+        ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn fetch_x509_bundles(
+            &self,
+            _: Request<X509BundlesRequest>,
+        ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn fetch_jwtsvid(
+            &self,
+            _: Request<JwtsvidRequest>,
+        ) -> Result<Response<JwtsvidResponse>, Status> {
+            Ok(Response::new(JwtsvidResponse {
+                svids: vec![Jwtsvid {
+                    spiffe_id: SUBJECT.to_owned(),
+                    svid: self.token.lock().unwrap().clone(),
+                    hint: String::new(),
+                }],
+            }))
+        }
+
+        async fn fetch_jwt_bundles(
+            &self,
+            _: Request<JwtBundlesRequest>,
+        ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+            let first = tokio_stream::once(Ok(JwtBundlesResponse::default()));
+            let forever = tokio_stream::StreamExt::chain(first, tokio_stream::pending());
+            Ok(Response::new(Box::pin(forever)))
+        }
+
+        async fn validate_jwtsvid(
+            &self,
+            _: Request<ValidateJwtsvidRequest>,
+        ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_workload_api_token_with_a_huge_exp_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scripted.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let token = Arc::new(Mutex::new(String::new()));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SpiffeWorkloadApiServer::new(Scripted {
+                    token: Arc::clone(&token),
+                }))
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let source = JwtSource::connect(EndpointAddress::Unix(path))
+            .await
+            .unwrap();
+        let (signer, _) = signer("k1");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let audience = [AUDIENCE.to_owned()];
+        for literal in [
+            "18446744073709551615",
+            "253402300800",
+            "9223372036854775807",
+        ] {
+            *token.lock().unwrap() = token_with_times(&signer, Some(literal), None, None);
+            let error = source.fetch_svid(&audience).await.unwrap_err();
+            assert!(
+                matches!(&error, JwtSourceError::Invalid(reason) if reason.contains(literal)),
+                "{literal}: {error}"
+            );
+        }
+        // The good twin: a token expiring in five minutes is cached and handed out.
+        let good = token_with_times(&signer, Some(&(now + 300).to_string()), None, None);
+        *token.lock().unwrap() = good.clone();
+        let cached = source.fetch_svid(&audience).await.unwrap();
+        assert_eq!(cached.token(), good);
+        assert_eq!(
+            cached.expires_at(),
+            UNIX_EPOCH + Duration::from_secs(now + 300)
+        );
+        server.abort();
+    }
+}
