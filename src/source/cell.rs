@@ -91,6 +91,12 @@ impl SourceCell {
         Ok(context)
     }
 
+    /// The context last published, whether handed out or not (withdrawn, closed, expired).
+    #[cfg(feature = "workload-api")]
+    pub(crate) fn last(&self) -> Arc<X509Context> {
+        Arc::clone(&self.state.load().context)
+    }
+
     /// The context now.
     pub(crate) fn read(&self) -> Result<Arc<X509Context>, SourceError> {
         self.read_at(SystemTime::now())

@@ -1,6 +1,7 @@
 //! The X.509 context: the SVIDs of a workload and the bundles it trusts, as one Workload API
 //! update delivers them.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::SourceError;
@@ -67,7 +68,9 @@ pub enum ContextError {
 #[derive(Debug, Clone)]
 pub struct X509Context {
     svids: Vec<X509Svid>,
-    bundles: BundleSet,
+    /// Shared by the contexts that follow while the bundles stay the same (an SVID rotation,
+    /// an expired SVID left out): peer chains verified against them stay verified.
+    bundles: Arc<BundleSet>,
 }
 
 impl X509Context {
@@ -76,6 +79,14 @@ impl X509Context {
     /// # Errors
     /// [`ContextError::NoSvid`] without SVIDs; [`ContextError::DuplicateHint`].
     pub fn new(svids: Vec<X509Svid>, bundles: BundleSet) -> Result<Self, ContextError> {
+        Self::with_shared_bundles(svids, Arc::new(bundles))
+    }
+
+    /// As [`X509Context::new`], with bundles another context may share.
+    pub(crate) fn with_shared_bundles(
+        svids: Vec<X509Svid>,
+        bundles: Arc<BundleSet>,
+    ) -> Result<Self, ContextError> {
         if svids.is_empty() {
             return Err(ContextError::NoSvid);
         }
@@ -108,6 +119,12 @@ impl X509Context {
         &self.bundles
     }
 
+    /// The trusted bundles as shared: the same allocation for as long as a source's updates
+    /// leave the bundles unchanged (what the verification cache is keyed on).
+    pub(crate) fn shared_bundles(&self) -> &Arc<BundleSet> {
+        &self.bundles
+    }
+
     /// This context without the SVIDs expired at `now`.
     ///
     /// # Errors
@@ -128,7 +145,7 @@ impl X509Context {
                 .filter(|svid| !svid.is_expired_at(now))
                 .cloned()
                 .collect(),
-            bundles: self.bundles.clone(),
+            bundles: Arc::clone(&self.bundles),
         })
     }
 }

@@ -2,6 +2,8 @@
 //! a context the `spiffe` crate's source accepted; both re-checked by this crate's rules,
 //! within [`UpdateLimits`].
 
+use std::sync::Arc;
+
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use super::limits::{UpdateLimits, UpdateShape};
@@ -31,6 +33,22 @@ impl X509Context {
         context: &spiffe::X509Context,
         limits: &UpdateLimits,
     ) -> Result<Self, ContextError> {
+        Self::from_spiffe_after(context, limits, None)
+    }
+
+    /// As [`X509Context::from_spiffe`], taking from `previous` (the context this one
+    /// replaces) what the update left byte for byte as it was: an SVID with the same chain,
+    /// key and hint (not parsed, nor its key loaded, again), and the bundle set when every
+    /// bundle is the same (shared, so peer chains verified against it stay verified). What is
+    /// taken passed the same checks on the same bytes.
+    ///
+    /// # Errors
+    /// As [`X509Context::from_spiffe`].
+    pub(crate) fn from_spiffe_after(
+        context: &spiffe::X509Context,
+        limits: &UpdateLimits,
+        previous: Option<&X509Context>,
+    ) -> Result<Self, ContextError> {
         let mut shape = UpdateShape {
             svids: context.svids().len(),
             bundles: context.bundle_set().len(),
@@ -56,6 +74,10 @@ impl X509Context {
         limits.check_update(&shape)?;
         let mut svids = Vec::with_capacity(context.svids().len());
         for (index, svid) in context.svids().iter().enumerate() {
+            if let Some(same) = previous.and_then(|previous| unchanged_svid(previous, svid)) {
+                svids.push(same.clone());
+                continue;
+            }
             let chain = svid
                 .cert_chain()
                 .iter()
@@ -69,6 +91,11 @@ impl X509Context {
             }
             svids.push(ours);
         }
+        if let Some(previous) = previous
+            && same_bundles(previous.bundles(), context.bundle_set())
+        {
+            return Self::with_shared_bundles(svids, Arc::clone(previous.shared_bundles()));
+        }
         let mut bundles = BundleSet::new();
         for (trust_domain, theirs) in context.bundle_set().iter() {
             let roots: Vec<CertificateDer<'static>> = theirs
@@ -80,6 +107,42 @@ impl X509Context {
         }
         Self::new(svids, bundles)
     }
+}
+
+/// The SVID of `previous` made of exactly the bytes (chain, key) and hint of `theirs`.
+fn unchanged_svid<'a>(
+    previous: &'a X509Context,
+    theirs: &spiffe::X509Svid,
+) -> Option<&'a X509Svid> {
+    let hint = theirs.hint().filter(|hint| !hint.is_empty());
+    previous.svids().iter().find(|ours| {
+        ours.hint() == hint
+            && ours.chain().len() == theirs.cert_chain().len()
+            && ours
+                .chain()
+                .iter()
+                .zip(theirs.cert_chain())
+                .all(|(ours, theirs)| ours.as_ref() == theirs.as_bytes())
+            && ours.private_key().secret_der() == theirs.private_key().as_bytes()
+    })
+}
+
+/// Whether `ours` holds exactly the trust domains and roots (byte for byte, in order) of
+/// `theirs`.
+fn same_bundles(ours: &BundleSet, theirs: &spiffe::X509BundleSet) -> bool {
+    ours.len() == theirs.len()
+        && theirs.iter().all(|(trust_domain, theirs)| {
+            let Ok(trust_domain) = bundle_trust_domain(trust_domain.as_ref()) else {
+                return false;
+            };
+            ours.get(&trust_domain).is_some_and(|ours| {
+                ours.roots().len() == theirs.authorities().len()
+                    && ours
+                        .roots()
+                        .zip(theirs.authorities())
+                        .all(|(ours, theirs)| ours.as_ref() == theirs.as_bytes())
+            })
+        })
 }
 
 /// Splits concatenated DER certificates.

@@ -164,7 +164,7 @@ impl WorkloadApiSource {
     ) -> Result<Self, SourceError> {
         let mut updates = inner.updated();
         let first = loop {
-            match current(&inner, &limits) {
+            match current(&inner, &limits, None) {
                 Ok(context) => break context,
                 Err(error) => {
                     let waited = tokio::time::timeout_at(deadline, updates.changed()).await;
@@ -228,8 +228,13 @@ impl X509Source for WorkloadApiSource {
     }
 }
 
-/// The `spiffe` source's current context, checked by this crate.
-fn current(inner: &spiffe::X509Source, limits: &UpdateLimits) -> Result<X509Context, SourceError> {
+/// The `spiffe` source's current context, checked by this crate; what is unchanged since
+/// `previous` is taken from it (see [`X509Context::from_spiffe_after`]).
+fn current(
+    inner: &spiffe::X509Source,
+    limits: &UpdateLimits,
+    previous: Option<&X509Context>,
+) -> Result<X509Context, SourceError> {
     let state = inner.state();
     if let Some(reason) = state.withdrawal() {
         return Err(SourceError::Withdrawn(reason.to_string()));
@@ -237,7 +242,11 @@ fn current(inner: &spiffe::X509Source, limits: &UpdateLimits) -> Result<X509Cont
     let context = state
         .context()
         .map_err(|e| SourceError::Invalid(e.to_string()))?;
-    Ok(X509Context::from_spiffe(context.as_ref(), limits)?)
+    Ok(X509Context::from_spiffe_after(
+        context.as_ref(),
+        limits,
+        previous,
+    )?)
 }
 
 /// Mirrors every change of the `spiffe` source into the cell, until it closes.
@@ -248,7 +257,8 @@ async fn follow(
     limits: UpdateLimits,
 ) {
     while updates.changed().await.is_ok() {
-        match current(&inner, &limits) {
+        let previous = cell.last();
+        match current(&inner, &limits, Some(&previous)) {
             Ok(context) => cell.publish(context),
             Err(SourceError::Withdrawn(reason)) => {
                 tracing::warn!(%reason, "the Workload API withdrew the identity");
@@ -349,4 +359,106 @@ pub(crate) fn this_process() -> String {
 async fn probe(address: &EndpointAddress) -> Result<(), WorkloadError> {
     let mut client = WorkloadClient::connect(address).await?;
     client.fetch_x509_context().await.map(drop)
+}
+
+#[cfg(all(test, unix, feature = "dev-server"))]
+mod tests {
+    use super::*;
+    use crate::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+
+    fn config(uid: u32) -> DevServerConfig {
+        DevServerConfig::from_toml(&format!(
+            r#"
+            trust_domain = "example.org"
+            svid_ttl = "1h"
+            [[entry]]
+            spiffe_id = "spiffe://example.org/a"
+            selectors = ["unix:uid:{uid}"]
+            hint = "a"
+            [[entry]]
+            spiffe_id = "spiffe://example.org/b"
+            selectors = ["unix:uid:{uid}"]
+            hint = "b"
+            "#
+        ))
+        .unwrap()
+    }
+
+    /// The next context the source publishes (bounded wait).
+    async fn next(source: &WorkloadApiSource, updates: &mut Updates) -> Arc<X509Context> {
+        tokio::time::timeout(Duration::from_secs(10), updates.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        source.x509_context().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_update_keeps_what_it_left_unchanged_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir.path()).unwrap().uid()
+        };
+        let address = EndpointAddress::Unix(dir.path().join("agent.sock"));
+        let dev = DevServer::start(config(uid), address.clone(), DevServerOptions::default())
+            .await
+            .unwrap();
+        let source = WorkloadApiSource::connect(address.clone()).await.unwrap();
+        let mut updates = source.updates();
+        let first = source.x509_context().unwrap();
+
+        // New SVIDs, the same bundle: the bundle set is shared (peer chains verified against
+        // it stay verified), the SVIDs are the new ones.
+        dev.rotate_svids().await;
+        let rotated = next(&source, &mut updates).await;
+        assert!(Arc::ptr_eq(
+            first.shared_bundles(),
+            rotated.shared_bundles()
+        ));
+        assert_ne!(first.default_svid().leaf(), rotated.default_svid().leaf());
+        assert_eq!(rotated.svid_by_hint("b").unwrap().spiffe_id().path(), "/b");
+
+        // A new root: a new bundle set.
+        dev.rotate_ca().await;
+        let new_root = next(&source, &mut updates).await;
+        assert!(!Arc::ptr_eq(
+            rotated.shared_bundles(),
+            new_root.shared_bundles()
+        ));
+        assert_ne!(
+            rotated.bundles().iter().next().unwrap().roots().len(),
+            new_root.bundles().iter().next().unwrap().roots().len()
+        );
+
+        // The same update converted again after itself: every SVID taken as it was (its key
+        // not loaded again), the bundles shared; converted afresh: nothing shared.
+        let theirs = spiffe::X509Source::builder()
+            .endpoint(address.to_string())
+            .build()
+            .await
+            .unwrap();
+        let theirs_context = theirs.x509_context().unwrap();
+        let limits = UpdateLimits::default();
+        let ours = X509Context::from_spiffe(&theirs_context, &limits).unwrap();
+        let again = X509Context::from_spiffe_after(&theirs_context, &limits, Some(&ours)).unwrap();
+        assert_eq!(again.svids().len(), 2);
+        for (before, after) in ours.svids().iter().zip(again.svids()) {
+            assert!(Arc::ptr_eq(before.certified_key(), after.certified_key()));
+            assert_eq!(before.hint(), after.hint());
+        }
+        assert!(Arc::ptr_eq(ours.shared_bundles(), again.shared_bundles()));
+        let afresh =
+            X509Context::from_spiffe_after(&theirs_context, &limits, Some(&first)).unwrap();
+        assert!(!Arc::ptr_eq(
+            first.shared_bundles(),
+            afresh.shared_bundles()
+        ));
+        for (old, new) in first.svids().iter().zip(afresh.svids()) {
+            assert!(!Arc::ptr_eq(old.certified_key(), new.certified_key()));
+        }
+        theirs.shutdown().await;
+        source.shutdown().await;
+        dev.shutdown().await;
+    }
 }

@@ -1,11 +1,12 @@
 //! A cache of verified peer chains, so a peer that reconnects with the same SVID costs no
 //! chain signature checks.
 //!
-//! A hit needs the exact same certificates, the exact same X.509 context (any source update,
-//! a rotated bundle above all, starts afresh) and a time inside the validity periods of every
-//! certificate of the validated path, root included. The result of verification depends on
-//! nothing else, so a hit gives what a full verification would. The peer's proof of key
-//! possession (its handshake signature) and the authorization are never cached.
+//! A hit needs the exact same certificates, the exact same bundle set (the one shared by the
+//! source's contexts while an update leaves every bundle as it was, such as an SVID rotation:
+//! an update that changes any bundle starts afresh) and a time inside the validity periods of
+//! every certificate of the validated path, root included. The result of verification
+//! depends on nothing else, so a hit gives what a full verification would. The peer's proof
+//! of key possession (its handshake signature) and the authorization are never cached.
 //!
 //! Sized for a mesh: [`DEFAULT_VERIFICATION_CACHE_ENTRIES`] entries by default in a
 //! set-associative [`Table`] (no lock, CLOCK eviction, see there), so 1,000 peers reconnecting
@@ -20,6 +21,7 @@ use std::sync::{Arc, Weak};
 use rustls::pki_types::CertificateDer;
 
 use super::table::Table;
+use crate::bundle::BundleSet;
 use crate::source::X509Context;
 use crate::spiffe_id::SpiffeId;
 use crate::verify::VerifiedSvid;
@@ -33,9 +35,9 @@ pub const DEFAULT_VERIFICATION_CACHE_ENTRIES: usize = 4096;
 pub const MAX_CACHED_ENTRY_BYTES: usize = 4096;
 
 /// The fixed part of an entry: the entry and its shared pointer's counts, and the shell of a
-/// replaced X.509 context that its weak reference may keep allocated (the context's SVIDs
-/// and bundles themselves are freed with the last strong reference). Checked at compile
-/// time, here and for the authorized leaves.
+/// replaced bundle set that its weak reference may keep allocated (the bundles themselves are
+/// freed with the last strong reference). Checked at compile time, here and for the
+/// authorized leaves.
 pub(crate) const ENTRY_HEADER_BYTES: usize = 256;
 
 /// The longest chain cached, leaf included.
@@ -50,10 +52,10 @@ pub(crate) fn id_bytes(id: &SpiffeId) -> usize {
     2 * id.trust_domain().as_str().len() + id.path().len()
 }
 
-/// A verified chain and the context it was verified against.
+/// A verified chain and the bundle set it was verified against.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    context: Weak<X509Context>,
+    bundles: Weak<BundleSet>,
     valid_from: i64,
     valid_until: i64,
     id: SpiffeId,
@@ -65,7 +67,7 @@ pub(crate) struct Entry {
 }
 
 const _: () = assert!(
-    2 * size_of::<usize>() + size_of::<Entry>() + 2 * size_of::<usize>() + size_of::<X509Context>()
+    2 * size_of::<usize>() + size_of::<Entry>() + 2 * size_of::<usize>() + size_of::<BundleSet>()
         <= ENTRY_HEADER_BYTES
 );
 
@@ -95,8 +97,9 @@ impl Entry {
                 .all(|(held, presented)| held == presented)
     }
 
-    fn of(&self, context: &Arc<X509Context>) -> bool {
-        std::ptr::eq(self.context.as_ptr(), Arc::as_ptr(context))
+    /// Whether this entry was verified against the bundles of `context`.
+    fn of(&self, context: &X509Context) -> bool {
+        std::ptr::eq(self.bundles.as_ptr(), Arc::as_ptr(context.shared_bundles()))
     }
 
     fn valid_at(&self, now: i64) -> bool {
@@ -117,8 +120,8 @@ impl VerificationCache {
         }
     }
 
-    /// The earlier verification of exactly this chain against exactly this context, if it
-    /// still holds at `now` (Unix seconds).
+    /// The earlier verification of exactly this chain against exactly the bundles of this
+    /// context, if it still holds at `now` (Unix seconds).
     pub(crate) fn get(
         &self,
         context: &Arc<X509Context>,
@@ -170,7 +173,7 @@ impl VerificationCache {
             *slot = u16::try_from(end).unwrap_or(u16::MAX);
         }
         let entry = Entry {
-            context: Arc::downgrade(context),
+            bundles: Arc::downgrade(context.shared_bundles()),
             valid_from: *validity.start(),
             valid_until: *validity.end(),
             id: id.clone(),
@@ -183,8 +186,8 @@ impl VerificationCache {
             key,
             entry,
             |held| held.holds(leaf, rest.iter().copied()),
-            // verified against another context (an older one: the source moved on) or no
-            // longer valid: of no use
+            // verified against other bundles (older ones: the source moved on) or no longer
+            // valid: of no use
             |held| !held.of(context) || !held.valid_at(now),
         );
     }
@@ -205,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn hits_only_for_the_same_chain_context_and_a_time_inside_the_path_validity() {
+    fn hits_only_for_the_same_chain_bundles_and_a_time_inside_the_path_validity() {
         let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
         let request = SvidRequest::new(
             "spiffe://example.org/peer".parse().unwrap(),
@@ -227,15 +230,24 @@ mod tests {
         let hit = cache.get(&context, leaf, &[], now).unwrap();
         assert_eq!(hit.spiffe_id(), verified.spiffe_id());
 
-        // Another chain, extra intermediates, another context: misses.
+        // Another chain, extra intermediates, other bundles (even of the same content): misses.
         assert!(cache.get(&context, other.leaf(), &[], now).is_none());
         assert!(
             cache
                 .get(&context, leaf, &[ca.root().clone()], now)
                 .is_none()
         );
-        let same_content = Arc::new((*context).clone());
+        let same_content = Arc::new(X509Context::new(vec![peer.clone()], bundles.clone()).unwrap());
         assert!(cache.get(&same_content, leaf, &[], now).is_none());
+        // A context that shares the bundles (an SVID rotation, an expired SVID left out): hits.
+        let rotated = Arc::new(
+            X509Context::with_shared_bundles(
+                vec![other.clone()],
+                Arc::clone(context.shared_bundles()),
+            )
+            .unwrap(),
+        );
+        assert!(cache.get(&rotated, leaf, &[], now).is_some());
 
         // Past the leaf's notAfter or before its notBefore: misses.
         let expiry = unix(peer.expires_at());
@@ -246,7 +258,7 @@ mod tests {
         assert!(cache.get(&context, leaf, &[], expiry + 1).is_none());
         assert!(cache.get(&context, leaf, &[], now - 86_400).is_none());
 
-        // The same chain verified against a new context takes the old entry's place.
+        // The same chain verified against new bundles takes the old entry's place.
         cache.insert(&same_content, &verified, now);
         assert!(cache.get(&same_content, leaf, &[], now).is_some());
         assert!(cache.get(&context, leaf, &[], now).is_none());
