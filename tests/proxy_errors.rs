@@ -83,3 +83,38 @@ fn a_proxy_without_an_identity_says_so_not_unreachable() {
     );
     assert!(!stderr.contains("unreachable"), "{stderr}");
 }
+
+/// An address where nothing listens.
+fn dead_target() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_dead_target_is_named_with_its_cause_in_the_502_and_the_audit_line() {
+    let world = World::new();
+    let target = dead_target();
+    let why = "connection refused (nothing listens there)";
+
+    // --http: a 502 naming the target and the cause; the audit line ends with it.
+    let server = world.server(&target, &["--allow-id", CLIENT_ID, "--http"]);
+    let client = world.client("proxy-client", &server, &[]);
+    let (code, body) = http_get(&client.listen, "/hello", &[]);
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(
+        body,
+        format!("bad gateway: cannot connect to the target {target}: {why}\n")
+    );
+    server.audit_line(&[
+        "side=server",
+        "decision=accepted",
+        &format!("end=\"target {target}: {why}\""),
+    ]);
+
+    // TCP: the audit line says the same.
+    let server = world.server(&target, &["--allow-id", CLIENT_ID]);
+    let client = world.client("proxy-client", &server, &[]);
+    let (code, _) = http_get(&client.listen, "/hello", &[]);
+    assert_eq!(code, 0);
+    server.audit_line(&["side=server", &format!("end=\"target {target}: {why}\"")]);
+}

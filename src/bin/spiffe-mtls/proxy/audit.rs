@@ -20,7 +20,7 @@
 //! - `bytes_out`: application bytes from the target back to the connecting client;
 //! - `duration_ms`: from accept to close;
 //! - `end`: `closed` (both sides finished), `drained` (cut at the end of `--drain-timeout`),
-//!   or what went wrong (`handshake: ...`, `target: ...`, `relay: ...`). With `--http`, also
+//!   or what went wrong (`handshake: ...`, `target ADDRESS: why`, `relay: ...`). With `--http`, also
 //!   `requests=N` and `denied_requests=N` (403 by the policy's routes, 400 for a path with no
 //!   canonical form) before `end`.
 //!

@@ -162,12 +162,16 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(error)) => {
             client.metrics.refused("target_unreachable");
-            record.end = Some(format!("target: {} unreachable: {error}", client.target));
+            let why = super::forward::io_reason(&error);
+            record.end = Some(format!("target {}: {why}", client.target));
             return;
         }
         Err(_) => {
             client.metrics.refused("target_unreachable");
-            record.end = Some(format!("target: {} did not answer", client.target));
+            record.end = Some(format!(
+                "target {}: no connection within {TARGET_CONNECT_TIMEOUT:?}",
+                client.target
+            ));
             return;
         }
     };

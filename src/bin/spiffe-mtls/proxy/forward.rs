@@ -97,6 +97,9 @@ pub fn replace_forwarding_headers(headers: &mut HeaderMap, remote: Option<Socket
     );
 }
 
+/// The last target failure of a client connection, for its audit line.
+pub type LastFailure = Arc<std::sync::Mutex<Option<String>>>;
+
 /// The innermost service: the request, re-addressed, to the target.
 #[derive(Clone)]
 pub struct Forward {
@@ -105,17 +108,20 @@ pub struct Forward {
     authority: http::uri::Authority,
     h2c: bool,
     body_timeout: Duration,
+    failure: LastFailure,
 }
 
 impl Forward {
     /// Forwarding to `target` (addressed as `authority`) through `client`; a request body that
-    /// brings no bytes for `body_timeout` is cut.
+    /// brings no bytes for `body_timeout` is cut; a failed target is noted in `failure`
+    /// (`target 127.0.0.1:9: connection refused`).
     pub fn new(
         client: Client<Connector, RequestBody>,
         target: Arc<Address>,
         authority: http::uri::Authority,
         h2c: bool,
         body_timeout: Duration,
+        failure: LastFailure,
     ) -> Self {
         Self {
             client,
@@ -123,6 +129,7 @@ impl Forward {
             authority,
             h2c,
             body_timeout,
+            failure,
         }
     }
 }
@@ -182,6 +189,7 @@ impl Service<Request<Incoming>> for Forward {
         let body = RequestBody::new(body, self.body_timeout);
         let response = self.client.request(Request::from_parts(parts, body));
         let target = Arc::clone(&self.target);
+        let failure = Arc::clone(&self.failure);
         Box::pin(async move {
             match response.await {
                 Ok(response) => {
@@ -190,15 +198,61 @@ impl Service<Request<Incoming>> for Forward {
                     strip_hop_by_hop(response.headers_mut());
                     Ok(response)
                 }
-                Err(error) => Ok(text(
-                    StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "bad gateway: the target {target} failed: {}\n",
-                        causes(&error)
-                    ),
-                )),
+                Err(error) => {
+                    let (what, why) = target_failure(&error, &target);
+                    if let Ok(mut last) = failure.lock() {
+                        *last = Some(format!("target {target}: {why}"));
+                    }
+                    Ok(text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("bad gateway: {what}\n"),
+                    ))
+                }
             }
         })
+    }
+}
+
+/// What failed with `target`, in words (`cannot connect to the target 127.0.0.1:9:
+/// connection refused (nothing listens there)`), and why alone: the I/O cause rather than
+/// hyper-util's kind (`client error (Connect)`).
+fn target_failure(error: &hyper_util::client::legacy::Error, target: &Address) -> (String, String) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    let mut why = Vec::new();
+    while let Some(link) = cause {
+        if let Some(io) = link.downcast_ref::<io::Error>() {
+            why.push(io_reason(io));
+            break;
+        }
+        why.push(link.to_string());
+        cause = link.source();
+    }
+    if why.is_empty() {
+        why.push(error.to_string());
+    }
+    let why = why.join(": ");
+    let what = if error.is_connect() {
+        format!("cannot connect to the target {target}: {why}")
+    } else {
+        format!("the target {target} failed: {why}")
+    };
+    (what, why)
+}
+
+/// An I/O error in words: the common kinds said plainly, others as the system says them.
+pub fn io_reason(error: &io::Error) -> String {
+    if error.get_ref().is_some() {
+        // A message of ours (a timeout that says what it waited for).
+        return error.to_string();
+    }
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused (nothing listens there)".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by the target".into(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        io::ErrorKind::NotFound => "no such socket".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::AddrNotAvailable => "address not available".into(),
+        _ => error.to_string(),
     }
 }
 

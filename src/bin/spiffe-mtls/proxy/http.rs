@@ -41,7 +41,8 @@ use tower::ServiceBuilder;
 use super::address::Address;
 use super::audit;
 use super::forward::{
-    Connector, Forward, ProxyBody, causes, replace_forwarding_headers, strip_hop_by_hop,
+    Connector, Forward, LastFailure, ProxyBody, causes, replace_forwarding_headers,
+    strip_hop_by_hop,
 };
 use super::metrics::Metrics;
 
@@ -112,12 +113,14 @@ impl Forwarding {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // A pool of this client connection's own.
+        let failure = LastFailure::default();
         let forward = Forward::new(
             self.client.build(self.connector.clone()),
             Arc::clone(&self.target),
             self.authority.clone(),
             self.h2c,
             self.timeouts.idle_timeout(),
+            Arc::clone(&failure),
         );
         let counted = Arc::clone(&counts);
         let metrics = Arc::clone(metrics);
@@ -158,9 +161,15 @@ impl Forwarding {
             drop(draining.wait_for(|draining| *draining).await);
         };
         let served = serve_http_connection(stream, service, self.timeouts, draining).await;
-        match served {
-            Ok(()) => "closed".to_owned(),
-            Err(error) => format!("http: {}", causes(error.as_ref())),
+        // A target that failed a request is named, with why, even if the client then closed.
+        let failed = failure.lock().ok().and_then(|mut last| last.take());
+        match (served, failed) {
+            (Ok(()), Some(failure)) => failure,
+            (Ok(()), None) => "closed".to_owned(),
+            (Err(error), Some(failure)) => {
+                format!("http: {} (after {failure})", causes(error.as_ref()))
+            }
+            (Err(error), None) => format!("http: {}", causes(error.as_ref())),
         }
     }
 }

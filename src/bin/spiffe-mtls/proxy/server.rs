@@ -256,12 +256,16 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
         Ok(Ok(target)) => target,
         Ok(Err(error)) => {
             server.metrics.refused("target_unreachable");
-            record.end = Some(format!("target: {} unreachable: {error}", server.target));
+            let why = super::forward::io_reason(&error);
+            record.end = Some(format!("target {}: {why}", server.target));
             return;
         }
         Err(_) => {
             server.metrics.refused("target_unreachable");
-            record.end = Some(format!("target: {} did not answer", server.target));
+            record.end = Some(format!(
+                "target {}: no connection within {TARGET_CONNECT_TIMEOUT:?}",
+                server.target
+            ));
             return;
         }
     };
