@@ -64,7 +64,7 @@ impl Activity {
         let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
         let at = self.started.checked_add(last)?.checked_add(idle);
         // An idle timeout too long to represent never expires.
-        Some(at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)))
+        Some(at.unwrap_or_else(|| crate::deadline::after(Duration::MAX)))
     }
 }
 
@@ -132,7 +132,7 @@ impl<S> ReadDeadlines<S> {
                 }
                 Some(deadline) => deadline,
                 // A request in flight: look again one idle timeout from now.
-                None => now + self.idle,
+                None => crate::deadline::after(self.idle),
             };
             self.timer.as_mut().reset(next);
         }
@@ -156,7 +156,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadDeadlines<S> {
                     // an HTTP/2 client sending PING or SETTINGS frames and never a request is
                     // idle all the same.
                     this.activity.touch();
-                    let next = Instant::now() + this.idle;
+                    let next = crate::deadline::after(this.idle);
                     this.timer.as_mut().reset(next);
                 }
                 Poll::Ready(Ok(()))

@@ -80,7 +80,7 @@ impl WorkloadApiSourceBuilder {
             Some(address) => address,
             None => EndpointAddress::from_env()?,
         };
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::deadline::after(self.timeout);
         let inner = spiffe::X509Source::builder()
             .endpoint(address.to_string())
             .reconnect_backoff(MIN_BACKOFF, self.max_backoff)
@@ -151,7 +151,7 @@ impl WorkloadApiSource {
         limits: UpdateLimits,
         timeout: Duration,
     ) -> Result<Self, SourceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::deadline::after(timeout);
         Self::follow_until(inner, None, limits, deadline).await
     }
 

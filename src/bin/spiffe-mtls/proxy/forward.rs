@@ -311,7 +311,10 @@ impl Body for RequestBody {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => continue,
                 Poll::Ready(Some(Ok(frame))) => {
-                    let next = Instant::now() + this.timeout;
+                    // An operator's `--idle-timeout` too long for an `Instant` means never.
+                    let Some(next) = Instant::now().checked_add(this.timeout) else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
                     this.timer.as_mut().reset(next);
                     return Poll::Ready(Some(Ok(frame)));
                 }
