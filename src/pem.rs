@@ -31,8 +31,25 @@ pub(crate) fn sections(bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, PemE
         match pem::from_buf(&mut reader) {
             Ok(Some(section)) => found.push(section),
             Ok(None) => return Ok(found),
-            Err(e) => return Err(PemError::Invalid(e.to_string())),
+            Err(e) => return Err(PemError::Invalid(described(&e))),
         }
+    }
+}
+
+/// A PEM reader's error in words (its own `Display` shows byte arrays and decoder internals:
+/// `missing section end marker: [67, 69, ...]`, `InvalidCharacter(33)`).
+fn described(error: &pem::Error) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("no \"-----END {}-----\" line", text(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("a malformed \"-----BEGIN\" line: {:?}", text(line))
+        }
+        pem::Error::Base64Decode(_) => "a section is not valid base64".to_owned(),
+        pem::Error::SectionTooLarge => "a section is too large".to_owned(),
+        other => other.to_string(),
     }
 }
 

@@ -139,3 +139,106 @@ fn fetch_without_an_entry_names_this_process_and_the_server_says_why() {
         "{line}"
     );
 }
+
+/// A chain (leaf) and its bundle, as PEM files in `dir`, and truncated copies of each.
+struct Material {
+    chain: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    short_chain: std::path::PathBuf,
+    short_bundle: std::path::PathBuf,
+}
+
+impl Material {
+    fn new(dir: &std::path::Path) -> Self {
+        use spiffe_mtls::dev_server::{DevCa, SvidRequest};
+        let hour = Duration::from_secs(3600);
+        let ca = DevCa::new("example.org".parse().unwrap(), hour).unwrap();
+        let svid = ca
+            .issue(&SvidRequest::new(
+                "spiffe://example.org/x".parse().unwrap(),
+                hour,
+            ))
+            .unwrap();
+        let root = ca.bundle().roots().next().unwrap().clone();
+        let write = |name: &str, der: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, spiffe_mtls::pem::encode("CERTIFICATE", der)).unwrap();
+            path
+        };
+        let leaf = svid.leaf().as_ref();
+        Self {
+            chain: write("chain.pem", leaf),
+            bundle: write("bundle.pem", root.as_ref()),
+            short_chain: write("short-chain.pem", &leaf[..leaf.len() / 2]),
+            short_bundle: write("short-bundle.pem", &root.as_ref()[..root.len() / 2]),
+        }
+    }
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn verify_says_what_is_wrong_with_the_bytes_never_the_parser_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Material::new(dir.path());
+    let bundle_arg = |file: &std::path::Path| format!("example.org={}", path(file));
+
+    let output = run(&[
+        "verify",
+        "--chain",
+        path(&m.short_chain),
+        "--bundle",
+        &bundle_arg(&m.bundle),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "invalid SVID: leaf certificate is malformed: truncated (DER ended early)\n"
+    );
+
+    let output = run(&[
+        "verify",
+        "--chain",
+        path(&m.chain),
+        "--bundle",
+        &bundle_arg(&m.short_bundle),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "bundle {}: bundle certificate #0 is corrupt: truncated (DER ended early)\n",
+            path(&m.short_bundle)
+        )
+    );
+
+    // PEM without its END line, and with bad base64: said in words, exit 2.
+    let no_end = dir.path().join("no-end.pem");
+    let pem = std::fs::read_to_string(&m.chain).unwrap();
+    std::fs::write(&no_end, pem.lines().take(3).collect::<Vec<_>>().join("\n")).unwrap();
+    let bad_base64 = dir.path().join("bad-base64.pem");
+    std::fs::write(
+        &bad_base64,
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for (file, reason) in [
+        (&no_end, "no \"-----END CERTIFICATE-----\" line"),
+        (&bad_base64, "a section is not valid base64"),
+    ] {
+        let output = run(&[
+            "verify",
+            "--chain",
+            path(file),
+            "--bundle",
+            &bundle_arg(&m.bundle),
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        assert_eq!(
+            text(&output.stderr),
+            format!("chain {}: broken PEM: {reason}\n", path(file))
+        );
+    }
+}

@@ -7,6 +7,7 @@ use x509_parser::prelude::FromDer;
 
 use super::der::PublicKeyParts;
 use super::name_constraints::NameConstraints;
+use super::parse_error::{certificate_error, x509_error};
 
 /// A trust anchor: a root certificate of a bundle and what path validation reads from it.
 ///
@@ -31,7 +32,7 @@ impl Anchor {
     /// # Errors
     /// A description of what is wrong when `der` is not a well-formed X.509 certificate.
     pub(crate) fn parse(der: CertificateDer<'static>) -> Result<Self, String> {
-        let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| e.to_string())?;
+        let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| certificate_error(&e))?;
         if !rest.is_empty() {
             return Err("data after the certificate".into());
         }
@@ -40,11 +41,11 @@ impl Anchor {
         let path_len = match cert.basic_constraints() {
             Ok(Some(bc)) => bc.value.path_len_constraint,
             Ok(None) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(x509_error(&e)),
         };
         let name_constraints = match cert.name_constraints() {
             Ok(nc) => nc.map(|nc| NameConstraints::from_parsed(nc.value)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(x509_error(&e)),
         };
         let named_trust_domain = match cert.subject_alternative_name() {
             Ok(Some(san)) => san.value.general_names.iter().find_map(|name| match name {
@@ -54,7 +55,7 @@ impl Anchor {
                 _ => None,
             }),
             Ok(None) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(x509_error(&e)),
         };
         let anchor = Self {
             subject: cert.subject().as_raw().to_vec(),

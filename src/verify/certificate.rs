@@ -11,6 +11,7 @@ use x509_parser::prelude::FromDer;
 
 use super::der::SignedCertificate;
 use super::error::{Position, VerifyError};
+use super::parse_error::{certificate_error, extension_error};
 
 /// The largest certificate a presented chain may hold, in bytes. X.509-SVIDs are about 1 KiB;
 /// a larger one is refused before it is parsed.
@@ -55,7 +56,7 @@ impl<'a> ParsedCert<'a> {
             });
         }
         let (rest, x509) =
-            X509Certificate::from_der(der).map_err(|e| malformed(format!("not X.509: {e}")))?;
+            X509Certificate::from_der(der).map_err(|e| malformed(certificate_error(&e)))?;
         if !rest.is_empty() {
             return Err(malformed("data after the certificate".into()));
         }
@@ -122,7 +123,7 @@ impl<'a> ParsedCert<'a> {
                 continue;
             }
             let broken = match ext.parsed_extension() {
-                ParsedExtension::ParseError { error } => Some(error.to_string()),
+                ParsedExtension::ParseError { error } => Some(extension_error(error)),
                 ParsedExtension::UnsupportedExtension { .. } => Some("not understood".into()),
                 ParsedExtension::SubjectAlternativeName(san) => san
                     .general_names
@@ -181,7 +182,7 @@ impl<'a> ParsedCert<'a> {
 /// # Errors
 /// A message when the bytes are not an X.509 certificate.
 pub(crate) fn first_spiffe_uri(der: &[u8]) -> Result<Option<String>, String> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("not X.509: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| certificate_error(&e))?;
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Ok(None);
     };

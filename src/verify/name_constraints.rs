@@ -131,12 +131,12 @@ impl NameConstraints {
                 })
             }
             GeneralName::IPAddress(ip) => {
-                self.check_form(Form::Ip, &format!("{ip:?}"), |s| match s {
+                self.check_form(Form::Ip, &shown_ip(ip), |s| match s {
                     Subtree::Ip { address, mask } => ip_matches(ip, address, mask),
                     _ => false,
                 })
             }
-            other => self.check_form(form_of(other), &format!("{other:?}"), |_| false),
+            other => self.check_form(form_of(other), &shown_name(other), |_| false),
         }
     }
 
@@ -175,6 +175,33 @@ impl NameConstraints {
             )));
         }
         Ok(())
+    }
+}
+
+/// An IP address name as people write it (`10.0.0.1`, `::1`), else its bytes in hex.
+fn shown_ip(bytes: &[u8]) -> String {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return std::net::Ipv4Addr::from(v4).to_string();
+    }
+    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+        return std::net::Ipv6Addr::from(v6).to_string();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A name of another form, as text where it has one, else what kind of name it is.
+fn shown_name(name: &GeneralName<'_>) -> String {
+    match name {
+        GeneralName::RFC822Name(text) | GeneralName::DNSName(text) | GeneralName::URI(text) => {
+            (*text).to_owned()
+        }
+        GeneralName::DirectoryName(name) => name.to_string(),
+        GeneralName::IPAddress(ip) => shown_ip(ip),
+        GeneralName::RegisteredID(oid) => oid.to_id_string(),
+        GeneralName::OtherName(oid, _) => format!("otherName {}", oid.to_id_string()),
+        GeneralName::X400Address(_) => "x400Address".to_owned(),
+        GeneralName::EDIPartyName(_) => "ediPartyName".to_owned(),
+        GeneralName::Invalid(..) => "a malformed name".to_owned(),
     }
 }
 
