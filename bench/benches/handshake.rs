@@ -16,8 +16,19 @@
 //! and each peer comes back after 999 others (a mesh reconnecting). The servers let in the
 //! trust domain `example.org` (the floor: any chain to its root).
 //!
-//! Group `rotation`: `push_to_handshake`, the time from the dev server pushing a rotated SVID
-//! to the first handshake presenting it (this crate's configs on a Workload API source).
+//! Group `key_exchange`: this crate's configs (static source, cache on) with one key-exchange
+//! group forced on both sides, per provider: `ring_x25519`, `ring_p256`, `ring_p384`,
+//! `aws_lc_rs_x25519mlkem768` (post-quantum hybrid), `aws_lc_rs_x25519`, `aws_lc_rs_p256`,
+//! `aws_lc_rs_p384`; the aws-lc-rs rows load the SVID keys with aws-lc-rs too. `ring_default`
+//! and `aws_lc_rs_default` are the configs as built with no key-exchange setting (the crate's
+//! order); `plain_rustls_ring_default` is plain rustls on ring's provider as it comes, the
+//! order the resolved rustls release chose (X25519 first in 0.23.46, P-384 in 0.23.48).
+//!
+//! Group `rotation`: the time from the dev server pushing a rotated SVID to the first
+//! handshake presenting it, a server of each contender on its own Workload API source and the
+//! same client: `push_to_handshake` (this crate) and `push_to_handshake_spiffe_rustls`. Only
+//! the measured contender's sources are connected while it runs (another source would take
+//! its turn on the runtime's thread at every push).
 //!
 //! The certificates come from the dev server (one CA, SVIDs for a server and a client entry),
 //! so all three contenders present and verify exactly the same chains.
@@ -49,6 +60,10 @@ const PEERS: usize = 1000;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn aws_lc_rs() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// One full handshake between fresh connections; panics if it fails.
@@ -247,8 +262,9 @@ async fn spiffe_source(socket: &str, hint: &'static str) -> spiffe::X509Source {
 async fn spiffe_rustls_server(
     socket: &str,
     authorizer: impl spiffe_rustls::authorizer::Authorizer,
-) -> Arc<ServerConfig> {
-    let server = spiffe_rustls::mtls_server(spiffe_source(socket, "server").await)
+) -> (Arc<ServerConfig>, spiffe::X509Source) {
+    let source = spiffe_source(socket, "server").await;
+    let server = spiffe_rustls::mtls_server(source.clone())
         .authorize(authorizer)
         .with_config_customizer(|config: &mut ServerConfig| {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -256,23 +272,31 @@ async fn spiffe_rustls_server(
         })
         .build()
         .expect("spiffe-rustls server");
-    Arc::new(server)
+    (Arc::new(server), source)
 }
 
-async fn spiffe_rustls_configs(socket: &str) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let server = spiffe_rustls_server(
+/// spiffe-rustls configs, and their sources (to shut down when done).
+async fn spiffe_rustls_configs(
+    socket: &str,
+) -> (
+    Arc<ServerConfig>,
+    Arc<ClientConfig>,
+    Vec<spiffe::X509Source>,
+) {
+    let (server, server_source) = spiffe_rustls_server(
         socket,
         spiffe_rustls::authorizer::exact([CLIENT]).expect("authorizer"),
     )
     .await;
-    let client = spiffe_rustls::mtls_client(spiffe_source(socket, "client").await)
+    let client_source = spiffe_source(socket, "client").await;
+    let client = spiffe_rustls::mtls_client(client_source.clone())
         .authorize(spiffe_rustls::authorizer::exact([SERVER]).expect("authorizer"))
         .with_config_customizer(|config: &mut ClientConfig| {
             config.resumption = rustls::client::Resumption::disabled();
         })
         .build()
         .expect("spiffe-rustls client");
-    (server, Arc::new(client))
+    (server, Arc::new(client), vec![server_source, client_source])
 }
 
 struct Fixture {
@@ -343,14 +367,16 @@ fn bench_handshake(c: &mut Criterion) {
         ))
         .expect("source");
     let context = source.x509_context().expect("context");
+    fixture.runtime.block_on(source.shutdown());
     let static_source = Arc::new(StaticSource::new((*context).clone()));
 
     let floor = rustls_static(&context);
     let ours = spiffe_mtls_configs(Arc::clone(&static_source), Arc::clone(&static_source), true);
     let ours_uncached = spiffe_mtls_configs(Arc::clone(&static_source), static_source, false);
-    let theirs = fixture
+    let (theirs_server, theirs_client, theirs_sources) = fixture
         .runtime
         .block_on(spiffe_rustls_configs(&fixture.socket));
+    let theirs = (theirs_server, theirs_client);
     // Same chains everywhere: each contender's client sees the same server leaf.
     let leaf = handshake(&floor.0, &floor.1);
     assert_eq!(handshake(&ours.0, &ours.1), leaf);
@@ -369,34 +395,235 @@ fn bench_handshake(c: &mut Criterion) {
         b.iter(|| handshake(&ours_uncached.0, &ours_uncached.1));
     });
     group.finish();
+    // Their sources stay connected no longer: at every push of the rotation group each
+    // connected source takes its turn on the runtime's thread.
+    for source in theirs_sources {
+        fixture.runtime.block_on(source.shutdown());
+    }
 
+    bench_key_exchange(c, &context);
+    bench_rotation(c, &fixture, &context);
+    fixture.runtime.block_on(fixture.server.shutdown());
+}
+
+/// The handshake with one key-exchange group forced on both sides, per provider.
+fn bench_key_exchange(c: &mut Criterion, context: &X509Context) {
+    use rustls::crypto::{SupportedKxGroup, aws_lc_rs, ring};
+    use rustls::{NamedGroup, ServerConnection};
+
+    // The same SVIDs with their keys loaded by aws-lc-rs, for the aws-lc-rs rows.
+    let aws_svids = context
+        .svids()
+        .iter()
+        .map(|svid| {
+            let reloaded = X509Svid::from_der_with_provider(
+                svid.chain().to_vec(),
+                svid.private_key().clone_key(),
+                &aws_lc_rs(),
+            )
+            .expect("SVID");
+            match svid.hint() {
+                Some(hint) => reloaded.with_hint(hint),
+                None => reloaded,
+            }
+        })
+        .collect();
+    let aws_context = X509Context::new(aws_svids, context.bundles().clone()).expect("context");
+    let ring_source = Arc::new(StaticSource::new(context.clone()));
+    let aws_source = Arc::new(StaticSource::new(aws_context));
+
+    let configs = |provider: Arc<CryptoProvider>,
+                   source: &Arc<StaticSource>,
+                   group: Option<&'static dyn SupportedKxGroup>| {
+        let server = tls::server_config(
+            Arc::clone(source),
+            authorize::id(CLIENT.parse().expect("id")),
+        )
+        .crypto_provider(Arc::clone(&provider))
+        .protocol_versions(TLS13)
+        .svid_hint("server");
+        let client = tls::client_config(
+            Arc::clone(source),
+            authorize::id(SERVER.parse().expect("id")),
+        )
+        .crypto_provider(provider)
+        .protocol_versions(TLS13)
+        .svid_hint("client");
+        let (server, client) = match group {
+            Some(group) => (
+                server.key_exchange_groups([group]),
+                client.key_exchange_groups([group]),
+            ),
+            None => (server, client),
+        };
+        (
+            Arc::new(server.build().expect("server config")),
+            Arc::new(client.build().expect("client config")),
+        )
+    };
+    let contenders = [
+        ("ring_default", configs(provider(), &ring_source, None)),
+        (
+            "ring_x25519",
+            configs(provider(), &ring_source, Some(ring::kx_group::X25519)),
+        ),
+        (
+            "ring_p256",
+            configs(provider(), &ring_source, Some(ring::kx_group::SECP256R1)),
+        ),
+        (
+            "ring_p384",
+            configs(provider(), &ring_source, Some(ring::kx_group::SECP384R1)),
+        ),
+        ("aws_lc_rs_default", configs(aws_lc_rs(), &aws_source, None)),
+        (
+            "aws_lc_rs_x25519mlkem768",
+            configs(
+                aws_lc_rs(),
+                &aws_source,
+                Some(aws_lc_rs::kx_group::X25519MLKEM768),
+            ),
+        ),
+        (
+            "aws_lc_rs_x25519",
+            configs(aws_lc_rs(), &aws_source, Some(aws_lc_rs::kx_group::X25519)),
+        ),
+        (
+            "aws_lc_rs_p256",
+            configs(
+                aws_lc_rs(),
+                &aws_source,
+                Some(aws_lc_rs::kx_group::SECP256R1),
+            ),
+        ),
+        (
+            "aws_lc_rs_p384",
+            configs(
+                aws_lc_rs(),
+                &aws_source,
+                Some(aws_lc_rs::kx_group::SECP384R1),
+            ),
+        ),
+        ("plain_rustls_ring_default", rustls_static(context)),
+    ];
+    // Each contender negotiates the group its name says (the defaults: this crate's order,
+    // and for plain rustls whatever the provider puts first).
+    let negotiated = |(server, client): &(Arc<ServerConfig>, Arc<ClientConfig>)| {
+        let name = ServerName::try_from("server.example.org").expect("name");
+        let mut client = ClientConnection::new(Arc::clone(client), name).expect("client");
+        let mut server = ServerConnection::new(Arc::clone(server)).expect("server");
+        let mut buffer = Vec::new();
+        while client.is_handshaking() || server.is_handshaking() {
+            buffer.clear();
+            while client.wants_write() {
+                client.write_tls(&mut buffer).expect("client write");
+            }
+            server.read_tls(&mut &buffer[..]).expect("server read");
+            server.process_new_packets().expect("server handshake");
+            buffer.clear();
+            while server.wants_write() {
+                server.write_tls(&mut buffer).expect("server write");
+            }
+            client.read_tls(&mut &buffer[..]).expect("client read");
+            client.process_new_packets().expect("client handshake");
+        }
+        client
+            .negotiated_key_exchange_group()
+            .expect("group")
+            .name()
+    };
+    let expected = [
+        Some(NamedGroup::X25519),
+        Some(NamedGroup::X25519),
+        Some(NamedGroup::secp256r1),
+        Some(NamedGroup::secp384r1),
+        Some(NamedGroup::X25519MLKEM768),
+        Some(NamedGroup::X25519MLKEM768),
+        Some(NamedGroup::X25519),
+        Some(NamedGroup::secp256r1),
+        Some(NamedGroup::secp384r1),
+        None,
+    ];
+    for ((name, configs), expected) in contenders.iter().zip(expected) {
+        let group = negotiated(configs);
+        if let Some(expected) = expected {
+            assert_eq!(group, expected, "{name}");
+        } else {
+            eprintln!("key_exchange/{name}: negotiates {group:?}");
+        }
+    }
+
+    let mut group = c.benchmark_group("key_exchange");
+    for (name, (server, client)) in &contenders {
+        group.bench_function(*name, |b| b.iter(|| handshake(server, client)));
+    }
+    group.finish();
+}
+
+/// Push to first use of a rotated SVID: the time from `rotate_svids` returning to the end of
+/// the first handshake that presents the new server SVID.
+fn push_to_handshake(
+    fixture: &Fixture,
+    server: &Arc<ServerConfig>,
+    client: &Arc<ClientConfig>,
+    iterations: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iterations {
+        let before = handshake(server, client);
+        fixture.runtime.block_on(fixture.server.rotate_svids());
+        let pushed = Instant::now();
+        while handshake(server, client) == before {
+            assert!(
+                pushed.elapsed() < Duration::from_secs(5),
+                "rotation not seen"
+            );
+        }
+        total += pushed.elapsed();
+    }
+    total
+}
+
+fn bench_rotation(c: &mut Criterion, fixture: &Fixture, context: &X509Context) {
+    let client = tls::client_config(
+        Arc::new(StaticSource::new(context.clone())),
+        authorize::id(SERVER.parse().expect("id")),
+    )
+    .crypto_provider(provider())
+    .protocol_versions(TLS13)
+    .svid_hint("client")
+    .build()
+    .expect("client config");
+    let client = Arc::new(client);
     let mut group = c.benchmark_group("rotation");
-    group.sample_size(10);
-    let (server_config, client_config) = spiffe_mtls_configs(
-        Arc::new(source),
-        Arc::new(StaticSource::new((*context).clone())),
+    group.sample_size(20);
+
+    let ours = fixture
+        .runtime
+        .block_on(WorkloadApiSource::connect(
+            fixture.socket.parse().expect("address"),
+        ))
+        .expect("source");
+    let ours = Arc::new(ours);
+    let server = spiffe_mtls_server(
+        Arc::clone(&ours),
+        authorize::id(CLIENT.parse().expect("id")),
         true,
     );
     group.bench_function("push_to_handshake", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                let before = handshake(&server_config, &client_config);
-                fixture.runtime.block_on(fixture.server.rotate_svids());
-                let pushed = Instant::now();
-                while handshake(&server_config, &client_config) == before {
-                    assert!(
-                        pushed.elapsed() < Duration::from_secs(5),
-                        "rotation not seen"
-                    );
-                }
-                total += pushed.elapsed();
-            }
-            total
-        });
+        b.iter_custom(|iterations| push_to_handshake(fixture, &server, &client, iterations));
     });
+    fixture.runtime.block_on(ours.shutdown());
+
+    let (server, theirs) = fixture.runtime.block_on(spiffe_rustls_server(
+        &fixture.socket,
+        spiffe_rustls::authorizer::exact([CLIENT]).expect("authorizer"),
+    ));
+    group.bench_function("push_to_handshake_spiffe_rustls", |b| {
+        b.iter_custom(|iterations| push_to_handshake(fixture, &server, &client, iterations));
+    });
+    fixture.runtime.block_on(theirs.shutdown());
     group.finish();
-    fixture.runtime.block_on(fixture.server.shutdown());
 }
 
 /// One handshake of the next peer in turn; panics if it fails.
@@ -434,10 +661,13 @@ fn bench_1000_peers(c: &mut Criterion) {
         ),
         (
             "spiffe_rustls",
-            fixture.runtime.block_on(spiffe_rustls_server(
-                &fixture.socket,
-                spiffe_rustls::authorizer::trust_domains(["example.org"]).expect("authorizer"),
-            )),
+            fixture
+                .runtime
+                .block_on(spiffe_rustls_server(
+                    &fixture.socket,
+                    spiffe_rustls::authorizer::trust_domains(["example.org"]).expect("authorizer"),
+                ))
+                .0,
         ),
         (
             "spiffe_mtls_uncached",
