@@ -1,7 +1,7 @@
 //! Watch two agents work over SPIFFE mutual TLS, in one command:
 //!
 //! ```text
-//! cargo run --release --example agents_demo
+//! cargo run --example agents_demo
 //! ```
 //! It starts the embedded dev server (a SPIRE-compatible Workload API) with two identities,
 //! the agent server (`agent_server`'s code) and an agent client (the official A2A SDK client

@@ -1,4 +1,4 @@
-//! The README's agents demo (`cargo run --release --example agents_demo`), run with short
+//! The README's agents demo (`cargo run --example agents_demo`), run with short
 //! durations: an allowed call, a refused skill, both SVIDs rotating during a conversation
 //! with no failed call, a summary, and nothing left behind.
 #![cfg(all(feature = "a2a", feature = "dev-server"))]

@@ -273,7 +273,7 @@ async fn exchange(
 
 /// Printed after a successful demo: one next step per kind of reader.
 const NEXT_STEPS: &str = "\nwhat to try next (after `cargo install --path .`):
-  agents:   cargo run --release --example agents_demo        two A2A agents over SPIFFE mTLS
+  agents:   cargo run --example agents_demo                  two A2A agents over SPIFFE mTLS
   services: spiffe-mtls proxy server --help                  any TCP or HTTP service behind mTLS
   library:  the README's \"Mutual TLS in ten lines\"          rustls configs that rotate by themselves";
 
