@@ -242,3 +242,116 @@ fn verify_says_what_is_wrong_with_the_bytes_never_the_parser_internals() {
         );
     }
 }
+
+/// Runs the binary; the exit code and stderr.
+fn code(args: &[&str]) -> (Option<i32>, String) {
+    let output = run(args);
+    (output.status.code(), text(&output.stderr))
+}
+
+#[test]
+fn exit_codes_0_ok_1_refused_or_failed_2_usage_or_unusable_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Material::new(dir.path());
+    let bundle = format!("example.org={}", path(&m.bundle));
+    let missing = dir.path().join("missing");
+    let missing_socket = format!("unix://{}", dir.path().join("none.sock").display());
+
+    // verify: 0 allowed, 1 not allowed (a refused check), 2 an unreadable file.
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--chain", path(&m.chain), "--bundle", &bundle];
+        args.extend_from_slice(extra);
+        code(&args)
+    };
+    assert_eq!(verify(&[]).0, Some(0));
+    assert_eq!(
+        verify(&["--allow-id", "spiffe://example.org/other"]),
+        (
+            Some(1),
+            "not authorized: expected the ID spiffe://example.org/other, presented \
+             spiffe://example.org/x\n"
+                .to_owned()
+        )
+    );
+    let (status, stderr) = code(&["verify", "--chain", path(&missing), "--bundle", &bundle]);
+    assert_eq!(status, Some(2), "{stderr}");
+
+    // demo: 2 for a usage error (0 and 1 take a run: tests/cli_demo.rs).
+    assert_eq!(code(&["demo", "--duration", "soon"]).0, Some(2));
+
+    // dev-server: 2 for an unreadable --config; 1 when it cannot listen (socket in use).
+    let (status, stderr) = code(&["dev-server", "--config", path(&missing)]);
+    assert_eq!(status, Some(2), "{stderr}");
+    let (_server, socket) = server_for_someone_else(dir.path());
+    let (status, stderr) = code(&[
+        "dev-server",
+        "--socket",
+        &socket,
+        "--trust-domain",
+        "example.org",
+        "--id",
+        "spiffe://example.org/x",
+    ]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("already listening"), "{stderr}");
+
+    // fetch, watch, jwt fetch, jwt bundles: 2 without an address, 1 when nothing listens.
+    for command in [
+        &["fetch"][..],
+        &["watch"],
+        &["jwt", "fetch", "--audience", "a"],
+        &["jwt", "bundles"],
+    ] {
+        let (status, stderr) = code(command);
+        assert_eq!(status, Some(2), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("SPIFFE_ENDPOINT_SOCKET"),
+            "{command:?}: {stderr}"
+        );
+        let mut with_socket = command.to_vec();
+        with_socket.extend_from_slice(&["--socket", &missing_socket]);
+        let (status, stderr) = code(&with_socket);
+        assert_eq!(status, Some(1), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot connect to the Workload API"),
+            "{command:?}: {stderr}"
+        );
+    }
+
+    // proxy server: 2 for an unreadable --policy or unusable --files (1 for a Workload API
+    // without an identity for it: tests/proxy_errors.rs).
+    let proxy_server = |extra: &[&str]| {
+        let mut args = vec![
+            "proxy",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "127.0.0.1:9",
+        ];
+        args.extend_from_slice(extra);
+        code(&args)
+    };
+    let (status, stderr) = proxy_server(&["--policy", path(&missing), "--files", path(dir.path())]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.starts_with("--policy: "), "{stderr}");
+    let (status, stderr) = proxy_server(&["--allow-td", "example.org", "--files", path(&missing)]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.starts_with("cannot use the files in "), "{stderr}");
+
+    // proxy client: 2 for a --listen others could reach.
+    let (status, stderr) = code(&[
+        "proxy",
+        "client",
+        "--listen",
+        "0.0.0.0:0",
+        "--target",
+        "127.0.0.1:9",
+        "--server-id",
+        "spiffe://example.org/server",
+        "--socket",
+        &missing_socket,
+    ]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("is not a loopback address"), "{stderr}");
+}

@@ -127,14 +127,14 @@ fn exit_0_with_json_bundle_and_allow_rules() {
         0,
     );
 
-    // exit 3: valid, but not allowed
-    let (stdout, stderr) = expect_code(&with(&["--allow-id", "spiffe://example.org/other"]), 3);
+    // exit 1: valid, but not allowed (a refused check, as an invalid SVID is)
+    let (stdout, stderr) = expect_code(&with(&["--allow-id", "spiffe://example.org/other"]), 1);
     assert!(stdout.is_empty());
     assert_eq!(
         stderr,
         format!("not authorized: expected the ID spiffe://example.org/other, presented {ID}\n")
     );
-    let (_, stderr) = expect_code(&with(&["--allow-td", "partner.org"]), 3);
+    let (_, stderr) = expect_code(&with(&["--allow-td", "partner.org"]), 1);
     assert_eq!(
         stderr,
         format!("not authorized: expected a member of partner.org, presented {ID}\n")
@@ -148,7 +148,7 @@ fn exit_0_with_json_bundle_and_allow_rules() {
             "--allow-td",
             "partner.org",
         ]),
-        3,
+        1,
     );
     assert_eq!(
         stderr,

@@ -183,8 +183,9 @@ fn clear_errors_without_a_server_or_an_identity() {
         text(&output.stderr)
     );
 
+    // No address at all: a usage error.
     let output = run(&["fetch"]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("SPIFFE_ENDPOINT_SOCKET"),
         "{}",

@@ -86,7 +86,7 @@ fn trust_domains(context: &X509Context) -> String {
 /// A Workload API error in words: PermissionDenied names this process as an entry would
 /// select it ("the Workload API at .. has no identity for this process (uid U, path P):
 /// register one ..").
-fn described(address: &EndpointAddress, error: WorkloadError) -> String {
+pub(crate) fn described(address: &EndpointAddress, error: WorkloadError) -> String {
     match error {
         WorkloadError::Status(status) if status.code() == tonic::Code::PermissionDenied => {
             SourceError::no_identity(address, status.message()).to_string()
@@ -115,8 +115,11 @@ async fn next_context(
 
 /// `fetch`: prints the context, optionally writes it to files.
 pub fn fetch(args: &FetchArgs) -> ExitCode {
+    let address = match args.socket.address() {
+        Ok(address) => address,
+        Err(message) => return crate::fail(crate::USAGE, message),
+    };
     crate::runtime(async move {
-        let address = args.socket.address()?;
         let fetched = tokio::time::timeout(args.timeout, async {
             let mut stream = open(&address).await?;
             next_context(&address, &mut stream)
@@ -149,8 +152,11 @@ pub fn fetch(args: &FetchArgs) -> ExitCode {
 
 /// `watch`: one line per update: ID, serial, not-after, bundle trust domains.
 pub fn watch(args: &WatchArgs) -> ExitCode {
+    let address = match args.socket.address() {
+        Ok(address) => address,
+        Err(message) => return crate::fail(crate::USAGE, message),
+    };
     crate::runtime(async move {
-        let address = args.socket.address()?;
         let mut stream = open(&address).await?;
         let mut seen = 0u64;
         while args.count.is_none_or(|count| seen < count) {

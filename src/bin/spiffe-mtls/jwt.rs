@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use spiffe_mtls::jwt::{JwtBundle, JwtBundleSet, JwtSvidValidator};
-use spiffe_mtls::workload::WorkloadClient;
+use spiffe_mtls::workload::{WorkloadClient, WorkloadError};
 use spiffe_mtls::{SpiffeId, TrustDomain};
 
 use crate::fetch::SocketArg;
@@ -82,13 +82,7 @@ struct ValidateArgs {
     at: Option<spiffe_mtls::rustls::pki_types::UnixTime>,
 }
 
-const INVALID: u8 = 1;
-const USAGE: u8 = 2;
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::from(code)
-}
+use crate::{FAILED as INVALID, USAGE, fail};
 
 /// The token from a file or standard input, surrounding whitespace removed.
 fn read_token(path: &PathBuf) -> Result<String, String> {
@@ -152,16 +146,21 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 /// A Workload API client on `socket`, and `work` with it, within [`WORKLOAD_TIMEOUT`].
 fn with_client<T>(
     socket: &SocketArg,
-    work: impl AsyncFnOnce(&mut WorkloadClient) -> Result<T, String>,
+    work: impl AsyncFnOnce(&mut WorkloadClient) -> Result<T, WorkloadError>,
     then: impl FnOnce(T) -> Result<(), String>,
 ) -> ExitCode {
+    let address = match socket.address() {
+        Ok(address) => address,
+        Err(message) => return fail(USAGE, message),
+    };
     crate::runtime(async move {
-        let address = socket.address()?;
         let fetched = tokio::time::timeout(WORKLOAD_TIMEOUT, async {
             let mut client = WorkloadClient::connect(&address)
                 .await
-                .map_err(|e| e.to_string())?;
-            work(&mut client).await
+                .map_err(|e| crate::fetch::described(&address, e))?;
+            work(&mut client)
+                .await
+                .map_err(|e| crate::fetch::described(&address, e))
         })
         .await
         .map_err(|_| format!("no answer from {address} within {WORKLOAD_TIMEOUT:?}"))??;
@@ -176,7 +175,6 @@ fn fetch(args: &FetchArgs) -> ExitCode {
             client
                 .fetch_jwt_svids(&args.audience, args.spiffe_id.as_ref())
                 .await
-                .map_err(|e| e.to_string())
         },
         |svids| {
             for svid in svids {
@@ -190,7 +188,7 @@ fn fetch(args: &FetchArgs) -> ExitCode {
 fn bundles(args: &BundlesArgs) -> ExitCode {
     with_client(
         &args.socket,
-        async |client| client.fetch_jwt_bundles().await.map_err(|e| e.to_string()),
+        async |client| client.fetch_jwt_bundles().await,
         |bundles| {
             let mut sorted: Vec<&JwtBundle> = bundles.iter().collect();
             sorted.sort_by(|a, b| a.trust_domain().as_str().cmp(b.trust_domain().as_str()));

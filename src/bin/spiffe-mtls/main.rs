@@ -50,24 +50,52 @@ enum Command {
     Proxy(proxy::Args),
 }
 
+/// Why a command failed, which decides its exit status (the README's "Exit codes"): 1 when
+/// it ran and a check failed or something refused or broke, 2 for a usage error or an input
+/// it cannot use (a missing address, a file that cannot be read or parsed).
+pub(crate) enum Failure {
+    /// Exit 1.
+    Failed(String),
+    /// Exit 2.
+    Usage(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// Exit status 1: the command ran, and a check failed or something refused or broke.
+pub(crate) const FAILED: u8 = 1;
+/// Exit status 2: a usage error or an input the command cannot use.
+pub(crate) const USAGE: u8 = 2;
+
+/// Prints `message` on stderr and exits with `code`.
+pub(crate) fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(code)
+}
+
 /// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1.
 pub(crate) fn runtime(work: impl Future<Output = Result<(), String>>) -> ExitCode {
+    runtime_with(async { work.await.map_err(Failure::Failed) })
+}
+
+/// Runs `work` on a tokio runtime; an error is printed on stderr and exits 1, or 2 for a
+/// [`Failure::Usage`].
+pub(crate) fn runtime_with(work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
     };
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("{message}");
-            ExitCode::FAILURE
-        }
+        Err(Failure::Failed(message)) => fail(FAILED, message),
+        Err(Failure::Usage(message)) => fail(USAGE, message),
     }
 }
 

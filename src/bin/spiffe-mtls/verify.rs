@@ -1,7 +1,7 @@
 //! `spiffe-mtls verify`: is this chain a valid X.509-SVID, and is its ID allowed?
 //!
-//! Exit codes: 0 accepted (stdout's first line is the SPIFFE ID), 1 not a valid SVID,
-//! 2 usage error or unusable input, 3 a valid SVID that the `--allow-*` rules refuse.
+//! Exit codes: 0 accepted (stdout's first line is the SPIFFE ID), 1 not a valid SVID or not
+//! allowed by the `--allow-*` rules, 2 usage error or unusable input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,8 +12,8 @@ use spiffe_mtls::{BundleSet, SpiffeId, SvidVerifier, TrustDomain, X509Bundle, au
 
 /// Verify a certificate chain as an X.509-SVID against trust bundles.
 ///
-/// Exit status: 0 accepted (stdout's first line is the SPIFFE ID); 1 not a valid SVID;
-/// 2 usage error or unusable input; 3 valid but not authorized by --allow-id/--allow-td.
+/// Exit status: 0 accepted (stdout's first line is the SPIFFE ID); 1 not a valid SVID, or
+/// valid but not authorized by --allow-id/--allow-td; 2 usage error or unusable input.
 #[derive(clap::Args)]
 pub struct Args {
     /// PEM file with the chain, leaf first.
@@ -33,10 +33,7 @@ pub struct Args {
     allow_td: Vec<TrustDomain>,
 }
 
-/// The exit codes of the contract.
-const INVALID: u8 = 1;
-const USAGE: u8 = 2;
-const UNAUTHORIZED: u8 = 3;
+use crate::{FAILED as INVALID, FAILED as UNAUTHORIZED, USAGE, fail};
 
 pub(crate) fn parse_bundle_arg(value: &str) -> Result<(TrustDomain, PathBuf), String> {
     let (td, file) = value
@@ -55,11 +52,6 @@ pub(crate) fn parse_time(value: &str) -> Result<UnixTime, String> {
     let secs =
         u64::try_from(time.unix_timestamp()).map_err(|_| format!("{value:?} is before 1970"))?;
     Ok(UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-}
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::from(code)
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, String> {

@@ -17,6 +17,7 @@ use super::metrics::Metrics;
 use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::server::{TARGET_CONNECT_TIMEOUT, crypto_provider};
 use super::{CommonArgs, status};
+use crate::Failure;
 
 /// Accept plain TCP locally, connect out with mTLS requiring the server's SPIFFE ID.
 #[derive(clap::Args, Debug)]
@@ -87,15 +88,19 @@ async fn check_listen(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `proxy client` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
-pub async fn run(args: &Args) -> Result<(), String> {
+/// Runs `proxy client` until SIGTERM or SIGINT and the drain; the reason when it cannot start
+/// (a usage error for an unusable option).
+pub async fn run(args: &Args) -> Result<(), Failure> {
     let signals = Signals::watch()?;
-    check_listen(args).await?;
+    check_listen(args).await.map_err(Failure::Usage)?;
     let Address::Tcp { host, .. } = &args.target else {
-        return Err(format!("--target {}: give HOST:PORT", args.target));
+        return Err(Failure::Usage(format!(
+            "--target {}: give HOST:PORT",
+            args.target
+        )));
     };
-    let server_name =
-        ServerName::try_from(host.clone()).map_err(|e| format!("--target {}: {e}", args.target))?;
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|e| Failure::Usage(format!("--target {}: {e}", args.target)))?;
     let metrics = Arc::new(Metrics::new());
     let identity = Identity::open(&args.identity, &metrics).await?;
     let rule = authorize::id(args.server_id.clone());
@@ -134,6 +139,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
         move |accepted| connection(Arc::clone(&client), accepted),
     )
     .await
+    .map_err(Failure::Failed)
 }
 
 async fn connection(client: Arc<Client>, accepted: Accepted) {

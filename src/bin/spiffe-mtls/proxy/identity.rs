@@ -11,6 +11,7 @@ use spiffe_mtls::source::{
 use spiffe_mtls::workload::EndpointAddress;
 
 use super::metrics::{Metrics, WorkloadApiRecorder};
+use crate::Failure;
 
 /// How long to wait for the first Workload API update before refusing to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,12 +41,14 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Opens the source; the reason when it cannot.
-    pub async fn open(args: &IdentityArgs, metrics: &Arc<Metrics>) -> Result<Arc<Self>, String> {
+    /// Opens the source; the reason when it cannot (a usage error when no source is named or
+    /// the `--files` cannot be used).
+    pub async fn open(args: &IdentityArgs, metrics: &Arc<Metrics>) -> Result<Arc<Self>, Failure> {
         let (source, origin): (Arc<dyn X509Source>, String) = match (&args.socket, &args.files) {
             (_, Some(dir)) => {
-                let source = FileSource::open(FilePaths::fetch_layout(dir))
-                    .map_err(|e| format!("cannot use the files in {}: {e}", dir.display()))?;
+                let source = FileSource::open(FilePaths::fetch_layout(dir)).map_err(|e| {
+                    Failure::Usage(format!("cannot use the files in {}: {e}", dir.display()))
+                })?;
                 (Arc::new(source), format!("files {}", dir.display()))
             }
             (Some(address), None) => (
@@ -54,7 +57,9 @@ impl Identity {
             ),
             (None, None) => {
                 let address = EndpointAddress::from_env().map_err(|e| {
-                    format!("give --socket ADDR or --files DIR (no SPIFFE_ENDPOINT_SOCKET: {e})")
+                    Failure::Usage(format!(
+                        "give --socket ADDR or --files DIR (no SPIFFE_ENDPOINT_SOCKET: {e})"
+                    ))
                 })?;
                 (
                     Arc::new(workload_api(address.clone(), metrics).await?),

@@ -91,7 +91,7 @@ pub struct CommonArgs {
 /// Runs `proxy server` or `proxy client`.
 pub fn run(args: &Args) -> ExitCode {
     match &args.command {
-        Command::Server(args) => crate::runtime(server::run(args)),
-        Command::Client(args) => crate::runtime(client::run(args)),
+        Command::Server(args) => crate::runtime_with(server::run(args)),
+        Command::Client(args) => crate::runtime_with(client::run(args)),
     }
 }

@@ -17,6 +17,7 @@ use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
 use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
 use super::{CommonArgs, http, proxy_protocol, status};
+use crate::Failure;
 
 /// How long connecting to the target may take.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,22 +130,26 @@ fn authorization(args: &Args) -> Result<(Authorizer, Option<Policy>), String> {
     Ok((rule, None))
 }
 
-/// Runs `proxy server` until SIGTERM or SIGINT and the drain; the reason when it cannot start.
-pub async fn run(args: &Args) -> Result<(), String> {
+/// Runs `proxy server` until SIGTERM or SIGINT and the drain; the reason when it cannot start
+/// (a usage error for an unusable option or file).
+pub async fn run(args: &Args) -> Result<(), Failure> {
     let signals = Signals::watch()?;
-    let (rule, policy) = authorization(args)?;
+    let (rule, policy) = authorization(args).map_err(Failure::Usage)?;
     let http = if args.http {
-        Some(http::Forwarding::new(
-            args.target.clone(),
-            args.id_header.as_deref(),
-            policy.filter(|p| p.route_names().next().is_some()),
-            args.h2c,
-            net::ConnectionTimeouts::new()
-                .first_read(args.first_read_timeout)
-                .header_read(args.first_read_timeout)
-                .idle(args.idle_timeout),
-            args.common.max_conns as usize,
-        )?)
+        Some(
+            http::Forwarding::new(
+                args.target.clone(),
+                args.id_header.as_deref(),
+                policy.filter(|p| p.route_names().next().is_some()),
+                args.h2c,
+                net::ConnectionTimeouts::new()
+                    .first_read(args.first_read_timeout)
+                    .header_read(args.first_read_timeout)
+                    .idle(args.idle_timeout),
+                args.common.max_conns as usize,
+            )
+            .map_err(Failure::Usage)?,
+        )
     } else {
         None
     };
@@ -188,6 +193,7 @@ pub async fn run(args: &Args) -> Result<(), String> {
         move |accepted| connection(Arc::clone(&server), accepted),
     )
     .await
+    .map_err(Failure::Failed)
 }
 
 /// Decrements the active gauge when the connection ends.
