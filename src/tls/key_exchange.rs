@@ -327,7 +327,9 @@ mod tests {
         }
     }
 
+    // rustls 0.23.48 deprecates ring's provider (it has no post-quantum group).
     #[cfg(feature = "ring")]
+    #[allow(deprecated)]
     mod ring {
         use std::sync::Arc;
 
