@@ -229,8 +229,8 @@ async fn reqwest_client_reaches_the_service_reading_fetch_write_files() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "http_client: {url}: client error (Connect): the server is not authorized: expected \
-             the ID spiffe://example.org/someone-else, presented spiffe://example.org/file-service"
+            "http_client: {url}: the server is not authorized: expected the ID \
+             spiffe://example.org/someone-else, presented spiffe://example.org/file-service"
         )
     );
     dev.shutdown().await;
@@ -295,8 +295,8 @@ async fn agent_client_says_which_server_id_it_expected() {
         last,
         format!(
             "agent_client: cannot fetch the agent card from {base}/.well-known/agent-card.json: \
-             client error (Connect): the server is not authorized: expected the ID \
-             spiffe://example.org/agent/other, presented spiffe://example.org/agent/server"
+             the server is not authorized: expected the ID spiffe://example.org/agent/other, \
+             presented spiffe://example.org/agent/server"
         ),
         "{stderr}"
     );

@@ -244,16 +244,17 @@ fn causes<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn
 /// [`HandshakeRefusal`], or the rustls error of one (a server our rule refused, an alert the
 /// peer sent about our certificate), as seen from `side` with `own_id` the SPIFFE ID we
 /// presented (when known). The chain ends there: what follows says the same in TLS terms.
-/// Links that repeat the one before are left out.
+/// Links that repeat the one before are left out, and so are hyper-util's client errors,
+/// which name only the phase that failed (`client error (Connect)`).
 ///
 /// # Example
 /// ```no_run
 /// use spiffe_mtls::{net, tls::Side};
 /// # async fn run(client: reqwest::Client) {
 /// if let Err(error) = client.get("https://127.0.0.1:8443/").send().await {
-///     // error sending request for url (https://127.0.0.1:8443/): client error (Connect):
-///     // the server is not authorized: expected the ID spiffe://example.org/server,
-///     // presented spiffe://example.org/impostor
+///     // error sending request for url (https://127.0.0.1:8443/): the server is not
+///     // authorized: expected the ID spiffe://example.org/server, presented
+///     // spiffe://example.org/impostor
 ///     eprintln!("{}", net::describe_error(&error, Side::Client, None));
 /// }
 /// # }
@@ -283,6 +284,12 @@ pub fn describe_error(
                 None => push(describe_rustls(tls, side)),
             }
             break;
+        }
+        // hyper-util's own words name only the phase ("client error (Connect)"): its cause
+        // says what happened.
+        #[cfg(feature = "http")]
+        if cause.is::<hyper_util::client::legacy::Error>() && cause.source().is_some() {
+            continue;
         }
         let link = cause.to_string();
         if let Some(alert) = alert_in_text(&link) {

@@ -16,7 +16,6 @@
 //! allow; a message other than the expected one) or with a resumed session, which skips the
 //! certificate check too: resumption is off in our configs.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -29,7 +28,7 @@ use super::audit::{self, Side};
 use super::authorized::AuthorizedLeaves;
 use super::cache::VerificationCache;
 use super::identity::leaf_spiffe_id;
-use crate::authorize::{AuthorizeError, Authorizer, ServerNotAuthorized};
+use crate::authorize::{Authorizer, ServerNotAuthorized};
 use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
 use crate::verify::{ErrorKind, SvidVerifier, VerifyError};
@@ -115,7 +114,8 @@ impl PeerCheck {
     /// `InvalidCertificate(Other(`[`ServerNotAuthorized`]`))`, so the client's error says what
     /// was expected and what was presented (the server hears the alert `certificate_unknown`). A
     /// refused client fails with `ApplicationVerificationFailure`, which sends the client the
-    /// alert `access_denied`; the [`AuthorizeError`] is noted for the server's own error (see
+    /// alert `access_denied`; the [`AuthorizeError`](crate::authorize::AuthorizeError) is
+    /// noted for the server's own error (see
     /// [`take_refusal`]).
     fn authorize(&self, end_entity: &[u8], id: &SpiffeId) -> Result<(), rustls::Error> {
         let Err(error) = self.authorizer.authorize(id) else {
@@ -128,7 +128,10 @@ impl PeerCheck {
                 CertificateError::Other(rustls::OtherError(Arc::new(ServerNotAuthorized(error))))
             }
             Side::Server => {
+                #[cfg(feature = "net")]
                 REFUSAL.with(|refusal| *refusal.borrow_mut() = Some(error));
+                #[cfg(not(feature = "net"))]
+                drop(error);
                 CertificateError::ApplicationVerificationFailure
             }
         };
@@ -199,17 +202,20 @@ impl PeerCheck {
     }
 }
 
+#[cfg(feature = "net")]
 thread_local! {
     /// The last client this thread's server verifiers refused, for the handshake that polls
     /// them: rustls calls the verifier inside the poll of the handshake future, on the
     /// thread that polls it.
-    static REFUSAL: RefCell<Option<AuthorizeError>> = const { RefCell::new(None) };
+    static REFUSAL: std::cell::RefCell<Option<crate::authorize::AuthorizeError>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Takes the refusal a server verifier noted on this thread (see [`PeerCheck::authorize`]):
 /// call it right after polling a server handshake, on the same thread, and after clearing it
 /// before the poll, so that no other handshake's refusal is picked up.
-pub(crate) fn take_refusal() -> Option<AuthorizeError> {
+#[cfg(feature = "net")]
+pub(crate) fn take_refusal() -> Option<crate::authorize::AuthorizeError> {
     REFUSAL.with(|refusal| refusal.borrow_mut().take())
 }
 
