@@ -69,7 +69,7 @@ pub mod a2a;
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;
-#[cfg(any(feature = "net", feature = "workload-api"))]
+#[cfg(any(feature = "http", feature = "workload-api"))]
 mod deadline;
 #[cfg(all(unix, feature = "dev-server"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "dev-server"))))]

@@ -495,7 +495,8 @@ fn route_names_match_every_spelling_of_their_path() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        // An unusable policy file is unusable input: exit 2.
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(reason), "{stderr}");
     }
 }
