@@ -193,7 +193,10 @@ async fn a_server_with_an_unexpected_id_is_refused_before_any_request() {
         )),
         "{error}"
     );
-    assert!(!reason.contains("ApplicationVerificationFailure"), "{error}");
+    assert!(
+        !reason.contains("ApplicationVerificationFailure"),
+        "{error}"
+    );
     // The handshake failed on the client's side: no request reached the server.
     assert_eq!(world.server.requests.load(Ordering::Relaxed), 0);
     // The client's audit trail names the server it refused and the rule.

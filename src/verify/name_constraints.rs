@@ -130,12 +130,10 @@ impl NameConstraints {
                     _ => Ok(()),
                 })
             }
-            GeneralName::IPAddress(ip) => {
-                self.check_form(Form::Ip, &shown_ip(ip), |s| match s {
-                    Subtree::Ip { address, mask } => ip_matches(ip, address, mask),
-                    _ => false,
-                })
-            }
+            GeneralName::IPAddress(ip) => self.check_form(Form::Ip, &shown_ip(ip), |s| match s {
+                Subtree::Ip { address, mask } => ip_matches(ip, address, mask),
+                _ => false,
+            }),
             other => self.check_form(form_of(other), &shown_name(other), |_| false),
         }
     }

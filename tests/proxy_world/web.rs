@@ -54,8 +54,14 @@ impl Python {
         }
     }
 
-    /// `python3 -m http.server` serving `root`.
+    /// `python3 -m http.server` serving `root` (HTTP/1.0: a connection per request).
     pub fn file_server(root: &Path) -> Self {
+        Self::file_server_speaking(root, "HTTP/1.0")
+    }
+
+    /// `python3 -m http.server --protocol VERSION` serving `root` (`HTTP/1.1` keeps
+    /// connections alive).
+    pub fn file_server_speaking(root: &Path, version: &str) -> Self {
         let root = root.to_str().unwrap();
         let args = [
             "-m",
@@ -63,6 +69,8 @@ impl Python {
             "0",
             "--bind",
             "127.0.0.1",
+            "--protocol",
+            version,
             "--directory",
             root,
         ];

@@ -59,16 +59,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// is (`x-forwarded-client-cert`, the `x-ssl-client-*` family), where it came from
 /// (`forwarded`, `x-forwarded-*`, `x-real-ip`), or which path to serve (`x-original-url`,
 /// `x-rewrite-url`). Compared with `_` read as `-`, as CGI and WSGI servers do.
-const FORWARDING_EXACT: [&str; 7] = [
+const FORWARDING_EXACT: [&str; 13] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
-    "x-client-cert",
+    "x-http-method-override",
+    "x-arr-clientcert",
     "x-client-verify",
+    "x-client-dn",
 ];
-const FORWARDING_PREFIXES: [&str; 3] = ["x-forwarded-", "x-ssl-client", "ssl-client"];
+const FORWARDING_PREFIXES: [&str; 7] = [
+    "x-forwarded-",
+    "x-ssl-client",
+    "ssl-client",
+    "x-client-cert",
+    "x-amzn-mtls-",
+    "x-envoy-",
+    "x-spiffe-",
+];
 
 /// Removes every forwarding header the client sent ([`FORWARDING_EXACT`],
 /// [`FORWARDING_PREFIXES`]), then sets the proxy's own `x-forwarded-for` (the client's address,
@@ -393,12 +407,30 @@ impl Body for ProxyBody {
 pub struct Connector {
     target: Arc<Address>,
     slots: Arc<Semaphore>,
+    /// This client connection's share of `slots`, when it is one client's connector.
+    share: Option<Arc<Semaphore>>,
 }
 
 impl Connector {
     /// Connections to `target`, at most as many at once as `slots` has permits.
     pub fn new(target: Arc<Address>, slots: Arc<Semaphore>) -> Self {
-        Self { target, slots }
+        Self {
+            target,
+            slots,
+            share: None,
+        }
+    }
+
+    /// This connector for one client connection, which may hold at most `share` of the
+    /// target connections at once: one client cannot take them all.
+    pub fn for_one_client(&self, share: usize) -> Self {
+        Self {
+            target: Arc::clone(&self.target),
+            slots: Arc::clone(&self.slots),
+            share: Some(Arc::new(Semaphore::new(
+                share.clamp(1, Semaphore::MAX_PERMITS),
+            ))),
+        }
     }
 }
 
@@ -414,13 +446,19 @@ impl Service<Uri> for Connector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let target = Arc::clone(&self.target);
         let slots = Arc::clone(&self.slots);
+        let share = self.share.clone();
         Box::pin(async move {
             let connect = async {
+                let share = match share {
+                    Some(share) => Some(share.acquire_owned().await.map_err(io::Error::other)?),
+                    None => None,
+                };
                 let slot = slots.acquire_owned().await.map_err(io::Error::other)?;
                 let stream = target.connect().await?;
                 Ok(TokioIo::new(SlotStream {
                     stream,
                     _slot: slot,
+                    _share: share,
                 }))
             };
             tokio::time::timeout(TARGET_CONNECT_TIMEOUT, connect)
@@ -442,6 +480,7 @@ impl Service<Uri> for Connector {
 pub struct SlotStream {
     stream: Stream,
     _slot: OwnedSemaphorePermit,
+    _share: Option<OwnedSemaphorePermit>,
 }
 
 impl AsyncRead for SlotStream {

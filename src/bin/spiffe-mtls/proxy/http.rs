@@ -46,6 +46,10 @@ use super::forward::{
 };
 use super::metrics::Metrics;
 
+/// The most target connections one client connection may hold at once (a quarter of
+/// --max-conns when that is less).
+const MAX_TARGET_CONNS_PER_CLIENT: usize = 32;
+
 /// Requests and route refusals on one connection.
 pub type Counts = Arc<(AtomicU64, AtomicU64)>;
 
@@ -54,6 +58,8 @@ pub struct Forwarding {
     client: hyper_util::client::legacy::Builder,
     connector: Connector,
     target: Arc<Address>,
+    /// How many target connections one client connection may hold at once.
+    share_per_client: usize,
     authority: http::uri::Authority,
     layer: IdentityHeaderLayer,
     routes: Option<RoutePolicyLayer>,
@@ -84,12 +90,17 @@ impl Forwarding {
             .map_err(|e| format!("--target {target}: {e}"))?;
         let mut client = Client::builder(TokioExecutor::new());
         client.http2_only(h2c);
+        // An idle target connection would hold one of the --max-conns target slots for as
+        // long as its client stays connected: each goes back as soon as its response is done.
+        client.pool_max_idle_per_host(0);
         let target = Arc::new(target);
         let slots = Semaphore::new(max_target_conns.clamp(1, Semaphore::MAX_PERMITS));
+        let share_per_client = (max_target_conns / 4).clamp(1, MAX_TARGET_CONNS_PER_CLIENT);
         Ok(Self {
             client,
             connector: Connector::new(Arc::clone(&target), Arc::new(slots)),
             target,
+            share_per_client,
             authority,
             layer,
             routes: routes.map(RoutePolicyLayer::new),
@@ -112,10 +123,12 @@ impl Forwarding {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // A pool of this client connection's own.
+        // A pool of this client connection's own, holding at most a share of the target
+        // connections.
         let failure = LastFailure::default();
         let forward = Forward::new(
-            self.client.build(self.connector.clone()),
+            self.client
+                .build(self.connector.for_one_client(self.share_per_client)),
             Arc::clone(&self.target),
             self.authority.clone(),
             self.h2c,
