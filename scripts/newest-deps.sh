@@ -6,7 +6,8 @@
 # run in the copy. When a step fails it names the step and the crates that changed.
 #
 # Usage: scripts/newest-deps.sh [--quick] [--bench [CRITERION ARGS...]]
-#   --quick   only `cargo test --lib` and the handshake benchmark smoke (what CI runs)
+#   --quick   only `cargo test --lib` and the handshake benchmark smoke, the smoke built with
+#             the dev profile so that it shares the test build's dependencies (what CI runs)
 #   --bench   afterwards, measure the handshake benchmark under the newest dependencies
 #             (criterion arguments follow, e.g. `--bench '^(handshake|key_exchange)/'
 #             --warm-up-time 2 --measurement-time 10`), for a side-by-side comparison with
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=true; shift ;;
         --bench) bench=true; shift; bench_args=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "newest-deps: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -100,7 +101,11 @@ if ! $quick; then
     # what a rustls or webpki change would break first (bounded: no proxy, no interop).
     step cargo test --test mtls --test modes --test rotation_under_load --test verify_rules
 fi
-step cargo bench -p spiffe-mtls-bench --bench handshake -- --test
+if $quick; then
+    step cargo bench --profile dev -p spiffe-mtls-bench --bench handshake -- --test
+else
+    step cargo bench -p spiffe-mtls-bench --bench handshake -- --test
+fi
 if $bench; then
     step cargo bench -p spiffe-mtls-bench --bench handshake -- "${bench_args[@]}"
 fi
