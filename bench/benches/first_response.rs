@@ -195,6 +195,8 @@ where
 }
 
 fn first_responses(c: &mut Criterion) {
+    // The bench package enables both providers (for the key-exchange benchmark): ring for all.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime: Runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
