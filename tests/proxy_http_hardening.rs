@@ -30,20 +30,14 @@ fn exchange(address: &str, request: &[u8]) -> String {
 
 #[test]
 fn a_get_body_cannot_smuggle_a_request_past_the_routes_or_into_another_peer() {
+    if !python3_available(
+        "a_get_body_cannot_smuggle_a_request_past_the_routes_or_into_another_peer",
+    ) {
+        return;
+    }
     let world = World::new();
-    let root = world.path("www");
-    std::fs::create_dir_all(root.join("admin")).unwrap();
-    std::fs::write(root.join("admin/secret.txt"), "top secret").unwrap();
-    std::fs::write(root.join("index.html"), "home page").unwrap();
-    let files = Python::file_server_speaking(&root, "HTTP/1.1");
-    let broad = policy(
-        &world,
-        "broad.toml",
-        &format!(
-            "[routes.\"/\"]\ntrust_domains = [\"example.org\"]\n\
-             [routes.\"/admin\"]\nids = [\"{INTRUDER_ID}\"]\n"
-        ),
-    );
+    let files = Python::file_server_speaking(&document_root(&world), "HTTP/1.1");
+    let broad = all_but_admin_policy(&world);
     let server = world.server(&files.address, &["--http", "--policy", &broad]);
     let client = world.client("proxy-client", &server, &[]);
     let smuggled = "GET /admin/secret.txt HTTP/1.1\r\nX-Ignore: ";
@@ -425,6 +419,9 @@ fn trailers_and_forwarding_headers_carry_no_claims_to_the_target() {
 
 #[test]
 fn route_names_match_every_spelling_of_their_path() {
+    if !python3_available("route_names_match_every_spelling_of_their_path") {
+        return;
+    }
     let world = World::new();
     let root = world.path("www");
     for dir in ["café", "v1:admin", "it's"] {

@@ -86,6 +86,11 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::NotAbsolute);
     };
+    // Most paths are canonical already (and the route layers ask again about the path they
+    // rewrote): answer those without allocating.
+    if is_plainly_canonical(rest) {
+        return Ok(Cow::Borrowed(path));
+    }
     let mut out = String::with_capacity(path.len());
     let mut decoded = Vec::new();
     let segments: Vec<&str> = rest.split('/').collect();
@@ -111,6 +116,23 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Ok(Cow::Owned(out))
     }
+}
+
+/// Whether `rest` (a path after its first `/`) is canonical without decoding anything: only
+/// path characters, no empty segment but a trailing one, no dot segment.
+fn is_plainly_canonical(rest: &str) -> bool {
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last)
+            || segment == "."
+            || segment == ".."
+            || !segment.bytes().all(is_path_char)
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// Appends the canonical form of one segment (no `/` in it) to `out`, and its fully decoded

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::ca::{DevCa, DevCaError, SvidRequest, new_jwt_signer};
 use super::config::{ConfigError, DevServerConfig, Entry};
 use crate::bundle::X509Bundle;
+use crate::deadline::after;
 use crate::jwt::{JwtBundle, JwtKey, JwtSigner};
 use crate::spiffe_id::TrustDomain;
 use crate::svid::X509Svid;
@@ -64,16 +65,6 @@ pub(crate) const JWT_SVID_TTL: Duration = Duration::from_secs(300);
 /// Half a CA lifetime: when its successor is prepared.
 fn settings_half(settings: &IssuerSettings) -> Duration {
     settings.ca_ttl / 2
-}
-
-/// The longest wait the issuer schedules (a century): a configured lifetime longer than what
-/// an `Instant` can add is waited for this long instead, never overflowing.
-const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// `wait` from now, by checked arithmetic (at most [`LONGEST_WAIT`]).
-fn after(wait: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
 }
 
 struct Ca {
@@ -239,11 +230,9 @@ impl Issuer {
     /// The next moment something is due: an SVID rotation, a CA activation or retirement.
     fn next_deadline(&self) -> Instant {
         let now_wall = SystemTime::now();
-        let now = Instant::now();
-        let retirement = self.cas[..self.signing].iter().map(|c| {
-            let wait = c.retires_at().duration_since(now_wall).unwrap_or_default();
-            now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
-        });
+        let retirement = self.cas[..self.signing]
+            .iter()
+            .map(|c| after(c.retires_at().duration_since(now_wall).unwrap_or_default()));
         self.issued
             .iter()
             .map(|(_, at)| *at)
@@ -341,7 +330,10 @@ mod tests {
     fn a_wait_past_what_an_instant_holds_is_cut_not_a_panic() {
         let before = Instant::now();
         let far = after(Duration::MAX);
-        assert!(far >= before + LONGEST_WAIT, "{far:?}");
+        assert!(
+            far >= before + Duration::from_secs(365 * 24 * 3600),
+            "{far:?}"
+        );
         let soon = after(Duration::from_secs(1));
         assert!(soon < before + Duration::from_secs(60), "{soon:?}");
     }

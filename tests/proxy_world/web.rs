@@ -200,3 +200,42 @@ pub fn wsgi_value<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     body.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
 }
+
+/// Whether `python3` runs here; when it does not, says that the test `name` is skipped (the
+/// Python backends are stdlib only, so any Python 3 will do).
+pub fn python3_available(name: &str) -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !ok {
+        eprintln!("skipped {name}: python3 is not installed (its backends are Python's)");
+    }
+    ok
+}
+
+/// The content of `/admin/secret.txt` in [`document_root`].
+pub const SECRET: &str = "top secret";
+
+/// A document root with `/admin/secret.txt`, `/public/index.html` and `/index.html`.
+pub fn document_root(world: &World) -> std::path::PathBuf {
+    let root = world.path("www");
+    std::fs::create_dir_all(root.join("admin")).unwrap();
+    std::fs::create_dir_all(root.join("public")).unwrap();
+    std::fs::write(root.join("admin/secret.txt"), SECRET).unwrap();
+    std::fs::write(root.join("public/index.html"), "public page").unwrap();
+    std::fs::write(root.join("index.html"), "home page").unwrap();
+    root
+}
+
+/// A policy letting example.org read every path but `/admin`, which only the intruder may.
+pub fn all_but_admin_policy(world: &World) -> String {
+    policy(
+        world,
+        "broad.toml",
+        &format!(
+            "[routes.\"/\"]\ntrust_domains = [\"example.org\"]\n\
+             [routes.\"/admin\"]\nids = [\"{INTRUDER_ID}\"]\n"
+        ),
+    )
+}

@@ -270,18 +270,6 @@ pub fn io_reason(error: &io::Error) -> String {
     }
 }
 
-/// An error and its causes, `: `-separated (hyper's own messages name only the kind).
-pub fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
-        cause = error.source();
-    }
-    text
-}
-
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::from(body.to_owned()));
     *response.status_mut() = status;

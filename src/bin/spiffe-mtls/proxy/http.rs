@@ -29,11 +29,11 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spiffe_mtls::Policy;
 use spiffe_mtls::net::{
     CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, PeerIdentity, RemoteAddr,
     RoutePolicyLayer, RouteRefusal, serve_http_connection,
 };
+use spiffe_mtls::{Policy, net, tls};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceBuilder;
@@ -41,8 +41,7 @@ use tower::ServiceBuilder;
 use super::address::Address;
 use super::audit;
 use super::forward::{
-    Connector, Forward, LastFailure, ProxyBody, causes, replace_forwarding_headers,
-    strip_hop_by_hop,
+    Connector, Forward, LastFailure, ProxyBody, replace_forwarding_headers, strip_hop_by_hop,
 };
 use super::metrics::Metrics;
 
@@ -180,9 +179,15 @@ impl Forwarding {
             (Ok(()), Some(failure)) => failure,
             (Ok(()), None) => "closed".to_owned(),
             (Err(error), Some(failure)) => {
-                format!("http: {} (after {failure})", causes(error.as_ref()))
+                format!(
+                    "http: {} (after {failure})",
+                    net::describe_error(error.as_ref(), tls::Side::Server, None)
+                )
             }
-            (Err(error), None) => format!("http: {}", causes(error.as_ref())),
+            (Err(error), None) => format!(
+                "http: {}",
+                net::describe_error(error.as_ref(), tls::Side::Server, None)
+            ),
         }
     }
 }
