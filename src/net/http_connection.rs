@@ -33,7 +33,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// - `first_read` (default [`HEADER_READ_TIMEOUT`]): the client's first byte after the TLS
 ///   handshake; a client that connects and says nothing is closed then.
-/// - `header_read` (default [`HEADER_READ_TIMEOUT`]): each HTTP/1 request head, once begun.
+/// - `header_read` (default [`HEADER_READ_TIMEOUT`]): each HTTP/1 request head; on a
+///   kept-alive HTTP/1 connection it runs from the previous response (hyper's head timer), so
+///   it also bounds how long such a connection waits for its next request.
 /// - `idle` (default [`IDLE_TIMEOUT`]): no request in flight (a request is in flight until its
 ///   response body has been sent) for this long, counted from the first byte and then from the
 ///   end of the last request, closes the connection, HTTP/1 kept alive between requests and
@@ -81,7 +83,8 @@ impl ConnectionTimeouts {
         self
     }
 
-    /// The deadline for each HTTP/1 request head, once begun.
+    /// The deadline for each HTTP/1 request head (on a kept-alive connection, counted from
+    /// the previous response).
     ///
     /// # Example
     /// ```
