@@ -196,6 +196,7 @@ impl World {
         );
         // The SDK's webhook sender builds its own reqwest client on the process's default
         // crypto provider.
+        #[allow(deprecated)] // rustls 0.23.48: ring has no post-quantum group
         let _ = spiffe_mtls::rustls::crypto::ring::default_provider().install_default();
         let hooks = Hooks::default();
         let owners = TaskOwners::default();

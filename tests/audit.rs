@@ -424,6 +424,7 @@ impl ResolvesServerCert for Replay {
     }
 }
 
+#[allow(deprecated)] // rustls 0.23.48: ring has no post-quantum group
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

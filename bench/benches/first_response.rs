@@ -196,6 +196,7 @@ where
 
 fn first_responses(c: &mut Criterion) {
     // The bench package enables both providers (for the key-exchange benchmark): ring for all.
+    #[allow(deprecated)] // rustls 0.23.48: ring has no post-quantum group
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime: Runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -141,8 +141,14 @@ impl JwtKey {
         use x509_parser::prelude::FromDer;
         use x509_parser::public_key::PublicKey;
         let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
-            .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
-        let material = match info.parsed().map_err(|e| e.to_string())? {
+            .map_err(|e| {
+                let reason = crate::verify::parse_error::certificate_error(&e);
+                format!("not a SubjectPublicKeyInfo: {reason}")
+            })?;
+        let parsed = info
+            .parsed()
+            .map_err(|e| crate::verify::parse_error::x509_error(&e))?;
+        let material = match parsed {
             PublicKey::RSA(rsa) => rsa_material(rsa.modulus, rsa.exponent.to_vec())?,
             PublicKey::EC(point) => {
                 let point = point.data();
@@ -337,4 +343,24 @@ fn verify_p521(point: &[u8], message: &[u8], fixed: &[u8]) -> Result<(), Signatu
         p521::ecdsa::Signature::from_slice(fixed).map_err(|_| SignatureError::Invalid)?;
     key.verify(message, &signature)
         .map_err(|_| SignatureError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JwtKey;
+
+    /// A public key that is not DER is refused in words, not in the parser's internals.
+    #[test]
+    fn a_broken_public_key_is_refused_in_words() {
+        let truncated = JwtKey::from_spki("k".to_owned(), &[0x30, 0x10, 0x30]).unwrap_err();
+        assert_eq!(
+            truncated,
+            "not a SubjectPublicKeyInfo: truncated (DER ended early)"
+        );
+        let not_der = JwtKey::from_spki("k".to_owned(), &[0x04, 0x01, 0x00]).unwrap_err();
+        assert!(not_der.starts_with("not a SubjectPublicKeyInfo: "), "{not_der}");
+        for message in [truncated, not_der] {
+            assert!(!message.contains("Nom"), "{message}");
+        }
+    }
 }

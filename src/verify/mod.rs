@@ -21,7 +21,7 @@ mod certificate;
 mod der;
 mod error;
 mod name_constraints;
-mod parse_error;
+pub(crate) mod parse_error;
 mod path;
 mod profile;
 
