@@ -140,11 +140,10 @@ impl JwtKey {
     pub(crate) fn from_spki(kid: String, spki: &[u8]) -> Result<Self, String> {
         use x509_parser::prelude::FromDer;
         use x509_parser::public_key::PublicKey;
-        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
-            .map_err(|e| {
-                let reason = crate::verify::parse_error::certificate_error(&e);
-                format!("not a SubjectPublicKeyInfo: {reason}")
-            })?;
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).map_err(|e| {
+            let reason = crate::verify::parse_error::certificate_error(&e);
+            format!("not a SubjectPublicKeyInfo: {reason}")
+        })?;
         let parsed = info
             .parsed()
             .map_err(|e| crate::verify::parse_error::x509_error(&e))?;
@@ -358,7 +357,10 @@ mod tests {
             "not a SubjectPublicKeyInfo: truncated (DER ended early)"
         );
         let not_der = JwtKey::from_spki("k".to_owned(), &[0x04, 0x01, 0x00]).unwrap_err();
-        assert!(not_der.starts_with("not a SubjectPublicKeyInfo: "), "{not_der}");
+        assert!(
+            not_der.starts_with("not a SubjectPublicKeyInfo: "),
+            "{not_der}"
+        );
         for message in [truncated, not_der] {
             assert!(!message.contains("Nom"), "{message}");
         }
