@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the reference implementations the interop tests run against, from the pinned Go
-# module in interop/go (go.mod and go.sum committed):
-#   spire-server, spire-agent   SPIRE v1.13.3
-#   ghostunnel                  ghostunnel v1.8.4 (for bench/proxy/run.sh)
-#   go-spiffe-peer              our own go-spiffe v2.9.0 program (interop/go/peer)
+# Builds the reference implementations the interop tests run against, from pinned Go modules
+# (go.mod and go.sum committed), one per program so that each is built with exactly the
+# dependency versions its release names (in one module, Go's version selection would build
+# SPIRE with go-spiffe v2.9.0 and ghostunnel's newer zlint instead of its own):
+#   interop/go/spire        spire-server, spire-agent   SPIRE v1.13.3 (as `tool`s)
+#   interop/go/ghostunnel   ghostunnel                  ghostunnel v1.8.4 (bench/proxy/run.sh)
+#   interop/go/peer         go-spiffe-peer              our own program on go-spiffe v2.9.0
 #
-# The binaries go to a cache directory outside the work tree, one directory per content of
-# go.mod + go.sum (and, for go-spiffe-peer, of its sources), so a machine that already built
-# the pinned versions skips them. Each build prints how long it took. A tool that cannot be
-# built is named with the Go tool's own error; the others are still built.
+# The binaries go to a cache directory outside the work tree, one directory per content of a
+# module's go.mod + go.sum (and, for go-spiffe-peer, its sources), so a machine that already
+# built the pinned versions skips them. Each build prints how long it took. A tool that cannot
+# be built is named with the Go tool's own error; the others are still built.
 #
 # Usage: interop/build.sh [--print-bin]
 #   --print-bin   print only the directory that holds the binaries (building what is missing
@@ -42,38 +44,43 @@ cache=${SPIFFE_MTLS_INTEROP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spiffe-mtls-i
 # Progress goes to stderr when only the directory is wanted on stdout.
 say() { if $print_bin; then echo "$@" >&2; else echo "$@"; fi; }
 
-digest() { cat "$@" | sha256sum | cut -c1-16; }
-tools_key=$(digest "$module/go.mod" "$module/go.sum")
-peer_key=$(digest "$module/go.mod" "$module/go.sum" "$module"/peer/*.go)
-out=$cache/build-$tools_key-$peer_key
-mkdir -p "$cache/tools-$tools_key" "$out"
+# The cache directory of a module: named after the content of its go.mod, go.sum and sources.
+key() {
+    local dir=$module/$1
+    cat "$dir/go.mod" "$dir/go.sum" $(find "$dir" -name '*.go' | sort) | sha256sum | cut -c1-16
+}
+out=$cache/build-$(key spire)-$(key ghostunnel)-$(key peer)
+mkdir -p "$out"
 
 failed=()
-# build NAME PACKAGE DIR: go build PACKAGE into DIR/NAME unless it is there already.
+# build NAME MODULE PACKAGE: go build PACKAGE in interop/go/MODULE, unless built already.
 build() {
-    local name=$1 package=$2 dir=$3
-    if [ -x "$dir/$name" ]; then
-        say "interop: $name is built already ($dir)"
+    local name=$1 dir=$module/$2 package=$3
+    local target
+    target=$cache/$2-$(key "$2")
+    mkdir -p "$target"
+    if [ -x "$target/$name" ]; then
+        say "interop: $name is built already ($target)"
     else
         local start=$SECONDS log
         log=$(mktemp)
-        if (cd "$module" && go build -o "$dir/$name.partial" "$package") >"$log" 2>&1; then
-            mv "$dir/$name.partial" "$dir/$name"
+        if (cd "$dir" && go build -o "$target/$name.partial" "$package") >"$log" 2>&1; then
+            mv "$target/$name.partial" "$target/$name"
             say "interop: built $name in $((SECONDS - start)) s"
         else
-            say "interop: could not build $name ($package):"
+            say "interop: could not build $name ($package in interop/go/$2):"
             sed 's/^/    /' "$log" >&2
             failed+=("$name")
         fi
         rm -f "$log"
     fi
-    if [ "$dir" != "$out" ] && [ -x "$dir/$name" ]; then ln -sfn "$dir/$name" "$out/$name"; fi
+    if [ -x "$target/$name" ]; then ln -sfn "$target/$name" "$out/$name"; fi
 }
 
-build spire-server github.com/spiffe/spire/cmd/spire-server "$cache/tools-$tools_key"
-build spire-agent github.com/spiffe/spire/cmd/spire-agent "$cache/tools-$tools_key"
-build ghostunnel github.com/ghostunnel/ghostunnel "$cache/tools-$tools_key"
-build go-spiffe-peer ./peer "$out"
+build spire-server spire github.com/spiffe/spire/cmd/spire-server
+build spire-agent spire github.com/spiffe/spire/cmd/spire-agent
+build ghostunnel ghostunnel github.com/ghostunnel/ghostunnel
+build go-spiffe-peer peer .
 
 # bin: the newest complete build, replaced atomically.
 ln -sfn "$out" "$cache/bin.new" && mv -T "$cache/bin.new" "$cache/bin"
