@@ -14,7 +14,10 @@
 #             the same command at the root
 #
 # The copy and its cargo target dir live under target/newest-deps/ (NEWEST_DEPS_DIR), kept
-# between runs so that only what changed is built again. Exit status: 0 when every step
+# between runs so that only what changed is built again. With --quick the copy builds into the
+# project's own target dir instead, so every crate that `cargo update` left alone is reused
+# from the root's build (the copy's own crates are distinct units there: their path differs;
+# --quick builds no binary that could replace the root's). Exit status: 0 when every step
 # passed, 1 when one failed, 2 on a usage error.
 set -euo pipefail
 
@@ -33,7 +36,11 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${NEWEST_DEPS_DIR:-$root/target/newest-deps}
 work=$dir/project
-export CARGO_TARGET_DIR=$dir/target
+if $quick; then
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+else
+    export CARGO_TARGET_DIR=$dir/target
+fi
 mkdir -p "$work" "$CARGO_TARGET_DIR"
 
 # The copy: the working tree as it is (committed or not), at a fixed path so that cargo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The sidecar benchmark: `spiffe-mtls proxy server` vs stunnel (Debian stunnel4) vs haproxy
-# (Debian package) vs a direct plaintext connection, on loopback, in one run.
+# (Debian package) vs ghostunnel (v1.8.4, built by interop/build.sh from the pinned Go module)
+# vs a direct plaintext connection, on loopback, in one run.
 #
 # Same backend (the Rust backend of bench/proxy/load.rs), same certificates (X.509-SVIDs of
 # the dev server, written by `spiffe-mtls fetch --write`), same client (bench/proxy/load.rs,
@@ -16,7 +17,9 @@
 # Medians of RUNS runs, contenders interleaved. Not part of CI (it takes a few minutes).
 #
 # Usage: bench/proxy/run.sh     (RUNS=3 SECONDS_PER_RUN=4 BULK_TRANSFERS=5 by default)
-# Needs: root or sudo for apt-get when stunnel4 or haproxy is missing (Debian bookworm).
+# Needs: root or sudo for apt-get when stunnel4 or haproxy is missing (Debian bookworm); Go for
+# ghostunnel (GHOSTUNNEL=/path/to/ghostunnel to use another build; without either, ghostunnel's
+# row is left out and the run says so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +37,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+GHOSTUNNEL=${GHOSTUNNEL:-}
+if [ -z "$GHOSTUNNEL" ] && command -v go >/dev/null; then
+    GHOSTUNNEL=$(interop/build.sh --print-bin ghostunnel)/ghostunnel
+fi
+if [ -z "$GHOSTUNNEL" ]; then
+    echo "ghostunnel: left out (no Go to build it with interop/build.sh, and GHOSTUNNEL is not set)"
 fi
 
 cargo build --release --bin spiffe-mtls
@@ -90,6 +101,7 @@ BACKEND=$(sed -n 's/^listening on //p' "$WORK/backend.log")
 PROXY_PORT=$BASE_PORT
 STUNNEL_PORT=$((BASE_PORT + 1))
 HAPROXY_PORT=$((BASE_PORT + 2))
+GHOSTUNNEL_PORT=$((BASE_PORT + 3))
 
 # spiffe-mtls proxy server, on the same files (hot-reloaded) as the others use.
 "$BIN" proxy server --listen "127.0.0.1:$PROXY_PORT" --target "$BACKEND" \
@@ -137,7 +149,18 @@ haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID=$!
 
-for port in "$PROXY_PORT" "$STUNNEL_PORT" "$HAPROXY_PORT"; do wait_for_port "$port"; done
+# ghostunnel checks the chain against the bundle and the client's URI SAN (its SPIFFE ID).
+PORTS=("$PROXY_PORT" "$STUNNEL_PORT" "$HAPROXY_PORT")
+if [ -n "$GHOSTUNNEL" ]; then
+    "$GHOSTUNNEL" server --listen "127.0.0.1:$GHOSTUNNEL_PORT" --target "$BACKEND" \
+        --cert "$WORK/server/svid.0.pem" --key "$WORK/server/svid.0.key" \
+        --cacert "$WORK/server/bundle.0.pem" --allow-uri spiffe://example.org/client \
+        --quiet all >"$WORK/ghostunnel.log" 2>&1 &
+    PIDS+=($!)
+    GHOSTUNNEL_PID=$!
+    PORTS+=("$GHOSTUNNEL_PORT")
+fi
+for port in "${PORTS[@]}"; do wait_for_port "$port"; done
 CLK_TCK=$(getconf CLK_TCK)
 
 # name address pid certificate-flag
@@ -145,8 +168,12 @@ CONTENDERS=(
     "spiffe-mtls|127.0.0.1:$PROXY_PORT|$PROXY_PID|--certs $WORK/client"
     "stunnel|127.0.0.1:$STUNNEL_PORT|$STUNNEL_PID|--certs $WORK/client"
     "haproxy|127.0.0.1:$HAPROXY_PORT|$HAPROXY_PID|--certs $WORK/client"
-    "direct|$BACKEND|$BACKEND_PID|--plain"
 )
+if [ -n "$GHOSTUNNEL" ]; then
+    CONTENDERS+=("ghostunnel|127.0.0.1:$GHOSTUNNEL_PORT|$GHOSTUNNEL_PID|--certs $WORK/client")
+fi
+PROXIES=${#CONTENDERS[@]}
+CONTENDERS+=("direct|$BACKEND|$BACKEND_PID|--plain")
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
@@ -155,7 +182,7 @@ record() { # contender test json
 }
 
 echo "refused-certificate control (a client SVID of another CA):"
-for contender in "${CONTENDERS[@]:0:3}"; do
+for contender in "${CONTENDERS[@]:0:PROXIES}"; do
     IFS='|' read -r name address pid _ <<<"$contender"
     out=$("$LOAD" handshakes "$address" --untrusted "$WORK/client" --conns 1 --seconds 1)
     echo "  $name: $out"
@@ -183,7 +210,13 @@ done
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "versions: $("$BIN" --version), $(stunnel4 -version 2>&1 | grep -m1 '^stunnel'), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+ghostunnel_version=""
+if [ -n "$GHOSTUNNEL" ]; then
+    # The module version Go recorded in the binary (its --version says only "rev master").
+    ghostunnel_version=", ghostunnel $(go version -m "$GHOSTUNNEL" 2>/dev/null |
+        awk '$1 == "mod" && $2 == "github.com/ghostunnel/ghostunnel" {print $3}') ($($GHOSTUNNEL --version 2>&1 | head -1 | sed 's/.*built with //'))"
+fi
+echo "versions: $("$BIN" --version), $(stunnel4 -version 2>&1 | grep -m1 '^stunnel'), $(haproxy -v | head -1 | cut -d' ' -f1-3)$ghostunnel_version"
 python3 - "$RESULTS" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
@@ -192,7 +225,8 @@ def med(name, test, key):
     return statistics.median(values) if values else None
 def fmt(v, digits=0):
     return "-" if v is None else f"{v:.{digits}f}"
-names = ["spiffe-mtls", "stunnel", "haproxy", "direct"]
+names = [n for n in ["spiffe-mtls", "stunnel", "haproxy", "ghostunnel", "direct"]
+         if any(r["contender"] == n for r in rows)]
 print()
 print("| contender | handshakes/s (1 client) | handshakes/s (8 clients) | server CPU ms/handshake (1 / 8 clients) | bulk MB/s (64 MiB) | server CPU s per 64 MiB | refused control completed |")
 print("|---|---|---|---|---|---|---|")
@@ -207,10 +241,12 @@ h = "haproxy"
 for key, test, label in [("server_cpu_ms_per_handshake", "concurrent8", "CPU/handshake (8 clients)"),
                          ("per_second", "concurrent8", "handshakes/s (8 clients)"),
                          ("mb_per_s", "bulk", "bulk MB/s")]:
-    ours, theirs, st = med("spiffe-mtls", test, key), med(h, test, key), med("stunnel", test, key)
+    ours, theirs = med("spiffe-mtls", test, key), med(h, test, key)
     if ours and theirs:
         line = f"spiffe-mtls / haproxy, {label}: {ours/theirs:.2f}x"
-        if st:
-            line += f"; spiffe-mtls / stunnel: {ours/st:.2f}x"
+        for other in ["stunnel", "ghostunnel"]:
+            value = med(other, test, key)
+            if value:
+                line += f"; spiffe-mtls / {other}: {ours/value:.2f}x"
         print(line)
 EOF
