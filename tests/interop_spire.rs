@@ -190,7 +190,7 @@ async fn no_failed_handshake_while_spire_rotates() {
     tokio::time::sleep(run_for).await;
     let report = load.stop().await;
     eprintln!(
-        "SPIRE rotation: {} handshakes in {run_for:?}, server SVIDs held at (s): {:?}",
+        "SPIRE rotation: {} handshakes in {run_for:?}, server SVIDs held at (ms): {:?}",
         report.handshakes, report.held_at
     );
     assert!(
@@ -246,13 +246,19 @@ async fn agent_killed_and_restarted_under_load() {
     let report = load.stop().await;
     eprintln!(
         "agent killed at {killed:?}, restarted (healthy) at {restarted:?}; {} handshakes; \
-         server SVIDs held at (s): {:?}",
+         server SVIDs held at (ms): {:?}",
         report.handshakes, report.held_at
     );
     assert!(
         report.failures.is_empty(),
         "failures: {:?}",
         report.failures
+    );
+    let (taken_at, _) = report.held_at.last().unwrap();
+    assert!(
+        *taken_at > killed.as_millis(),
+        "no SVID taken after the agent was killed: {:?}",
+        report.held_at
     );
     let newest = report.held.last().unwrap();
     assert!(
@@ -277,7 +283,8 @@ struct LoadReport {
     handshakes: usize,
     failures: Vec<String>,
     held: Vec<String>,
-    held_at: Vec<(u64, String)>,
+    /// (milliseconds since the start, the serial's first hex digits)
+    held_at: Vec<(u128, String)>,
     presented: HashSet<String>,
 }
 
@@ -414,7 +421,7 @@ impl Load {
             held: held_list.iter().map(|(_, s)| s.clone()).collect(),
             held_at: held_list
                 .iter()
-                .map(|(at, s)| (at.as_secs(), s[..8.min(s.len())].to_owned()))
+                .map(|(at, s)| (at.as_millis(), s[..8.min(s.len())].to_owned()))
                 .collect(),
             presented,
         }

@@ -577,6 +577,9 @@ impl SpireWorld {
             uid,
         ];
         if let Some(path) = &entry.path {
+            // The attestor reads /proc/PID/exe: symbolic links resolved (the tool directory
+            // of interop/build.sh holds links).
+            let path = path.canonicalize().unwrap();
             args.extend(["-selector".into(), format!("unix:path:{}", path.display())]);
         }
         if let Some(hint) = &entry.hint {
