@@ -585,29 +585,37 @@ async fn handshake(
 /// their bundle endpoints (`https_spiffe`); entries federate with the other domain. The
 /// crate trusts a partner SVID only where asked (`authorize::member_of([partner.org])`, the
 /// proxy's `--allow-td partner.org`); a rule for `example.org` refuses it, and a workload
-/// without `-federatesWith` has no partner bundle and refuses it in the chain check. The
+/// without `-federatesWith` (the Workload API sends federated bundles per workload, the union
+/// of its entries' `-federatesWith`) has no partner bundle and refuses it in the chain check
+/// even under `--allow-td partner.org`. The
 /// federated bundle files of `fetch --write` hold what SPIRE's hold (under our names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SPIRE built by interop/build.sh (Go); .ci/run builds it and runs these with --ignored"]
 async fn federated_spire_servers_trust_partner_svids_only_where_asked() {
     let (ours, partner) = federated_pair();
     let our_id = "spiffe://example.org/fed/server";
-    let lonely_id = "spiffe://example.org/fed/lonely";
     let partner_id = "spiffe://partner.org/fed/client";
     let proxy_server_exe = ours.copy_binary(Path::new(CLI), "proxy-server");
     let proxy_lonely_exe = ours.copy_binary(Path::new(CLI), "proxy-lonely");
     let proxy_client_exe = partner.copy_binary(Path::new(CLI), "proxy-client");
+    // Each program its own entry by path (a process matching two entries would get two SVIDs):
+    // this test's executable, spire-agent (for `api fetch`), the proxies.
+    let me = std::env::current_exe().unwrap();
     ours.register(&[
-        Entry::uid(our_id)
+        Entry::path(our_id, &me)
             .hint("server")
             .federates_with("partner.org"),
-        Entry::uid(lonely_id).hint("lonely"),
+        Entry::path(
+            "spiffe://example.org/fed/spire-agent",
+            &interop_tools::tool("spire-agent"),
+        )
+        .federates_with("partner.org"),
         Entry::path("spiffe://example.org/fed/proxy-server", &proxy_server_exe)
             .federates_with("partner.org"),
         Entry::path("spiffe://example.org/fed/proxy-lonely", &proxy_lonely_exe),
     ]);
     partner.register(&[
-        Entry::uid(partner_id).federates_with("example.org"),
+        Entry::path(partner_id, &me).federates_with("example.org"),
         Entry::path("spiffe://partner.org/fed/proxy-client", &proxy_client_exe)
             .federates_with("example.org"),
     ]);
@@ -655,24 +663,13 @@ async fn federated_spire_servers_trust_partner_svids_only_where_asked() {
     .await
     .unwrap_err();
     assert!(error.contains(partner_id), "{error}");
-    // The SVID without federation has no partner bundle: refused whatever the rule.
-    let error = handshake(
-        &our_source,
-        Some("lonely"),
-        authorize::any(),
-        &partner_source,
-        authorize::any(),
-    )
-    .await
-    .unwrap_err();
-    eprintln!("no partner bundle: {error}");
-
-    // fetch --write: the federated bundle under our name holds what SPIRE's file holds.
+    // fetch --write (as the proxy-server program): the federated bundle under our name holds
+    // what SPIRE's file holds.
     let ours_dir = ours.path("ours");
     let theirs_dir = ours.path("theirs");
     std::fs::create_dir(&theirs_dir).unwrap();
     run(
-        Path::new(CLI),
+        &proxy_server_exe,
         &[
             "fetch",
             "--socket",
@@ -708,8 +705,11 @@ async fn federated_spire_servers_trust_partner_svids_only_where_asked() {
     );
     assert!(!theirs_files.is_empty());
     let contents = |files: &BTreeMap<String, Vec<Vec<u8>>>| -> Vec<Vec<Vec<u8>>> {
+        // spire-agent has one more SVID (the harness's probe) and writes the response's
+        // federated bundles for each SVID: compare the distinct contents.
         let mut all: Vec<_> = files.values().cloned().collect();
         all.sort();
+        all.dedup();
         all
     };
     assert_eq!(contents(&ours_files), contents(&theirs_files));
@@ -769,6 +769,13 @@ async fn federated_spire_servers_trust_partner_svids_only_where_asked() {
         "peer=spiffe://partner.org/fed/proxy-client",
     ]);
     eprintln!("refused by --allow-td example.org: {line}");
+
+    // A workload whose entry does not federate gets no partner bundle: the chain is refused.
+    let lonely = start_server(&proxy_lonely_exe, "partner.org");
+    let client = client_to(&lonely, "spiffe://example.org/fed/proxy-lonely");
+    assert_relay_refused(&client.listen);
+    let line = lonely.audit_line(&["decision=denied"]);
+    assert!(line.contains("UnknownIssuer"), "{line}");
     our_source.shutdown().await;
     partner_source.shutdown().await;
 }
