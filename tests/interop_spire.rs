@@ -190,8 +190,9 @@ async fn no_failed_handshake_while_spire_rotates() {
     tokio::time::sleep(run_for).await;
     let report = load.stop().await;
     eprintln!(
-        "SPIRE rotation: {} handshakes in {run_for:?}, server SVIDs held at (ms): {:?}",
-        report.handshakes, report.held_at
+        "SPIRE rotation: {} handshakes in {run_for:?}, server SVIDs held at (ms): {:?}, {} \
+         client SVIDs seen by the server",
+        report.handshakes, report.held_at, report.client_svids
     );
     assert!(
         report.failures.is_empty(),
@@ -202,6 +203,11 @@ async fn no_failed_handshake_while_spire_rotates() {
         report.held.len() >= 4,
         "only {} server SVIDs in {run_for:?}",
         report.held.len()
+    );
+    assert!(
+        report.client_svids >= 4,
+        "the server saw only {} client SVIDs",
+        report.client_svids
     );
     // Each SVID held after the first is presented by some handshake (the last one may have
     // arrived as the load stopped).
@@ -276,6 +282,8 @@ struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     driver: tokio::task::JoinHandle<(usize, Vec<String>, HashSet<String>)>,
     server_failures: Arc<Mutex<Vec<String>>>,
+    /// The client SVIDs (serials) the server saw.
+    client_serials: Arc<Mutex<HashSet<String>>>,
     sources: Vec<Arc<WorkloadApiSource>>,
 }
 
@@ -286,6 +294,8 @@ struct LoadReport {
     /// (milliseconds since the start, the serial's first hex digits)
     held_at: Vec<(u128, String)>,
     presented: HashSet<String>,
+    /// Distinct client SVIDs the server saw.
+    client_svids: usize,
 }
 
 fn leaf_serial(source: &WorkloadApiSource, hint: &str) -> String {
@@ -342,15 +352,21 @@ impl Load {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_address = listener.local_addr().unwrap();
         let server_failures = Arc::new(Mutex::new(Vec::new()));
+        let client_serials = Arc::new(Mutex::new(HashSet::new()));
         let server = {
             let failures = Arc::clone(&server_failures);
+            let seen = Arc::clone(&client_serials);
             tokio::spawn(async move {
                 loop {
                     let (tcp, _) = listener.accept().await.unwrap();
                     let (config, failures) = (Arc::clone(&server_config), Arc::clone(&failures));
+                    let seen = Arc::clone(&seen);
                     tokio::spawn(async move {
                         match accept(config, tcp).await {
                             Ok(mut stream) => {
+                                seen.lock()
+                                    .unwrap()
+                                    .insert(serial(&stream.peer().chain()[0]));
                                 let mut byte = [0u8; 1];
                                 if stream.read_exact(&mut byte).await.is_ok() {
                                     let _ = stream.write_all(&byte).await;
@@ -399,6 +415,7 @@ impl Load {
             tasks: vec![recorder, server],
             driver,
             server_failures,
+            client_serials,
             sources: vec![server_source, client_source],
         }
     }
@@ -424,6 +441,7 @@ impl Load {
                 .map(|(at, s)| (at.as_millis(), s[..8.min(s.len())].to_owned()))
                 .collect(),
             presented,
+            client_svids: self.client_serials.lock().unwrap().len(),
         }
     }
 }
