@@ -355,3 +355,55 @@ fn exit_codes_0_ok_1_refused_or_failed_2_usage_or_unusable_input() {
     assert_eq!(status, Some(2), "{stderr}");
     assert!(stderr.contains("is not a loopback address"), "{stderr}");
 }
+
+/// As in SPIRE, a federated bundle goes to the entries that federate with its trust domain: a
+/// `--federate` trust domain that no entry of `--config` federates with is refused at start,
+/// in words (exit 2); with `federates_with` in the entry the server starts.
+#[test]
+fn dev_server_refuses_a_federation_no_entry_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = spiffe_mtls::dev_server::DevCa::new(
+        "partner.org".parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let bundle = dir.path().join("partner.pem");
+    std::fs::write(
+        &bundle,
+        spiffe_mtls::pem::encode_certificates(partner.bundle().roots()),
+    )
+    .unwrap();
+    let federate = format!("partner.org={}", bundle.display());
+    let entry = format!(
+        "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"spiffe://example.org/web\"\n\
+         selectors = [\"unix:uid:{}\"]\n",
+        uid()
+    );
+    let config = dir.path().join("entries.toml");
+    std::fs::write(&config, &entry).unwrap();
+    let socket = format!("unix://{}", dir.path().join("agent.sock").display());
+    let args = [
+        "dev-server",
+        "--socket",
+        &socket,
+        "--config",
+        config.to_str().unwrap(),
+        "--federate",
+        &federate,
+    ];
+    let (code, stderr) = code(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--federate partner.org: no entry of")
+            && stderr.contains("add federates_with = [\"partner.org\"]"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        format!("{entry}federates_with = [\"partner.org\"]\n"),
+    )
+    .unwrap();
+    let server = DevServerProcess::start(&args[1..]);
+    drop(server);
+}

@@ -344,15 +344,19 @@ async fn ending_the_streams() {
     server.shutdown().await;
 }
 
+/// As in SPIRE, a federated bundle goes to the callers whose entry federates with its trust
+/// domain (`-federatesWith`)...
 #[tokio::test]
-async fn federated_bundles_are_sent() {
+async fn federated_bundles_are_sent_to_entries_that_federate() {
     let partner = spiffe_mtls::dev_server::DevCa::new(
         "partner.org".parse().unwrap(),
         Duration::from_secs(3600),
     )
     .unwrap();
     let options = DevServerOptions::default().with_federated(partner.bundle());
-    let (_dir, server) = start(one_identity(Duration::from_secs(3600)), options).await;
+    let config =
+        one_identity(Duration::from_secs(3600)).with_federation("partner.org".parse().unwrap());
+    let (_dir, server) = start(config, options).await;
     let mut stream = open_stream(&server).await.unwrap();
     let context = next(&mut stream).await;
     let partner_td = "partner.org".parse().unwrap();
@@ -374,6 +378,52 @@ async fn federated_bundles_are_sent() {
     keys.sort();
     assert_eq!(keys, ["spiffe://example.org", "spiffe://partner.org"]);
     server.shutdown().await;
+}
+
+/// ...and only to them: a caller whose entry does not federate with `partner.org` gets its
+/// own trust domain's bundle alone, in the SVID stream and in the bundles stream.
+#[tokio::test]
+async fn federated_bundles_are_withheld_from_entries_that_do_not_federate() {
+    let partner = spiffe_mtls::dev_server::DevCa::new(
+        "partner.org".parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let options = DevServerOptions::default().with_federated(partner.bundle());
+    let (_dir, server) = start(one_identity(Duration::from_secs(3600)), options).await;
+    let mut stream = open_stream(&server).await.unwrap();
+    let context = next(&mut stream).await;
+    assert!(
+        context
+            .bundles()
+            .get(&"partner.org".parse().unwrap())
+            .is_none()
+    );
+    let bundles = client(&server)
+        .await
+        .fetch_x509_bundles(request(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<_> = bundles.bundles.keys().cloned().collect();
+    assert_eq!(keys, ["spiffe://example.org"]);
+    server.shutdown().await;
+}
+
+/// An entry cannot federate with its own trust domain (SPIRE refuses it too).
+#[test]
+fn an_entry_federating_with_its_own_trust_domain_is_refused() {
+    let config =
+        one_identity(Duration::from_secs(3600)).with_federation("example.org".parse().unwrap());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("federates_with names its own trust domain example.org"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

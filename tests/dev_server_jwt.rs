@@ -23,6 +23,7 @@ async fn start(options: DevServerOptions) -> (tempfile::TempDir, DevServer) {
 spiffe_id = "spiffe://example.org/agent/a"
 selectors = ["unix:uid:{uid}"]
 hint = "a"
+federates_with = ["partner.org"]
 [[entry]]
 spiffe_id = "spiffe://example.org/agent/b"
 selectors = ["unix:uid:{uid}"]

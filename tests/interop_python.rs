@@ -40,7 +40,8 @@ async fn python_spiffe_package_fetches_from_the_dev_server() {
         "spiffe://example.org/agent/python".parse().unwrap(),
         Duration::from_secs(3600),
     )
-    .unwrap();
+    .unwrap()
+    .with_federation("partner.org".parse().unwrap());
     let server = DevServer::start(
         config,
         EndpointAddress::Unix(socket.clone()),

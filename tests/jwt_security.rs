@@ -536,7 +536,8 @@ mod workload_api {
             SUBJECT.parse().unwrap(),
             Duration::from_secs(3600),
         )
-        .unwrap();
+        .unwrap()
+        .with_federation("partner.org".parse().unwrap());
         DevServer::start(config, address.clone(), options)
             .await
             .unwrap()

@@ -81,7 +81,8 @@ async fn reads_what_fetch_write_produces() {
             "spiffe://example.org/app".parse().unwrap(),
             HOUR,
         )
-        .unwrap(),
+        .unwrap()
+        .with_federation(td("partner.org")),
         EndpointAddress::Unix(socket.clone()),
         DevServerOptions::default().with_federated(partner.bundle()),
     )

@@ -259,7 +259,8 @@ async fn start(socket: &Path, options: DevServerOptions) -> DevServer {
             "spiffe://example.org/app".parse().unwrap(),
             HOUR,
         )
-        .unwrap(),
+        .unwrap()
+        .with_federation(td("partner.org")),
         EndpointAddress::Unix(socket.to_path_buf()),
         options,
     )

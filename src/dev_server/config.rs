@@ -10,7 +10,13 @@
 //! dns_names = ["localhost"]       # optional
 //! hint = "server"                 # optional
 //! ttl = "10m"                     # optional
+//! federates_with = ["partner.org"] # optional: its callers also get these bundles
 //! ```
+//!
+//! As in SPIRE, a federated trust domain's bundle (given with
+//! `DevServerOptions::with_federated`) goes only to the callers with an entry that federates
+//! with it (`federates_with`, SPIRE's `-federatesWith`); the others get their own trust
+//! domain's bundle alone.
 //!
 //! Every entry needs at least one selector: an entry without any would give its identity to
 //! every caller, and is refused wherever entries come in (the file, the builder, the handle's
@@ -78,6 +84,9 @@ pub struct Entry {
     pub hint: Option<String>,
     /// The SVID lifetime.
     pub ttl: Duration,
+    /// The federated trust domains whose bundles the entry's callers get (SPIRE's
+    /// `-federatesWith`).
+    pub federates_with: Vec<TrustDomain>,
 }
 
 impl Entry {
@@ -104,6 +113,7 @@ impl Entry {
             dns_names: Vec::new(),
             hint: None,
             ttl,
+            federates_with: Vec::new(),
         }
     }
 
@@ -122,6 +132,13 @@ impl Entry {
     /// Sets the hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Gives the entry's callers the bundles of these federated trust domains too (SPIRE's
+    /// `-federatesWith`); a bundle of a trust domain the server was not given is not sent.
+    pub fn federates_with(mut self, trust_domains: impl IntoIterator<Item = TrustDomain>) -> Self {
+        self.federates_with.extend(trust_domains);
         self
     }
 }
@@ -154,6 +171,8 @@ struct EntryFile {
     dns_names: Vec<String>,
     hint: Option<String>,
     ttl: Option<String>,
+    #[serde(default)]
+    federates_with: Vec<TrustDomain>,
 }
 
 /// Parses a duration such as `90s`, `10m`, `1h`, `1h30m`, `500ms`.
@@ -192,6 +211,16 @@ impl DevServerConfig {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every entry federates with `trust_domain` too (SPIRE's `-federatesWith` on each): its
+    /// callers get that trust domain's bundle, when the server has it.
+    #[must_use]
+    pub fn with_federation(mut self, trust_domain: TrustDomain) -> Self {
+        for entry in &mut self.entries {
+            entry.federates_with.push(trust_domain.clone());
+        }
+        self
     }
 
     /// Parses a TOML configuration.
@@ -259,6 +288,7 @@ impl DevServerConfig {
                     dns_names: entry.dns_names,
                     hint: entry.hint,
                     ttl,
+                    federates_with: entry.federates_with,
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -293,7 +323,7 @@ impl DevServerConfig {
     }
 
     /// Every entry with a selector, every ID in the trust domain with a path, hints unique, DNS
-    /// names valid.
+    /// names valid, no entry federating with its own trust domain.
     ///
     /// # Errors
     /// [`ConfigError::Entry`] naming the first entry at fault.
@@ -320,6 +350,15 @@ impl DevServerConfig {
                 if name.is_empty() || !name.is_ascii() || name.contains(['/', ' ', ':']) {
                     return Err(self.entry_error(i, format!("{name:?} is not a DNS name")));
                 }
+            }
+            if entry.federates_with.contains(&self.trust_domain) {
+                return Err(self.entry_error(
+                    i,
+                    format!(
+                        "federates_with names its own trust domain {}",
+                        self.trust_domain
+                    ),
+                ));
             }
         }
         Ok(())

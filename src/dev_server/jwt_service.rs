@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::attest::Caller;
 use super::issuer::{JWT_SVID_TTL, Snapshot};
-use super::service::no_identity;
+use super::service::{federates_with, no_identity};
 use crate::jwt::{JwtBundle, JwtBundleSet, JwtSvidValidator};
 use crate::workload::proto::{
     JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
@@ -72,15 +72,20 @@ pub(crate) fn svids(
     Ok(JwtsvidResponse { svids })
 }
 
-/// The JWT bundles of the local and federated trust domains, keyed by trust domain ID, each a
-/// JWKS document; `None` when the caller holds no identity.
+/// The JWT bundles of the local trust domain and of the federated ones the caller's entries
+/// federate with, keyed by trust domain ID, each a JWKS document; `None` when the caller holds
+/// no identity.
 pub(crate) fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<JwtBundlesResponse> {
     if !has_identity(snapshot, caller) {
         return None;
     }
     let local = local_bundle(snapshot).ok()?;
+    let federated = snapshot
+        .federated_jwt
+        .iter()
+        .filter(|bundle| federates_with(snapshot, caller, bundle.trust_domain()));
     let bundles: HashMap<String, Vec<u8>> = std::iter::once(&local)
-        .chain(&snapshot.federated_jwt)
+        .chain(federated)
         .map(|bundle| {
             (
                 bundle.trust_domain().id_string(),
@@ -91,7 +96,8 @@ pub(crate) fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<J
     Some(JwtBundlesResponse { bundles })
 }
 
-/// Validates a token for the caller, against the local and federated JWT bundles.
+/// Validates a token for the caller, against the local JWT bundle and those of the federated
+/// trust domains its entries federate with.
 pub(crate) fn validate(
     snapshot: &Snapshot,
     caller: &Caller,
@@ -106,7 +112,12 @@ pub(crate) fn validate(
     if request.svid.is_empty() {
         return Err(Status::invalid_argument("svid must be specified"));
     }
-    let mut bundles: JwtBundleSet = snapshot.federated_jwt.iter().cloned().collect();
+    let mut bundles: JwtBundleSet = snapshot
+        .federated_jwt
+        .iter()
+        .filter(|bundle| federates_with(snapshot, caller, bundle.trust_domain()))
+        .cloned()
+        .collect();
     bundles.insert(local_bundle(snapshot)?);
     let validator = JwtSvidValidator::new().map_err(|e| Status::internal(e.to_string()))?;
     let svid = validator

@@ -66,10 +66,11 @@ pub struct DevServerOptions {
     pub ca_ttl: Duration,
     /// How long a new CA's root is published before it signs SVIDs. Default 1 s.
     pub ca_propagation: Duration,
-    /// Bundles of federated trust domains, sent to every caller.
+    /// Bundles of federated trust domains, sent (as by SPIRE) to the callers whose entries
+    /// federate with them ([`Entry::federates_with`](super::Entry::federates_with)).
     pub federated: Vec<X509Bundle>,
-    /// JWT bundles of federated trust domains, sent to every caller (`FetchJWTBundles`) and
-    /// used by `ValidateJWTSVID`.
+    /// JWT bundles of federated trust domains, sent to (`FetchJWTBundles`) and used by
+    /// `ValidateJWTSVID` for the callers whose entries federate with them.
     pub federated_jwt: Vec<crate::jwt::JwtBundle>,
     /// Permission bits of the Unix socket file, set right after it is bound. Default `0o600`:
     /// only this user can connect.
@@ -106,13 +107,15 @@ impl DevServerOptions {
         self
     }
 
-    /// Adds a federated trust domain's bundle.
+    /// Adds a federated trust domain's bundle, for the callers whose entries federate with its
+    /// trust domain.
     pub fn with_federated(mut self, bundle: X509Bundle) -> Self {
         self.federated.push(bundle);
         self
     }
 
-    /// Adds a federated trust domain's JWT bundle.
+    /// Adds a federated trust domain's JWT bundle, for the callers whose entries federate with
+    /// its trust domain.
     pub fn with_federated_jwt(mut self, bundle: crate::jwt::JwtBundle) -> Self {
         self.federated_jwt.push(bundle);
         self

@@ -117,19 +117,33 @@ fn svid_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509svidRespons
     Some(X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles: federated(snapshot),
+        federated_bundles: federated(snapshot, caller),
     })
 }
 
-fn federated(snapshot: &Snapshot) -> HashMap<String, Vec<u8>> {
+/// The federated bundles a caller gets: as in SPIRE, those of the trust domains its matching
+/// entries federate with (`federates_with`), and only those.
+fn federated(snapshot: &Snapshot, caller: &Caller) -> HashMap<String, Vec<u8>> {
     snapshot
         .federated
         .iter()
+        .filter(|b| federates_with(snapshot, caller, b.trust_domain()))
         .map(|b| {
             let roots: Vec<_> = b.roots().cloned().collect();
             (b.trust_domain().id_string(), concat(&roots))
         })
         .collect()
+}
+
+/// Whether one of the caller's entries federates with `trust_domain`.
+pub(crate) fn federates_with(
+    snapshot: &Snapshot,
+    caller: &Caller,
+    trust_domain: &crate::spiffe_id::TrustDomain,
+) -> bool {
+    snapshot.issued.iter().any(|(entry, _)| {
+        entry.federates_with.contains(trust_domain) && caller.matches(&entry.selectors)
+    })
 }
 
 /// The bundles response for a caller, or `None` when no entry matches it.
@@ -141,7 +155,7 @@ fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<X509BundlesR
     {
         return None;
     }
-    let mut bundles = federated(snapshot);
+    let mut bundles = federated(snapshot, caller);
     bundles.insert(snapshot.trust_domain.id_string(), concat(&snapshot.roots));
     Some(X509BundlesResponse {
         crl: Vec::new(),

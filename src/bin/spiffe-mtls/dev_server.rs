@@ -45,8 +45,10 @@ pub struct Args {
     /// SVID lifetime (rotation at half of it); the default for entries without `ttl`.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     svid_ttl: Duration,
-    /// A federated trust domain's bundle (PEM or SPIFFE bundle JSON), sent to every caller;
-    /// the JWT-SVID keys of a SPIFFE bundle document become its JWT bundle.
+    /// A federated trust domain's bundle (PEM or SPIFFE bundle JSON); the JWT-SVID keys of a
+    /// SPIFFE bundle document become its JWT bundle. As in SPIRE, it goes to the callers of
+    /// the entries that federate with TD: the `--id` entry does; in a `--config` file, an
+    /// entry says `federates_with = ["TD"]`.
     #[arg(long, value_name = "TD=FILE", value_parser = parse_federate)]
     federate: Vec<(TrustDomain, PathBuf)>,
     /// Write the local bundle as PEM here, and again at every CA change.
@@ -73,13 +75,32 @@ fn parse_federate(value: &str) -> Result<(TrustDomain, PathBuf), String> {
 }
 
 fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String> {
+    let federated = args.federate.iter().map(|(td, _)| td.clone());
     let config = match (&args.config, &args.trust_domain, &args.id) {
         (Some(path), _, _) => {
-            DevServerConfig::load(path, args.svid_ttl).map_err(|e| e.to_string())?
+            let config = DevServerConfig::load(path, args.svid_ttl).map_err(|e| e.to_string())?;
+            for td in federated {
+                if !config
+                    .entries
+                    .iter()
+                    .any(|e| e.federates_with.contains(&td))
+                {
+                    return Err(format!(
+                        "--federate {td}: no entry of {} federates with it, so no caller would \
+                         get its bundle (add federates_with = [\"{td}\"] to the entries that \
+                         should trust it)",
+                        path.display()
+                    ));
+                }
+            }
+            config
         }
         (None, Some(td), Some(id)) => {
-            DevServerConfig::one_identity(td.clone(), id.clone(), args.svid_ttl)
-                .map_err(|e| e.to_string())?
+            let config = DevServerConfig::one_identity(td.clone(), id.clone(), args.svid_ttl)
+                .map_err(|e| e.to_string())?;
+            let config = federated.fold(config, DevServerConfig::with_federation);
+            config.validate().map_err(|e| e.to_string())?;
+            config
         }
         _ => return Err("give --config FILE, or --trust-domain TD and --id SPIFFE_ID".into()),
     };
