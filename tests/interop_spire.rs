@@ -950,3 +950,121 @@ fn agents_and_sidecar_on_spire_identities() {
     assert_relay_refused(&intruder.listen);
     server.audit_line(&["decision=denied", "peer=spiffe://example.org/intruder"]);
 }
+
+/// go-spiffe v2.9.0 and this crate on SPIRE-issued identities, both directions: the Go peer's
+/// client (`tlsconfig.MTLSClientConfig`, `AuthorizeID`) and our server read each other's ID,
+/// and so do our client and the Go peer's server; each program is told apart by its
+/// executable's path (`unix:path`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SPIRE and go-spiffe-peer built by interop/build.sh (Go); .ci/run builds them and runs these with --ignored"]
+async fn go_spiffe_and_the_crate_on_spire_identities() {
+    const RUST: &str = "spiffe://example.org/interop/rust";
+    const GO: &str = "spiffe://example.org/interop/go";
+    let world = SpireWorld::start();
+    let go = world.copy_binary(&interop_tools::tool("go-spiffe-peer"), "go-spiffe-peer");
+    let me = std::env::current_exe().unwrap();
+    world.register(&[Entry::path(RUST, &me), Entry::path(GO, &go)]);
+    let ours = source(&world).await;
+    let socket = world.socket();
+
+    // The Go client against our server.
+    let config = Arc::new(
+        tls::server_config(Arc::clone(&ours), authorize::id(GO.parse().unwrap()))
+            .build()
+            .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    let served = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream = accept(config, tcp).await.map_err(|e| e.to_string())?;
+        let peer = stream.peer().spiffe_id().to_string();
+        let mut stream = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .get_mut()
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.get_mut().flush().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(peer)
+    });
+    let go_for_client = go.clone();
+    let socket_for_client = socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_status(
+            &go_for_client,
+            &[
+                "client",
+                "-socket",
+                &socket_for_client,
+                "-addr",
+                &at,
+                "-authorize-id",
+                RUST,
+                "-line",
+                "over SPIRE",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, format!("peer {RUST}\necho over SPIRE\n"));
+    let peer = tokio::time::timeout(Duration::from_secs(20), served)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(peer, Ok(GO.to_owned()));
+
+    // Our client against the Go server.
+    let mut server = std::process::Command::new(&go)
+        .args([
+            "server",
+            "-socket",
+            &socket,
+            "-authorize-id",
+            RUST,
+            "-conns",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let at: std::net::SocketAddr = first.strip_prefix("listening ").unwrap().parse().unwrap();
+    let config = Arc::new(
+        tls::client_config(Arc::clone(&ours), authorize::id(GO.parse().unwrap()))
+            .build()
+            .unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(at).await.unwrap();
+    let mut stream = connect(config, ServerName::IpAddress(at.ip().into()), tcp)
+        .await
+        .unwrap();
+    assert_eq!(stream.peer().spiffe_id().to_string(), GO);
+    stream.write_all(b"to go\n").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut echo = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, "to go\n");
+    let said = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(said, format!("peer {RUST}"));
+    let _ = server.kill();
+    let _ = server.wait();
+    ours.shutdown().await;
+}
