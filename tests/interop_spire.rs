@@ -135,18 +135,7 @@ async fn fetch_write_matches_spire_agent_fetch_write() {
         ],
     );
     assert!(out.contains(id), "{out}");
-    run(
-        &interop_tools::tool("spire-agent"),
-        &[
-            "api",
-            "fetch",
-            "x509",
-            "-socketPath",
-            world.agent.socket.to_str().unwrap(),
-            "-write",
-            theirs.to_str().unwrap(),
-        ],
-    );
+    world.agent.fetch_x509_write(&theirs);
     assert_eq!(names(&ours), ["bundle.0.pem", "svid.0.key", "svid.0.pem"]);
     assert_eq!(names(&ours), names(&theirs));
     for name in ["bundle.0.pem", "svid.0.pem"] {
@@ -696,18 +685,7 @@ async fn federated_spire_servers_trust_partner_svids_only_where_asked() {
             ours_dir.to_str().unwrap(),
         ],
     );
-    run(
-        &interop_tools::tool("spire-agent"),
-        &[
-            "api",
-            "fetch",
-            "x509",
-            "-socketPath",
-            ours.agent.socket.to_str().unwrap(),
-            "-write",
-            theirs_dir.to_str().unwrap(),
-        ],
-    );
+    ours.agent.fetch_x509_write(&theirs_dir);
     let federated = |dir: &Path| -> BTreeMap<String, Vec<Vec<u8>>> {
         names(dir)
             .into_iter()

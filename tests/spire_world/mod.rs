@@ -458,6 +458,23 @@ plugins {{
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
+
+    /// `spire-agent api fetch x509 -write DIR`: SPIRE's own files for what the agent serves
+    /// this process (attested as the `spire-agent` binary); panics when it fails.
+    pub fn fetch_x509_write(&self, dir: &Path) -> String {
+        run(
+            &tool("spire-agent"),
+            &[
+                "api",
+                "fetch",
+                "x509",
+                "-socketPath",
+                self.socket.to_str().unwrap(),
+                "-write",
+                dir.to_str().unwrap(),
+            ],
+        )
+    }
 }
 
 /// One registration entry.
