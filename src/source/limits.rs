@@ -109,15 +109,6 @@ impl UpdateLimits {
         }
         Ok(())
     }
-
-    /// The same bounds for the `spiffe` crate's source, which applies its own before ours.
-    pub(crate) fn for_spiffe_crate(&self) -> spiffe::X509ResourceLimits {
-        spiffe::X509ResourceLimits::new(
-            Some(self.max_svids),
-            Some(self.max_bundles),
-            Some(self.max_message_bytes),
-        )
-    }
 }
 
 /// What an update holds, counted without parsing it.

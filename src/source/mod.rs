@@ -23,6 +23,8 @@ mod static_source;
 mod update;
 #[cfg(feature = "workload-api")]
 mod workload;
+#[cfg(feature = "workload-api")]
+mod workload_stream;
 
 use std::sync::Arc;
 

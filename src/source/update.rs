@@ -197,6 +197,22 @@ impl X509Context {
         response: X509svidResponse,
         limits: &UpdateLimits,
     ) -> Result<Self, ContextError> {
+        Self::from_response_after(response, limits, None)
+    }
+
+    /// As [`X509Context::from_response`], taking from `previous` (the context this one
+    /// replaces) what the update left byte for byte as it was, by the rules of
+    /// [`X509Context::from_spiffe_after`]: an SVID with the same chain, key and hint (not
+    /// parsed, nor its key loaded, again; its stated ID still compared), and the bundle set
+    /// when every bundle is the same.
+    ///
+    /// # Errors
+    /// As [`X509Context::from_response`].
+    pub(crate) fn from_response_after(
+        response: X509svidResponse,
+        limits: &UpdateLimits,
+        previous: Option<&X509Context>,
+    ) -> Result<Self, ContextError> {
         let mut shape = UpdateShape {
             svids: response.svids.len(),
             bundles: response.federated_bundles.len(),
@@ -222,12 +238,25 @@ impl X509Context {
         }
         limits.check_update(&shape)?;
 
-        let mut bundles = BundleSet::new();
+        // Each trust domain's roots as the update states them, in the order a `BundleSet`
+        // takes them (a later one replaces an earlier one of the same trust domain).
+        let mut stated: Vec<(TrustDomain, String, Vec<CertificateDer<'static>>)> = Vec::new();
         let mut svids = Vec::with_capacity(chains.len());
         for (index, (item, chain)) in response.svids.iter().zip(chains).enumerate() {
-            let key = PrivatePkcs8KeyDer::from(item.x509_svid_key.clone()).into();
-            let mut svid = X509Svid::from_der(chain, key)
-                .map_err(|error| ContextError::Svid { index, error })?;
+            let hint = Some(item.hint.as_str()).filter(|hint| !hint.is_empty());
+            let svid = match previous.and_then(|p| same_svid(p, &chain, &item.x509_svid_key, hint))
+            {
+                Some(same) => same.clone(),
+                None => {
+                    let key = PrivatePkcs8KeyDer::from(item.x509_svid_key.clone()).into();
+                    let svid = X509Svid::from_der(chain, key)
+                        .map_err(|error| ContextError::Svid { index, error })?;
+                    match hint {
+                        Some(hint) => svid.with_hint(hint),
+                        None => svid,
+                    }
+                }
+            };
             if svid.spiffe_id().to_string() != item.spiffe_id {
                 return Err(ContextError::IdMismatch {
                     index,
@@ -235,22 +264,64 @@ impl X509Context {
                     actual: svid.spiffe_id().to_string(),
                 });
             }
-            if !item.hint.is_empty() {
-                svid = svid.with_hint(item.hint.clone());
-            }
-            let trust_domain = svid.spiffe_id().trust_domain().clone();
-            if bundles.get(&trust_domain).is_none() {
+            let trust_domain = svid.spiffe_id().trust_domain();
+            if !stated.iter().any(|(known, _, _)| known == trust_domain) {
                 let roots = split_certificates(&item.bundle).map_err(ContextError::Der)?;
                 UpdateLimits::check("roots in a bundle", roots.len(), limits.max_bundle_roots)?;
-                bundles.insert(bundle(trust_domain.as_str(), roots)?);
+                stated.push((trust_domain.clone(), trust_domain.to_string(), roots));
             }
             svids.push(svid);
         }
         for (key, roots) in federated {
-            bundles.insert(bundle(key, roots)?);
+            let trust_domain = bundle_trust_domain(key)?;
+            stated.retain(|(known, _, _)| *known != trust_domain);
+            stated.push((trust_domain, key.to_owned(), roots));
+        }
+        // The local bundles count too, as the `spiffe` crate counts its bundle set.
+        UpdateLimits::check("bundles in the update", stated.len(), limits.max_bundles)?;
+        if let Some(previous) = previous
+            && same_stated_bundles(previous.bundles(), &stated)
+        {
+            return Self::with_shared_bundles(svids, Arc::clone(previous.shared_bundles()));
+        }
+        let mut bundles = BundleSet::new();
+        for (trust_domain, key, roots) in stated {
+            bundles.insert(X509Bundle::new(trust_domain, roots).map_err(|error| {
+                ContextError::Bundle {
+                    trust_domain: key,
+                    error,
+                }
+            })?);
         }
         Self::new(svids, bundles)
     }
+}
+
+/// The SVID of `previous` made of exactly this chain, key and hint.
+fn same_svid<'a>(
+    previous: &'a X509Context,
+    chain: &[CertificateDer<'static>],
+    key: &[u8],
+    hint: Option<&str>,
+) -> Option<&'a X509Svid> {
+    previous.svids().iter().find(|ours| {
+        ours.hint() == hint && ours.chain() == chain && ours.private_key().secret_der() == key
+    })
+}
+
+/// Whether `ours` holds exactly the trust domains and roots (byte for byte, in order) of
+/// `stated`.
+fn same_stated_bundles(
+    ours: &BundleSet,
+    stated: &[(TrustDomain, String, Vec<CertificateDer<'static>>)],
+) -> bool {
+    ours.len() == stated.len()
+        && stated.iter().all(|(trust_domain, _, roots)| {
+            ours.get(trust_domain).is_some_and(|ours| {
+                ours.roots().len() == roots.len()
+                    && ours.roots().zip(roots).all(|(ours, theirs)| ours == theirs)
+            })
+        })
 }
 
 /// The bundles of a `FetchX509Bundles` update, within `limits`.

@@ -1,5 +1,6 @@
-//! The Workload API source: the `spiffe` crate's streaming `X509Source`, re-checked by this
-//! crate's stricter rules and held behind the lock-free [`SourceCell`].
+//! The Workload API source: a stream on this crate's own client (or a `spiffe` crate
+//! `X509Source` the caller runs), checked by this crate's rules and held behind the
+//! lock-free [`SourceCell`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +8,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::cell::SourceCell;
+use super::workload_stream::{MIN_BACKOFF, StreamSettings, first_context, follow as stream_follow};
 use super::{SourceError, UpdateLimits, Updates, X509Context, X509Source};
-use crate::workload::{EndpointAddress, WorkloadClient, WorkloadError};
+use crate::workload::EndpointAddress;
 
 /// How long [`WorkloadApiSourceBuilder::build`] waits for the first update by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause between two reconnection attempts by default.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// The first pause after a failed connection.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// How long the diagnosis of a failed start may take.
-const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings of a [`WorkloadApiSource`].
 #[derive(Debug, Clone)]
@@ -80,29 +78,32 @@ impl WorkloadApiSourceBuilder {
             Some(address) => address,
             None => EndpointAddress::from_env()?,
         };
-        let deadline = crate::deadline::after(self.timeout);
-        let inner = spiffe::X509Source::builder()
-            .endpoint(address.to_string())
-            .reconnect_backoff(MIN_BACKOFF, self.max_backoff)
-            .initial_sync_timeout(self.timeout)
-            .resource_limits(self.limits.for_spiffe_crate())
-            .build()
-            .await;
-        let inner = match inner {
-            Ok(inner) => inner,
-            Err(error) => return Err(diagnose(&address, self.timeout, &error).await),
+        let settings = StreamSettings {
+            address,
+            limits: self.limits,
+            max_backoff: self.max_backoff,
         };
-        WorkloadApiSource::follow_until(inner, Some(address), self.limits, deadline).await
+        let (first, responses) = first_context(&settings, self.timeout).await?;
+        let cell = Arc::new(SourceCell::new(first));
+        let address = settings.address.clone();
+        let task = tokio::spawn(stream_follow(responses, Arc::clone(&cell), settings));
+        Ok(WorkloadApiSource {
+            cell,
+            inner: None,
+            address: Some(address),
+            task,
+        })
     }
 }
 
 /// An [`X509Source`] streaming from a SPIFFE Workload API (a SPIRE agent, the dev server).
 ///
-/// Built on the `spiffe` crate's `X509Source`, which keeps a stream open, reconnects with
-/// backoff (capped at 1 s by default) and validates updates. Each update is then checked
-/// again by this crate's X.509-SVID profile rules; one that fails is dropped and the last
-/// good context stays current. When the Workload API goes away the last context stays in use
-/// until its default SVID expires, then reads fail closed. A PermissionDenied from the
+/// Keeps a `FetchX509SVID` stream open on this crate's client, reconnecting with backoff
+/// (capped at 1 s by default). Each update is checked once, by this crate's X.509-SVID
+/// profile rules within [`UpdateLimits`], on the task that reads the stream; what it left
+/// byte for byte unchanged is taken from the context it replaces. An update that fails is
+/// dropped and the last good context stays current. When the Workload API goes away the last
+/// context stays in use until its default SVID expires, then reads fail closed. A PermissionDenied from the
 /// Workload API (the workload's registration was removed) withdraws the identity at once,
 /// until an identity is issued again.
 ///
@@ -119,7 +120,8 @@ impl WorkloadApiSourceBuilder {
 #[derive(Debug)]
 pub struct WorkloadApiSource {
     cell: Arc<SourceCell>,
-    inner: spiffe::X509Source,
+    /// The `spiffe` crate's source of [`WorkloadApiSource::from_spiffe`].
+    inner: Option<spiffe::X509Source>,
     address: Option<EndpointAddress>,
     task: JoinHandle<()>,
 }
@@ -152,13 +154,12 @@ impl WorkloadApiSource {
         timeout: Duration,
     ) -> Result<Self, SourceError> {
         let deadline = crate::deadline::after(timeout);
-        Self::follow_until(inner, None, limits, deadline).await
+        Self::follow_until(inner, limits, deadline).await
     }
 
     /// Waits for the first context of `inner` that passes, then mirrors every change.
     async fn follow_until(
         inner: spiffe::X509Source,
-        address: Option<EndpointAddress>,
         limits: UpdateLimits,
         deadline: tokio::time::Instant,
     ) -> Result<Self, SourceError> {
@@ -179,8 +180,8 @@ impl WorkloadApiSource {
         let task = tokio::spawn(follow(inner.clone(), updates, Arc::clone(&cell), limits));
         Ok(Self {
             cell,
-            inner,
-            address,
+            inner: Some(inner),
+            address: None,
             task,
         })
     }
@@ -207,7 +208,9 @@ impl WorkloadApiSource {
     /// Closes the stream; reads fail with [`SourceError::Closed`] afterwards.
     pub async fn shutdown(&self) {
         self.task.abort();
-        self.inner.shutdown().await;
+        if let Some(inner) = &self.inner {
+            inner.shutdown().await;
+        }
         self.cell.close();
     }
 }
@@ -272,47 +275,6 @@ async fn follow(
     cell.close();
 }
 
-/// Explains a failed start: asks the endpoint once more and names what went wrong.
-async fn diagnose(
-    address: &EndpointAddress,
-    timeout: Duration,
-    error: &spiffe::X509SourceError,
-) -> SourceError {
-    let address_text = address.to_string();
-    if let EndpointAddress::Unix(path) = address
-        && !path.exists()
-    {
-        return SourceError::NoSocket(path.clone());
-    }
-    let probe = tokio::time::timeout(DIAGNOSIS_TIMEOUT, probe(address)).await;
-    match probe {
-        Ok(Err(WorkloadError::Connect { reason, .. })) => SourceError::Unreachable {
-            address: address_text,
-            reason,
-        },
-        Ok(Err(WorkloadError::Status(status)))
-            if status.code() == tonic::Code::PermissionDenied =>
-        {
-            SourceError::no_identity(address, status.message())
-        }
-        Ok(Err(WorkloadError::Status(status))) => SourceError::Refused {
-            address: address_text,
-            reason: format!("{}: {}", status.code(), status.message()),
-        },
-        Ok(Err(WorkloadError::InvalidResponse(reason))) => SourceError::Invalid(reason),
-        Ok(Err(other)) => SourceError::Timeout {
-            address: address_text,
-            after: timeout,
-            reason: other.to_string(),
-        },
-        Ok(Ok(())) | Err(_) => SourceError::Timeout {
-            address: address_text,
-            after: timeout,
-            reason: error.to_string(),
-        },
-    }
-}
-
 impl SourceError {
     /// The Workload API at `address` answered PermissionDenied (`reason`, its message): it
     /// has no identity for this process, which the error names as a registration entry
@@ -353,12 +315,6 @@ pub(crate) fn this_process() -> String {
     let path = std::env::current_exe()
         .map_or_else(|_| "unknown".to_owned(), |path| path.display().to_string());
     format!("uid {uid}, path {path}")
-}
-
-/// One fetch of the first update, checked like the source checks it.
-async fn probe(address: &EndpointAddress) -> Result<(), WorkloadError> {
-    let mut client = WorkloadClient::connect(address).await?;
-    client.fetch_x509_context().await.map(drop)
 }
 
 #[cfg(all(test, unix, feature = "dev-server"))]
