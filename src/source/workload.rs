@@ -386,6 +386,11 @@ mod tests {
             rotated.bundles().iter().next().unwrap().roots().len(),
             new_root.bundles().iter().next().unwrap().roots().len()
         );
+        // ... and the SVIDs it left as they were, taken as they were (not parsed again).
+        assert_eq!(new_root.svids().len(), 2);
+        for (before, after) in rotated.svids().iter().zip(new_root.svids()) {
+            assert!(Arc::ptr_eq(before.certified_key(), after.certified_key()));
+        }
 
         // The same update converted again after itself: every SVID taken as it was (its key
         // not loaded again), the bundles shared; converted afresh: nothing shared.
