@@ -15,6 +15,7 @@
 //! | a tonic client | [`grpc_channel`] |
 //! | raw streams | [`accept`], [`connect`] |
 //! | a refusal in words (expected, presented) | [`HandshakeRefusal`], [`describe_error`] |
+//! | connections closed when their peer stops passing (expiry, bundle, policy, revocation) | [`LiveConnections`], [`check_peer`] |
 //!
 //! Server handlers find the peer and its address as request extensions:
 //! `request.extensions().get::<PeerIdentity>()` and `.get::<RemoteAddr>()` (axum:
@@ -48,6 +49,7 @@ mod jwt_auth;
 mod jwt_bearer;
 #[cfg(any(feature = "http", feature = "grpc"))]
 mod listener;
+mod live;
 #[cfg(feature = "http")]
 mod refusal;
 #[cfg(feature = "reqwest")]
@@ -102,6 +104,7 @@ pub use jwt_bearer::reqwest_bearer;
     doc(cfg(all(feature = "http", feature = "jwt", feature = "workload-api")))
 )]
 pub use jwt_bearer::{JwtBearer, JwtBearerLayer};
+pub use live::{CloseReason, CurrentTrust, LiveConnection, LiveConnections, check_peer};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use refusal::RouteRefusal;

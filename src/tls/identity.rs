@@ -98,6 +98,17 @@ impl PeerIdentity {
         })
     }
 
+    /// A peer with this chain, unverified: for unit tests only.
+    #[cfg(test)]
+    pub(crate) fn for_tests(chain: Vec<CertificateDer<'static>>) -> Option<Self> {
+        Some(Self {
+            spiffe_id: leaf_spiffe_id(chain.first()?)?,
+            chain: Arc::from(chain),
+            #[cfg(feature = "jwt")]
+            jwt: None,
+        })
+    }
+
     /// The bearer of a JWT-SVID this crate validated (`net::JwtAuthLayer`).
     #[cfg(all(feature = "http", feature = "jwt"))]
     pub(crate) fn from_jwt_svid(svid: crate::jwt::JwtSvid) -> Self {
