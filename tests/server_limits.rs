@@ -266,3 +266,134 @@ async fn grpc_incoming_closes_a_silent_client_and_yields_the_good_one() {
         "{silent_waited:?}"
     );
 }
+
+/// `HttpServer::live_connections`: revoking a peer closes its open connections within 1 s,
+/// an idle HTTP/1.1 one and an HTTP/2 one with an endless response in flight alike, while
+/// another peer's connection stays open and is still served (issue 18).
+#[tokio::test]
+async fn revoking_a_peer_closes_its_live_connections_within_a_second() {
+    use hyper_util::rt::TokioIo;
+    use spiffe_mtls::net::{CloseReason, LiveConnections};
+
+    const ROGUE: &str = "spiffe://example.org/agent/rogue";
+    let ca = DevCa::new("example.org".parse().unwrap(), HOUR).unwrap();
+    let source = |id: &str| {
+        let svid = ca
+            .issue(&SvidRequest::new(id.parse().unwrap(), HOUR))
+            .unwrap();
+        StaticSource::new(
+            X509Context::new(vec![svid], [ca.bundle()].into_iter().collect()).unwrap(),
+        )
+    };
+    let server_config = tls::server_config(
+        source(SERVER),
+        authorize::member_of(["example.org".parse().unwrap()]),
+    )
+    .build()
+    .unwrap();
+    let client_config = |id: &str| {
+        Arc::new(
+            tls::client_config(source(id), authorize::id(SERVER.parse().unwrap()))
+                .build()
+                .unwrap(),
+        )
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let endless = || async {
+        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+            Duration::from_millis(50),
+        ))
+        .map(|_| Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"tick\n")));
+        axum::body::Body::from_stream(ticks)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/whoami",
+            get(|Extension(peer): Extension<PeerIdentity>| async move { peer.to_string() }),
+        )
+        .route("/stream", get(endless));
+    let live = LiveConnections::new();
+    tokio::spawn(
+        HttpServer::new(listener, Arc::new(server_config))
+            .live_connections(live.clone())
+            .serve(app),
+    );
+
+    let tls = |id: &'static str| {
+        let config = client_config(id);
+        async move {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            TokioIo::new(net::connect(config, name, tcp).await.unwrap())
+        }
+    };
+    let get_request = |path: &str| {
+        http::Request::get(format!("https://localhost{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    // The rogue peer over HTTP/1.1, served once, then idle (kept alive).
+    let (mut h1, h1_connection) = hyper::client::conn::http1::handshake(tls(ROGUE).await)
+        .await
+        .unwrap();
+    let h1_driver = tokio::spawn(h1_connection);
+    let response = h1.send_request(get_request("/whoami")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+
+    // The rogue peer over HTTP/2, with an endless response in flight.
+    let (mut h2, h2_connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), tls(ROGUE).await)
+            .await
+            .unwrap();
+    let h2_driver = tokio::spawn(h2_connection);
+    let streaming = h2.send_request(get_request("/stream")).await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    let mut body = streaming.into_body();
+    body.frame().await.unwrap().unwrap();
+
+    // A good peer over HTTP/2: it must stay open.
+    let (mut good, good_connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), tls(CLIENT).await)
+            .await
+            .unwrap();
+    let good_driver = tokio::spawn(good_connection);
+    let response = good.send_request(get_request("/whoami")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(live.len(), 3);
+
+    // The good twin: a recheck that finds nothing wrong closes nothing.
+    assert_eq!(live.recheck(|_| None), 0);
+
+    let revoked_at = Instant::now();
+    assert_eq!(live.revoke(&ROGUE.parse().unwrap()), 2);
+    let h1_closed = tokio::time::timeout(PATIENCE, h1_driver).await;
+    let h2_closed = tokio::time::timeout(PATIENCE, async {
+        // The endless body ends (cut), then the connection.
+        while let Some(Ok(_)) = body.frame().await {}
+        h2_driver.await
+    })
+    .await;
+    let took = revoked_at.elapsed();
+    assert!(h1_closed.is_ok() && h2_closed.is_ok(), "closed");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert_eq!(live.closed_count(CloseReason::Revoked), 2);
+
+    // The good peer is still served on the same connection.
+    assert!(!good_driver.is_finished());
+    let response = good.send_request(get_request("/whoami")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, CLIENT.as_bytes());
+    // Closed connections have left the registry.
+    tokio::time::timeout(PATIENCE, async {
+        while live.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the closed connections were deregistered");
+}

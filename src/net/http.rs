@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use super::http_connection::{ConnectionTimeouts, serve_http_connection};
 use super::listener::{Handshake, HandshakeLimits, MtlsListener, is_transient};
+use super::live::{CloseReason, LiveConnections};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -104,7 +105,12 @@ pub struct HttpServer {
     limits: HandshakeLimits,
     timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
+    live: Option<LiveConnections>,
 }
+
+/// How long a connection whose peer stopped passing may take to finish the requests in
+/// flight (HTTP/2 has sent GOAWAY) before it is dropped: long streams end then.
+pub const LIVE_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 impl HttpServer {
     /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
@@ -119,7 +125,34 @@ impl HttpServer {
             limits: HandshakeLimits::default(),
             timeouts: ConnectionTimeouts::new(),
             anonymous_clients: false,
+            live: None,
         }
+    }
+
+    /// Registers every connection's peer in `live`, and closes a connection as soon as `live`
+    /// says it must ([`LiveConnections::recheck`] or [`revoke`](LiveConnections::revoke)
+    /// found its peer no longer passes, its leaf expired, or it reached its maximum
+    /// lifetime): HTTP/2 sends GOAWAY, an HTTP/1 connection closes after the request in
+    /// flight, and whatever is still running [`LIVE_CLOSE_GRACE`] later (a stream) is cut.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # async fn run(config: Arc<spiffe_mtls::rustls::ServerConfig>, app: axum::Router) -> std::io::Result<()> {
+    /// use spiffe_mtls::net::{HttpServer, LiveConnections};
+    ///
+    /// let live = LiveConnections::new();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let server = HttpServer::new(listener, config).live_connections(live.clone());
+    /// // On each bundle update or policy reload: `live.recheck(...)`; to revoke one agent:
+    /// // `live.revoke(&id)`.
+    /// server.serve(app).await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn live_connections(mut self, live: LiveConnections) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Serves clients that presented no certificate too, with a config made by
@@ -292,6 +325,7 @@ impl HttpServer {
                 service.clone(),
                 self.timeouts,
                 self.anonymous_clients,
+                self.live.clone(),
             ));
             while connections.try_join_next().is_some() {}
         }
@@ -383,6 +417,7 @@ async fn serve_connection<S, B>(
     service: S,
     timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
+    live: Option<LiveConnections>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -409,6 +444,10 @@ async fn serve_connection<S, B>(
             return;
         }
     };
+    let registered = live
+        .as_ref()
+        .zip(peer.as_ref())
+        .map(|(live, peer)| live.register(peer.clone()));
     let service = service.map_request(move |mut request: Request<Incoming>| {
         if let Some(peer) = &peer {
             request.extensions_mut().insert(peer.clone());
@@ -416,7 +455,37 @@ async fn serve_connection<S, B>(
         request.extensions_mut().insert(remote);
         request
     });
-    let served = serve_http_connection(stream, service, timeouts, std::future::pending()).await;
+    let Some(mut registered) = registered else {
+        let served = serve_http_connection(stream, service, timeouts, std::future::pending()).await;
+        if let Err(error) = served {
+            tracing::debug!(%error, "HTTP connection ended with an error");
+        }
+        return;
+    };
+    // The registration lives as long as the connection is served; its `closed()` starts a
+    // graceful shutdown, and the grace period after it bounds what is still in flight.
+    let (closing, closed) = tokio::sync::oneshot::channel::<CloseReason>();
+    let shutdown = async {
+        let reason = registered.closed().await;
+        tracing::info!(
+            peer = %registered.peer().spiffe_id(),
+            %remote,
+            reason = reason.as_str(),
+            "closing the connection: its peer no longer passes"
+        );
+        let _ = closing.send(reason);
+    };
+    let cut = async {
+        if closed.await.is_ok() {
+            tokio::time::sleep(LIVE_CLOSE_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = serve_http_connection(stream, service, timeouts, shutdown) => served,
+        () = cut => Ok(()),
+    };
     if let Err(error) = served {
         tracing::debug!(%error, "HTTP connection ended with an error");
     }

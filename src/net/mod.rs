@@ -70,7 +70,7 @@ pub use grpc::{GrpcChannelError, GrpcConnectInfo, GrpcIncoming, grpc_channel, in
 pub use handshake_refusal::{HandshakeRefusal, describe_error};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
+pub use http::{HttpServer, LIVE_CLOSE_GRACE, RemoteAddr, serve_http, serve_http_with_shutdown};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http_connection::{
