@@ -200,7 +200,7 @@ impl LiveConnections {
     pub fn register(&self, peer: PeerIdentity) -> LiveConnection {
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let (close, closed) = watch::channel(None);
-        let expires_at = leaf_not_after(&peer);
+        let expires_at = peer.expires_at().unwrap_or_else(far_future);
         let max_lifetime = *lock(&self.inner.max_lifetime);
         lock(&self.inner.connections).insert(
             key,
@@ -382,18 +382,6 @@ impl Drop for LiveConnection {
     fn drop(&mut self) {
         lock(&self.registry.connections).remove(&self.key);
     }
-}
-
-/// The leaf's notAfter; a peer with no chain (a JWT-SVID bearer) or a leaf that does not
-/// parse (never the case for a chain the verifier accepted) never expires here.
-fn leaf_not_after(peer: &PeerIdentity) -> SystemTime {
-    peer.chain()
-        .first()
-        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
-        .map(|(_, cert)| {
-            crate::verify::system_time_from_unix(cert.validity().not_after.timestamp())
-        })
-        .unwrap_or_else(far_future)
 }
 
 /// A time no connection lives to: 9999-12-31, the last X.509 can write.

@@ -309,6 +309,23 @@ where
             ))));
         };
         let id = peer.spiffe_id();
+        // The handshake checked the certificate once; a connection can outlive it.
+        if peer.is_expired() {
+            let (rule, reason) = (
+                "a certificate valid now",
+                "the peer's certificate expired after its handshake",
+            );
+            tls::route_denied(Some(id), &route, &rule, &reason);
+            let body = format!(
+                "forbidden: route {route:?} needs a certificate valid now; {id}'s expired after the handshake\n"
+            );
+            let refusal = refusal(rule.to_owned(), reason);
+            return Box::pin(std::future::ready(Ok(refusal_response(
+                StatusCode::FORBIDDEN,
+                body,
+                refusal,
+            ))));
+        }
         match self.policy.authorize_route(&route, id) {
             Ok(()) => {
                 match self.policy.route(&route) {
@@ -403,5 +420,52 @@ mod tests {
         assert_eq!(r.route_of("/api/v1.2/..x"), "/api");
         let none = routes(&["/api"]);
         assert_eq!(none.route_of("/other"), "/other");
+    }
+
+    /// A connection can outlive its peer's certificate: a request made after the leaf's
+    /// notAfter is refused even on a route that allows the ID; its good twin (the same ID,
+    /// a certificate still valid) is let through.
+    #[cfg(feature = "dev-server")]
+    #[tokio::test]
+    async fn a_request_after_the_peers_certificate_expired_is_refused() {
+        use std::time::{Duration, SystemTime};
+        use tower::{Layer, Service, ServiceExt};
+
+        use crate::dev_server::{DevCa, SvidRequest};
+
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let peer = |not_after: SystemTime| {
+            let request = SvidRequest::new(
+                "spiffe://example.org/agent/client".parse().unwrap(),
+                Duration::from_secs(600),
+            )
+            .valid_between(SystemTime::now() - Duration::from_secs(120), not_after);
+            PeerIdentity::for_tests(ca.issue(&request).unwrap().chain().to_vec()).unwrap()
+        };
+        let policy =
+            Policy::from_toml("[routes.\"/api\"]\nids = [\"spiffe://example.org/agent/client\"]\n")
+                .unwrap();
+        let mut service = RoutePolicyLayer::new(policy).layer(tower::service_fn(
+            |_request: Request<String>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+            },
+        ));
+        for (not_after, status) in [
+            (SystemTime::now() + Duration::from_secs(600), StatusCode::OK),
+            (
+                SystemTime::now() - Duration::from_secs(60),
+                StatusCode::FORBIDDEN,
+            ),
+        ] {
+            let mut request = Request::get("/api/items").body(String::new()).unwrap();
+            request.extensions_mut().insert(peer(not_after));
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            assert_eq!(response.status(), status);
+            if status == StatusCode::FORBIDDEN {
+                let refusal = response.extensions().get::<RouteRefusal>().unwrap();
+                assert_eq!(refusal.rule, "a certificate valid now");
+                assert!(response.body().contains("expired after the handshake"));
+            }
+        }
     }
 }

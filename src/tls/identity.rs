@@ -1,6 +1,7 @@
 //! The verified identity of the peer of an established connection.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
 
@@ -21,6 +22,7 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 pub struct PeerIdentity {
     spiffe_id: SpiffeId,
     chain: Arc<[CertificateDer<'static>]>,
+    expires_at: Option<SystemTime>,
     #[cfg(feature = "jwt")]
     jwt: Option<Arc<crate::jwt::JwtSvid>>,
 }
@@ -59,10 +61,11 @@ impl PeerIdentity {
     #[cfg(feature = "net")]
     pub(crate) fn from_connection(connection: &rustls::CommonState) -> Option<Self> {
         let chain = connection.peer_certificates()?;
-        let spiffe_id = leaf_spiffe_id(chain.first()?)?;
+        let (spiffe_id, expires_at) = leaf_identity(chain.first()?)?;
         Some(Self {
             spiffe_id,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            expires_at: Some(expires_at),
             #[cfg(feature = "jwt")]
             jwt: None,
         })
@@ -89,10 +92,11 @@ impl PeerIdentity {
     /// The peer of a connection whose TLS layer gives out only the leaf (reqwest's
     /// `TlsInfo`): the same ID, a chain of the leaf alone. Trusted as `from_connection`.
     pub(crate) fn from_leaf(leaf: CertificateDer<'static>) -> Option<Self> {
-        let spiffe_id = leaf_spiffe_id(&leaf)?;
+        let (spiffe_id, expires_at) = leaf_identity(&leaf)?;
         Some(Self {
             spiffe_id,
             chain: Arc::from([leaf]),
+            expires_at: Some(expires_at),
             #[cfg(feature = "jwt")]
             jwt: None,
         })
@@ -101,9 +105,11 @@ impl PeerIdentity {
     /// A peer with this chain, unverified: for unit tests only.
     #[cfg(test)]
     pub(crate) fn for_tests(chain: Vec<CertificateDer<'static>>) -> Option<Self> {
+        let (spiffe_id, expires_at) = leaf_identity(chain.first()?)?;
         Some(Self {
-            spiffe_id: leaf_spiffe_id(chain.first()?)?,
+            spiffe_id,
             chain: Arc::from(chain),
+            expires_at: Some(expires_at),
             #[cfg(feature = "jwt")]
             jwt: None,
         })
@@ -115,6 +121,7 @@ impl PeerIdentity {
         Self {
             spiffe_id: svid.spiffe_id().clone(),
             chain: Arc::from([]),
+            expires_at: None,
             jwt: Some(Arc::new(svid)),
         }
     }
@@ -136,6 +143,19 @@ impl PeerIdentity {
         self.spiffe_id.trust_domain()
     }
 
+    /// When the peer's leaf certificate expires (its notAfter); `None` for a JWT-SVID bearer,
+    /// whose token's expiry its bearer layer checks. A connection can outlive it: the route
+    /// and skill layers refuse a request whose peer's certificate has expired since the
+    /// handshake.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Whether the peer's leaf certificate has expired (false for a JWT-SVID bearer).
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| SystemTime::now() >= at)
+    }
+
     /// The chain the peer presented, leaf first (empty for a JWT-SVID bearer).
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
@@ -146,6 +166,16 @@ impl std::fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.spiffe_id.fmt(f)
     }
+}
+
+/// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified, and the
+/// leaf's notAfter.
+fn leaf_identity(leaf: &CertificateDer<'_>) -> Option<(SpiffeId, SystemTime)> {
+    let (uri, not_after) = crate::verify::spiffe_uri_and_not_after(leaf).ok()?;
+    Some((
+        uri?.parse().ok()?,
+        crate::verify::system_time_from_unix(not_after),
+    ))
 }
 
 /// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified.

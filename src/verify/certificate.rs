@@ -182,12 +182,22 @@ impl<'a> ParsedCert<'a> {
 /// # Errors
 /// A message when the bytes are not an X.509 certificate.
 pub(crate) fn first_spiffe_uri(der: &[u8]) -> Result<Option<String>, String> {
+    spiffe_uri_and_not_after(der).map(|(uri, _)| uri)
+}
+
+/// [`first_spiffe_uri`] and the certificate's notAfter (Unix seconds), from one parse.
+///
+/// # Errors
+/// A message when the bytes are not an X.509 certificate.
+pub(crate) fn spiffe_uri_and_not_after(der: &[u8]) -> Result<(Option<String>, i64), String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| certificate_error(&e))?;
+    let not_after = cert.validity().not_after.timestamp();
     let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Ok(None);
+        return Ok((None, not_after));
     };
-    Ok(san.value.general_names.iter().find_map(|name| match name {
+    let uri = san.value.general_names.iter().find_map(|name| match name {
         GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
         _ => None,
-    }))
+    });
+    Ok((uri, not_after))
 }

@@ -32,7 +32,7 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime}
 
 pub(crate) use anchor::Anchor;
 pub use certificate::{MAX_CERTIFICATE_SIZE, MAX_EXTENSIONS};
-pub(crate) use certificate::{ParsedCert, first_spiffe_uri};
+pub(crate) use certificate::{ParsedCert, first_spiffe_uri, spiffe_uri_and_not_after};
 
 /// Splits concatenated DER elements; the message says what is wrong.
 #[cfg(feature = "workload-api")]
