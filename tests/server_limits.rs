@@ -30,16 +30,17 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 /// Far beyond any delay the tests expect: a bound on every wait.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A static source holding an SVID for `id` from `ca` and `ca`'s bundle.
+fn source(ca: &DevCa, id: &str) -> StaticSource {
+    let svid = ca
+        .issue(&SvidRequest::new(id.parse().unwrap(), HOUR))
+        .unwrap();
+    StaticSource::new(X509Context::new(vec![svid], [ca.bundle()].into_iter().collect()).unwrap())
+}
+
 fn configs() -> (ServerConfig, ClientConfig) {
     let ca = DevCa::new("example.org".parse().unwrap(), HOUR).unwrap();
-    let source = |id: &str| {
-        let svid = ca
-            .issue(&SvidRequest::new(id.parse().unwrap(), HOUR))
-            .unwrap();
-        StaticSource::new(
-            X509Context::new(vec![svid], [ca.bundle()].into_iter().collect()).unwrap(),
-        )
-    };
+    let source = |id: &str| source(&ca, id);
     let server = tls::server_config(source(SERVER), authorize::id(CLIENT.parse().unwrap()))
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
@@ -277,14 +278,7 @@ async fn revoking_a_peer_closes_its_live_connections_within_a_second() {
 
     const ROGUE: &str = "spiffe://example.org/agent/rogue";
     let ca = DevCa::new("example.org".parse().unwrap(), HOUR).unwrap();
-    let source = |id: &str| {
-        let svid = ca
-            .issue(&SvidRequest::new(id.parse().unwrap(), HOUR))
-            .unwrap();
-        StaticSource::new(
-            X509Context::new(vec![svid], [ca.bundle()].into_iter().collect()).unwrap(),
-        )
-    };
+    let source = |id: &str| source(&ca, id);
     let server_config = tls::server_config(
         source(SERVER),
         authorize::member_of(["example.org".parse().unwrap()]),
