@@ -170,6 +170,7 @@ impl std::fmt::Display for PeerIdentity {
 
 /// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified, and the
 /// leaf's notAfter.
+#[cfg(any(feature = "net", test))]
 fn leaf_identity(leaf: &CertificateDer<'_>) -> Option<(SpiffeId, SystemTime)> {
     let (uri, not_after) = crate::verify::spiffe_uri_and_not_after(leaf).ok()?;
     Some((

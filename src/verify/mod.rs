@@ -31,8 +31,10 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 
 pub(crate) use anchor::Anchor;
+#[cfg(any(feature = "net", test))]
+pub(crate) use certificate::spiffe_uri_and_not_after;
 pub use certificate::{MAX_CERTIFICATE_SIZE, MAX_EXTENSIONS};
-pub(crate) use certificate::{ParsedCert, first_spiffe_uri, spiffe_uri_and_not_after};
+pub(crate) use certificate::{ParsedCert, first_spiffe_uri};
 
 /// Splits concatenated DER elements; the message says what is wrong.
 #[cfg(feature = "workload-api")]
