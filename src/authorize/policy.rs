@@ -2,6 +2,8 @@
 //! A2A skill.
 //!
 //! ```toml
+//! revoked = ["spiffe://example.org/agent/rogue"]   # refused everywhere, whatever else allows
+//!
 //! [connect]        # who may complete a handshake; absent = any valid SVID of a trusted domain
 //! trust_domains = ["example.org", "partner.org"]
 //!
@@ -12,16 +14,19 @@
 //! ```
 //!
 //! `[connect]` takes the same three lists as a route. A route the file does not name is
-//! denied. Unknown keys and invalid IDs are errors that name their line.
+//! denied. An ID in `revoked` is refused at the handshake and on every route and skill. Unknown keys and invalid IDs are errors that name their line.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::canonical_path::canonical_path;
 
-use super::{AuthorizeError, Authorizer, any, any_of, id, id_prefix, member_of, one_of};
+use super::{
+    AuthorizeError, Authorizer, all_of, any, any_of, custom, id, id_prefix, member_of, one_of,
+};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Why a policy file cannot be used.
@@ -49,6 +54,8 @@ pub enum PolicyError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    #[serde(default)]
+    revoked: Vec<SpiffeId>,
     connect: Option<RuleLists>,
     #[serde(default)]
     routes: BTreeMap<String, RuleLists>,
@@ -102,6 +109,7 @@ impl RuleLists {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Policy {
+    revoked: Arc<[SpiffeId]>,
     connect: Authorizer,
     routes: HashMap<String, Authorizer>,
 }
@@ -117,8 +125,21 @@ impl Policy {
             message: e.message().trim().to_owned(),
         })?;
         check_path_routes(text, file.routes.keys())?;
+        let revoked: Arc<[SpiffeId]> = Arc::from(file.revoked);
+        let not_revoked = (!revoked.is_empty()).then(|| {
+            let listed = Arc::clone(&revoked);
+            custom(NOT_REVOKED, move |id| !listed.contains(id))
+        });
+        // Described as a sentence: "an ID not on the policy's revoked list, and a member of
+        // example.org"; with no `[connect]`, the revocation alone.
+        let connect = match (not_revoked, file.connect) {
+            (None, connect) => connect.map_or_else(any, RuleLists::into_authorizer),
+            (Some(not_revoked), None) => not_revoked,
+            (Some(not_revoked), Some(lists)) => all_of([not_revoked, lists.into_authorizer()]),
+        };
         Ok(Self {
-            connect: file.connect.map_or_else(any, RuleLists::into_authorizer),
+            revoked,
+            connect,
             routes: file
                 .routes
                 .into_iter()
@@ -140,7 +161,14 @@ impl Policy {
         Self::from_toml(&text)
     }
 
-    /// Who may complete a handshake.
+    /// The IDs the policy revokes: refused by [`connect`](Self::connect) and
+    /// [`authorize_route`](Self::authorize_route), whatever else allows them; pass them to
+    /// [`net::check_peer`](crate::net::check_peer) to close their live connections.
+    pub fn revoked(&self) -> &[SpiffeId] {
+        &self.revoked
+    }
+
+    /// Who may complete a handshake (never an ID of [`revoked`](Self::revoked)).
     pub fn connect(&self) -> &Authorizer {
         &self.connect
     }
@@ -161,6 +189,12 @@ impl Policy {
     /// # Errors
     /// [`AuthorizeError`] naming the peer and why.
     pub fn authorize_route(&self, route: &str, id: &SpiffeId) -> Result<(), AuthorizeError> {
+        if self.revoked.contains(id) {
+            return Err(AuthorizeError {
+                id: id.clone(),
+                rule: NOT_REVOKED.to_owned(),
+            });
+        }
         self.connect.authorize(id).map_err(|e| AuthorizeError {
             rule: format!("connection rule {}", e.rule),
             ..e
@@ -177,6 +211,9 @@ impl Policy {
         }
     }
 }
+
+/// What a revoked ID fails, read after "expected".
+const NOT_REVOKED: &str = "an ID not on the policy's revoked list";
 
 /// Path routes (names starting with `/`) must have a [canonical form](canonical_path), which
 /// is what requests are matched on, and no two may share one: `/a/../b` could never match,
@@ -216,6 +253,40 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_id_is_refused_everywhere_and_no_other_is() {
+        let policy = Policy::from_toml(
+            "revoked = [\"spiffe://example.org/agent/rogue\"]\n\
+             [routes.echo]\n\
+             trust_domains = [\"example.org\"]\n",
+        )
+        .unwrap();
+        let rogue: SpiffeId = "spiffe://example.org/agent/rogue".parse().unwrap();
+        let good: SpiffeId = "spiffe://example.org/agent/good".parse().unwrap();
+        assert_eq!(policy.revoked(), std::slice::from_ref(&rogue));
+        // The route's rule allows every ID of example.org, the rogue's included: revoked wins.
+        let error = policy.authorize_route("echo", &rogue).unwrap_err();
+        assert_eq!(error.rule, "an ID not on the policy's revoked list");
+        assert!(!policy.connect().is_allowed(&rogue));
+        assert_eq!(
+            policy.connect().authorize(&rogue).unwrap_err().rule,
+            "an ID not on the policy's revoked list"
+        );
+        // Its good twin.
+        assert!(policy.authorize_route("echo", &good).is_ok());
+        assert!(policy.connect().is_allowed(&good));
+        // Without the list, the rogue is an ID like any other.
+        let open = Policy::from_toml("[routes.echo]\ntrust_domains = [\"example.org\"]\n").unwrap();
+        assert!(open.authorize_route("echo", &rogue).is_ok());
+        assert!(open.revoked().is_empty());
+    }
+
+    #[test]
+    fn an_invalid_revoked_id_names_its_line() {
+        let error = Policy::from_toml("\nrevoked = [\"spiffe://Example.org/x\"]\n").unwrap_err();
+        assert!(error.to_string().starts_with("policy line 2: "), "{error}");
+    }
 
     #[test]
     fn path_routes_need_one_canonical_form() {
