@@ -106,7 +106,7 @@ step cargo test --lib
 if ! $quick; then
     # Integration tests of the handshake, the modes, rotation and the verifier's rules:
     # what a rustls or webpki change would break first (bounded: no proxy, no interop).
-    step cargo test --test mtls --test modes --test rotation_under_load --test verify_rules
+    step cargo test --test api -- mtls:: modes:: rotation_under_load:: verify_rules::
 fi
 if $quick; then
     step cargo bench --profile dev -p spiffe-mtls-bench --bench handshake -- --test

@@ -1,6 +1,6 @@
 //! The proxy tests' world: a temp dir with links of the binary, a dev server giving each link
 //! its own SPIFFE ID, proxies started as child processes, and small std backends. Shared by
-//! `tests/proxy*.rs`; each uses part of it.
+//! the proxy tests in `tests/cli/` and `tests/interop/interop_spire.rs`; each uses part of it.
 #![allow(dead_code)]
 
 pub mod web;

@@ -7,7 +7,7 @@
     feature = "grpc"
 ))]
 
-mod common;
+use crate::common;
 
 use common::my_uid;
 

@@ -4,9 +4,9 @@
 //! all on SPIRE-issued identities. The SPIRE processes live in `tests/spire_world`.
 #![cfg(all(unix, feature = "cli", feature = "jwt", feature = "a2a"))]
 
-mod interop_tools;
-mod proxy_world;
-mod spire_world;
+use crate::interop_tools;
+use crate::proxy_world;
+use crate::spire_world;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,9 @@
 //! `proxy server` and `proxy client` with `--post-quantum`: the setting reaches their TLS
 //! configs (the groups each offers are tested in the library's `tls::key_exchange`). Through
-//! the built binary with the dev server as the Workload API, as in `tests/proxy.rs`.
+//! the built binary with the dev server as the Workload API, as in `tests/cli/proxy.rs`.
 #![cfg(all(feature = "cli", feature = "dev-server"))]
 
-mod proxy_world;
+use crate::proxy_world;
 
 use std::process::Command;
 

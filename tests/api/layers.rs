@@ -21,7 +21,7 @@ use spiffe_mtls::tls::AUDIT_TARGET;
 use spiffe_mtls::{Policy, authorize, tls};
 use tower::ServiceExt;
 
-mod common;
+use crate::common;
 use common::capture::{Capture, Fields};
 
 const SERVER: &str = "spiffe://example.org/agent/server";

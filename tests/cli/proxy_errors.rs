@@ -3,7 +3,7 @@
 //! and the audit line), a Workload API that has no identity for the proxy.
 #![cfg(all(unix, feature = "cli"))]
 
-mod proxy_world;
+use crate::proxy_world;
 
 use proxy_world::*;
 

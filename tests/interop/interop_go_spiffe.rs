@@ -10,7 +10,7 @@
 //! `interop/build.sh` (Go). `.ci/run` builds it and runs them with `--ignored`.
 #![cfg(all(unix, feature = "dev-server", feature = "net", feature = "jwt"))]
 
-mod interop_tools;
+use crate::interop_tools;
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};

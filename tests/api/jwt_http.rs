@@ -10,7 +10,7 @@
     feature = "reqwest"
 ))]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod proxy_world;
+use crate::proxy_world;
 
 use proxy_world::*;
 

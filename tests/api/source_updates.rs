@@ -3,7 +3,7 @@
 //! the third.
 #![cfg(all(feature = "workload-api", feature = "grpc"))]
 
-mod common;
+use crate::common;
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! One adversarial certificate per verifier rule, each breaking exactly that rule, and the
 //! good twin that passes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use rcgen::{

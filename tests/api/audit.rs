@@ -23,7 +23,7 @@ use spiffe_mtls::source::{SourceError, StaticSource, Updates, X509Context, X509S
 use spiffe_mtls::tls::AUDIT_TARGET;
 use spiffe_mtls::{Authorizer, X509Bundle, X509Svid, authorize, rustls, tls};
 
-mod common;
+use crate::common;
 use common::capture::{Capture, Fields};
 
 /// The target of this file's own markers (source reads, handshake steps).

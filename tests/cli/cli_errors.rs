@@ -276,7 +276,7 @@ fn exit_codes_0_ok_1_refused_or_failed_2_usage_or_unusable_input() {
     let (status, stderr) = code(&["verify", "--chain", path(&missing), "--bundle", &bundle]);
     assert_eq!(status, Some(2), "{stderr}");
 
-    // demo: 2 for a usage error (0 and 1 take a run: tests/cli_demo.rs).
+    // demo: 2 for a usage error (0 and 1 take a run: tests/cli/cli_demo.rs).
     assert_eq!(code(&["demo", "--duration", "soon"]).0, Some(2));
 
     // dev-server: 2 for an unreadable --config; 1 when it cannot listen (socket in use).
@@ -319,7 +319,7 @@ fn exit_codes_0_ok_1_refused_or_failed_2_usage_or_unusable_input() {
     }
 
     // proxy server: 2 for an unreadable --policy or unusable --files (1 for a Workload API
-    // without an identity for it: tests/proxy_errors.rs).
+    // without an identity for it: tests/cli/proxy_errors.rs).
     let proxy_server = |extra: &[&str]| {
         let mut args = vec![
             "proxy",

@@ -4,9 +4,7 @@
 //! the skill policy apply to token callers too.
 #![cfg(all(unix, feature = "a2a", feature = "dev-server", feature = "jwt"))]
 
-#[path = "../examples/support/agents.rs"]
-mod agents;
-mod common;
+use crate::agents;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,10 +3,7 @@
 //! with no failed call, a summary, and nothing left behind.
 #![cfg(all(feature = "a2a", feature = "dev-server"))]
 
-#[path = "../examples/support/agents.rs"]
-mod agents;
-#[path = "../examples/support/demo.rs"]
-mod demo;
+use crate::demo;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `spiffe-mtls verify` end to end through the built binary: every exit code of the contract.
 #![cfg(all(unix, feature = "cli"))]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

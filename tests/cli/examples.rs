@@ -10,7 +10,7 @@
     feature = "reqwest"
 ))]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

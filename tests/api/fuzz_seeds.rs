@@ -3,14 +3,14 @@
 //! hand when a target's input format or the test data changes, and commit what it writes:
 //!
 //! ```text
-//! cargo test --test fuzz_seeds -- --ignored
+//! cargo test --test api fuzz_seeds:: -- --ignored
 //! ```
 //!
 //! Every run issues new keys, so the `verify_chain` bundle and verification time in
 //! `fuzz/fixtures/` are rewritten together with the chains that need them.
 #![cfg(all(unix, feature = "dev-server", feature = "workload-api"))]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

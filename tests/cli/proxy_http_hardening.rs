@@ -5,7 +5,7 @@
 //! attack next to its good twin.
 #![cfg(all(feature = "cli", feature = "dev-server"))]
 
-mod proxy_world;
+use crate::proxy_world;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

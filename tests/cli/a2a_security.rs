@@ -5,9 +5,8 @@
 //! library's pieces, with a push configuration store.
 #![cfg(all(feature = "a2a", feature = "dev-server"))]
 
-#[path = "../examples/support/agents.rs"]
-mod agents;
-mod common;
+use crate::agents;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -4,7 +4,7 @@
 //! subscribers.
 #![cfg(all(unix, feature = "dev-server", feature = "jwt"))]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
     feature = "net"
 ))]
 
-mod common;
+use crate::common;
 
 use common::my_uid;
 

@@ -10,8 +10,7 @@
 //! missing interpreter is a failure.
 #![cfg(all(feature = "a2a", feature = "cli"))]
 
-#[path = "../examples/support/agents.rs"]
-mod agents;
+use crate::agents;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod proxy_world;
+use crate::proxy_world;
 
 use proxy_world::*;
 

@@ -23,7 +23,7 @@ fn ec_key(alg: &'static rcgen::SignatureAlgorithm) -> PrivateKeyDer<'static> {
 
 fn rsa_key() -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        include_bytes!("data/jwt/rsa2048.key.der").to_vec(),
+        include_bytes!("../data/jwt/rsa2048.key.der").to_vec(),
     ))
 }
 

@@ -3,7 +3,7 @@
 //! agrees with this crate's validator; the JWT key rotates with overlap like the CA.
 #![cfg(all(unix, feature = "dev-server", feature = "jwt"))]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

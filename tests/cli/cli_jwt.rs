@@ -2,7 +2,7 @@
 //! `fetch` and `bundles` against the dev server, their output checked by `validate`.
 #![cfg(all(unix, feature = "cli", feature = "jwt"))]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
