@@ -19,6 +19,7 @@
 
 mod canonical_path;
 mod policy;
+mod watched_policy;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use canonical_path::{PathError, canonical_path};
 pub use policy::{Policy, PolicyError};
+pub use watched_policy::{POLICY_POLL_INTERVAL, WatchedPolicy};
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
@@ -73,6 +75,7 @@ pub struct Authorizer {
 }
 
 type Predicate = dyn Fn(&SpiffeId) -> bool + Send + Sync;
+type Current = dyn Fn() -> Authorizer + Send + Sync;
 
 enum Rule {
     Any,
@@ -86,6 +89,8 @@ enum Rule {
     },
     AnyOf(Vec<Authorizer>),
     AllOf(Vec<Authorizer>),
+    /// The rule `current` returns at each decision: a reloaded policy's.
+    Follow(Box<Current>),
 }
 
 impl Authorizer {
@@ -108,7 +113,14 @@ impl Authorizer {
             Rule::Custom { predicate, .. } => predicate(id),
             Rule::AnyOf(rules) => rules.iter().any(|r| r.is_allowed(id)),
             Rule::AllOf(rules) => rules.iter().all(|r| r.is_allowed(id)),
+            Rule::Follow(current) => current().is_allowed(id),
         }
+    }
+
+    /// A rule that decides by whatever `current` returns at each decision, and is described
+    /// by it: [`WatchedPolicy::connect`] follows a policy file as it is reloaded.
+    pub(crate) fn following(current: impl Fn() -> Authorizer + Send + Sync + 'static) -> Self {
+        Self::new(Rule::Follow(Box::new(current)))
     }
 
     /// Allows `id` or says which rule refused it.
@@ -153,7 +165,11 @@ impl Authorizer {
     /// Whether the description of the rule is a list of rules (written in parentheses when
     /// inside another list).
     fn is_compound(&self) -> bool {
-        matches!(&*self.rule, Rule::AnyOf(rules) | Rule::AllOf(rules) if rules.len() > 1)
+        match &*self.rule {
+            Rule::AnyOf(rules) | Rule::AllOf(rules) => rules.len() > 1,
+            Rule::Follow(current) => current().is_compound(),
+            _ => false,
+        }
     }
 }
 
@@ -205,6 +221,7 @@ impl fmt::Display for Authorizer {
                 f.write_str("any SPIFFE ID (an empty all_of)")
             }
             Rule::AllOf(rules) => list(f, ", and ", rules),
+            Rule::Follow(current) => write!(f, "{}", current()),
         }
     }
 }

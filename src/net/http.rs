@@ -14,9 +14,11 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::http_connection::{ConnectionTimeouts, serve_http_connection};
+use super::http_connection::{
+    ConnectionTimeouts, serve_http_connection, serve_live_http_connection,
+};
 use super::listener::{Handshake, HandshakeLimits, MtlsListener, is_transient};
-use super::live::{CloseReason, LiveConnections};
+use super::live::LiveConnections;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -108,10 +110,6 @@ pub struct HttpServer {
     live: Option<LiveConnections>,
 }
 
-/// How long a connection whose peer stopped passing may take to finish the requests in
-/// flight (HTTP/2 has sent GOAWAY) before it is dropped: long streams end then.
-pub const LIVE_CLOSE_GRACE: Duration = Duration::from_millis(500);
-
 impl HttpServer {
     /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
     /// default limits.
@@ -133,7 +131,7 @@ impl HttpServer {
     /// says it must ([`LiveConnections::recheck`] or [`revoke`](LiveConnections::revoke)
     /// found its peer no longer passes, its leaf expired, or it reached its maximum
     /// lifetime): HTTP/2 sends GOAWAY, an HTTP/1 connection closes after the request in
-    /// flight, and whatever is still running [`LIVE_CLOSE_GRACE`] later (a stream) is cut.
+    /// flight, and whatever is still running [`LIVE_CLOSE_GRACE`](super::LIVE_CLOSE_GRACE) later (a stream) is cut.
     ///
     /// # Example
     /// ```no_run
@@ -462,30 +460,23 @@ async fn serve_connection<S, B>(
         }
         return;
     };
-    // The registration lives as long as the connection is served; its `closed()` starts a
-    // graceful shutdown, and the grace period after it bounds what is still in flight.
-    let (closing, closed) = tokio::sync::oneshot::channel::<CloseReason>();
-    let shutdown = async {
-        let reason = registered.closed().await;
+    // The registration lives as long as the connection is served.
+    let (served, closed) = serve_live_http_connection(
+        stream,
+        service,
+        timeouts,
+        std::future::pending(),
+        &mut registered,
+    )
+    .await;
+    if let Some(reason) = closed {
         tracing::info!(
             peer = %registered.peer().spiffe_id(),
             %remote,
             reason = reason.as_str(),
-            "closing the connection: its peer no longer passes"
+            "closed the connection: its peer no longer passes"
         );
-        let _ = closing.send(reason);
-    };
-    let cut = async {
-        if closed.await.is_ok() {
-            tokio::time::sleep(LIVE_CLOSE_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let served = tokio::select! {
-        served = serve_http_connection(stream, service, timeouts, shutdown) => served,
-        () = cut => Ok(()),
-    };
+    }
     if let Err(error) = served {
         tracing::debug!(%error, "HTTP connection ended with an error");
     }

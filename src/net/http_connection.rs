@@ -18,6 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::deadlines::{Activity, InFlight, ReadDeadlines};
+use super::live::{CloseReason, LiveConnection};
 
 /// How long, by default, a client may take to send its first bytes after the TLS handshake
 /// and each HTTP/1 request head ([`ConnectionTimeouts::header_read`]).
@@ -212,6 +213,59 @@ where
             connection.await
         }
     }
+}
+
+/// How long a connection whose peer stopped passing may take to finish the requests in
+/// flight (HTTP/2 has sent GOAWAY) before it is dropped: long streams end then.
+pub const LIVE_CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// As [`serve_http_connection`], and closes the connection as soon as `live` says it must
+/// ([`LiveConnection::closed`]: its peer no longer passes, its leaf expired, or it reached
+/// its maximum lifetime): HTTP/2 sends GOAWAY, an HTTP/1 connection closes after the request
+/// in flight, and whatever still runs [`LIVE_CLOSE_GRACE`] later (a stream) is cut. Returns
+/// how serving ended and, when `live` closed it, why.
+///
+/// [`HttpServer::live_connections`](super::HttpServer::live_connections) serves each
+/// connection here; so does `spiffe-mtls proxy server --http`.
+pub async fn serve_live_http_connection<I, S, B>(
+    io: I,
+    service: S,
+    timeouts: ConnectionTimeouts,
+    shutdown: impl Future<Output = ()>,
+    live: &mut LiveConnection,
+) -> (Result<(), BoxError>, Option<CloseReason>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (closing, closed) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async {
+        tokio::select! {
+            () = shutdown => {}
+            _ = live.closed() => {
+                let _ = closing.send(());
+            }
+        }
+    };
+    let cut = async {
+        if closed.await.is_ok() {
+            tokio::time::sleep(LIVE_CLOSE_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = serve_http_connection(io, service, timeouts, graceful) => served,
+        () = cut => Ok(()),
+    };
+    (served, live.close_reason())
 }
 
 /// The service, with each request marked in flight until its response body ends.

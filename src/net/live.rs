@@ -25,10 +25,11 @@ use rustls::pki_types::UnixTime;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::authorize::Authorizer;
+use crate::authorize::{Authorizer, Policy, WatchedPolicy};
 use crate::bundle::BundleSet;
+use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
-use crate::tls::PeerIdentity;
+use crate::tls::{PeerIdentity, Side, audit};
 use crate::verify::{ErrorKind, SvidVerifier};
 
 /// Why a live connection was closed.
@@ -156,13 +157,13 @@ fn check_peer_at(
 /// live.revoke(&"spiffe://example.org/agent/rogue".parse()?);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LiveConnections {
     inner: Arc<Registry>,
 }
 
-#[derive(Default)]
 struct Registry {
+    side: Side,
     next_key: AtomicU64,
     max_lifetime: Mutex<Option<Duration>>,
     connections: Mutex<HashMap<u64, Entry>>,
@@ -182,10 +183,31 @@ impl std::fmt::Debug for LiveConnections {
     }
 }
 
+impl Default for LiveConnections {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LiveConnections {
-    /// An empty registry, with no maximum lifetime.
+    /// An empty registry of a server's connections (peers are clients), with no maximum
+    /// lifetime.
     pub fn new() -> Self {
-        Self::default()
+        Self::for_side(Side::Server)
+    }
+
+    /// An empty registry of connections whose peers are judged by `side` (a client's
+    /// registry holds servers): the side its audit events name.
+    pub fn for_side(side: Side) -> Self {
+        Self {
+            inner: Arc::new(Registry {
+                side,
+                next_key: AtomicU64::new(0),
+                max_lifetime: Mutex::default(),
+                connections: Mutex::default(),
+                closed: Default::default(),
+            }),
+        }
     }
 
     /// Connections registered from now on close with [`CloseReason::Lifetime`] this long
@@ -222,19 +244,84 @@ impl LiveConnections {
     /// Checks every live connection's peer with `check` (for instance [`check_peer`] with the
     /// current bundles and policy) and closes each one it gives a reason for. Returns how
     /// many were closed by this call.
+    ///
+    /// The check runs without the registry's lock held (on a snapshot of the open
+    /// connections' peers), so it may take its time or use the registry itself; a connection
+    /// registered meanwhile is checked at the next call.
     pub fn recheck(&self, check: impl Fn(&PeerIdentity) -> Option<CloseReason>) -> usize {
-        let mut closed = 0;
-        for entry in lock(&self.inner.connections).values() {
-            if entry.close.borrow().is_some() {
-                continue;
-            }
-            if let Some(reason) = check(&entry.peer)
-                && close_entry(&self.inner, entry, reason)
-            {
-                closed += 1;
-            }
+        let open: Vec<(u64, PeerIdentity)> = lock(&self.inner.connections)
+            .iter()
+            .filter(|(_, entry)| entry.close.borrow().is_none())
+            .map(|(key, entry)| (*key, entry.peer.clone()))
+            .collect();
+        let to_close: Vec<(u64, CloseReason)> = open
+            .iter()
+            .filter_map(|(key, peer)| check(peer).map(|reason| (*key, reason)))
+            .collect();
+        if to_close.is_empty() {
+            return 0;
         }
-        closed
+        let connections = lock(&self.inner.connections);
+        to_close
+            .into_iter()
+            .filter(|(key, reason)| {
+                connections
+                    .get(key)
+                    .is_some_and(|entry| close_entry(&self.inner, entry, *reason))
+            })
+            .count()
+    }
+
+    /// Checks every live connection's peer as a new handshake would be checked now
+    /// ([`check_peer`]) and closes each that no longer passes; returns how many.
+    pub fn recheck_trust(&self, trust: CurrentTrust<'_>) -> usize {
+        self.recheck(|peer| check_peer(peer, trust))
+    }
+
+    /// Keeps the live connections checked, in a task: after every change of `source` (new
+    /// bundles, a de-federation, a rotated SVID) and every reload of `policy`, each peer is
+    /// checked again by [`check_peer`] against the source's current bundles, `authorizer`
+    /// and the policy's `revoked` list, with `verifier`. Give it the rule the server's TLS
+    /// config decides by (a [`WatchedPolicy::connect`] follows the file). The task ends when
+    /// the source is gone; abort the handle to stop it sooner.
+    pub fn recheck_on_changes(
+        &self,
+        source: Arc<dyn X509Source>,
+        verifier: SvidVerifier,
+        authorizer: Authorizer,
+        policy: Option<WatchedPolicy>,
+    ) -> tokio::task::JoinHandle<()> {
+        let live = self.clone();
+        let mut updates = source.updates();
+        let mut reloads = policy.as_ref().map(WatchedPolicy::changes);
+        tokio::spawn(async move {
+            loop {
+                let policy_reloaded = async {
+                    let reloaded = match reloads.as_mut() {
+                        Some(reloads) => reloads.changed().await.is_ok(),
+                        None => false,
+                    };
+                    if !reloaded {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return },
+                    () = policy_reloaded => {}
+                }
+                let Ok(context) = source.x509_context() else {
+                    continue;
+                };
+                let current = policy.as_ref().map(WatchedPolicy::current);
+                let revoked = current.as_deref().map_or(&[][..], Policy::revoked);
+                live.recheck_trust(CurrentTrust {
+                    verifier: &verifier,
+                    bundles: context.bundles(),
+                    authorizer: &authorizer,
+                    revoked,
+                });
+            }
+        })
     }
 
     /// Closes every live connection whose peer is `id`, with [`CloseReason::Revoked`];
@@ -270,11 +357,7 @@ fn close_entry(registry: &Registry, entry: &Entry, reason: CloseReason) -> bool 
     });
     if newly {
         registry.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            peer = %entry.peer.spiffe_id(),
-            reason = reason.as_str(),
-            "closing a live connection whose peer no longer passes"
-        );
+        audit::closed(registry.side, entry.peer.spiffe_id(), reason.as_str());
     }
     newly
 }

@@ -70,11 +70,12 @@ pub use grpc::{GrpcChannelError, GrpcConnectInfo, GrpcIncoming, grpc_channel, in
 pub use handshake_refusal::{HandshakeRefusal, describe_error};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http::{HttpServer, LIVE_CLOSE_GRACE, RemoteAddr, serve_http, serve_http_with_shutdown};
+pub use http::{HttpServer, RemoteAddr, serve_http, serve_http_with_shutdown};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http_connection::{
-    ConnectionTimeouts, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, serve_http_connection,
+    ConnectionTimeouts, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, LIVE_CLOSE_GRACE, serve_http_connection,
+    serve_live_http_connection,
 };
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

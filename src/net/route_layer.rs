@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 
 use super::canonical_path::{canonical_path, canonicalize_request, refuse_path};
 use super::refusal::{RouteRefusal, refusal_response};
-use crate::authorize::Policy;
+use crate::authorize::{Policy, WatchedPolicy};
 use crate::tls::{self, PeerIdentity};
 
 /// Authorizes every request by a [`Policy`]: a function of the request names its route (by
@@ -73,8 +73,24 @@ use crate::tls::{self, PeerIdentity};
 /// ```
 #[derive(Debug, Clone)]
 pub struct RoutePolicyLayer<R = PathPrefixRoute> {
-    policy: Arc<Policy>,
+    policy: PolicyRef,
     route: R,
+}
+
+/// The policy a layer decides by: one given once, or a watched file's as it is now.
+#[derive(Debug, Clone)]
+enum PolicyRef {
+    Fixed(Arc<Policy>),
+    Watched(WatchedPolicy),
+}
+
+impl PolicyRef {
+    fn current(&self) -> Arc<Policy> {
+        match self {
+            PolicyRef::Fixed(policy) => Arc::clone(policy),
+            PolicyRef::Watched(watched) => watched.current(),
+        }
+    }
 }
 
 impl RoutePolicyLayer {
@@ -85,8 +101,18 @@ impl RoutePolicyLayer {
     pub fn new(policy: Policy) -> Self {
         let route = PathPrefixRoute::new(&policy);
         Self {
-            policy: Arc::new(policy),
+            policy: PolicyRef::Fixed(Arc::new(policy)),
             route,
+        }
+    }
+
+    /// The layer for a policy file that is reloaded while it serves: each request is
+    /// decided by the policy in force when it arrives (its routes and its rules), routes
+    /// chosen by [`PathPrefixRoute::following`].
+    pub fn watched(policy: WatchedPolicy) -> Self {
+        Self {
+            route: PathPrefixRoute::following(&policy),
+            policy: PolicyRef::Watched(policy),
         }
     }
 }
@@ -104,7 +130,7 @@ impl<R> RoutePolicyLayer<R> {
         }
     }
 
-    /// The policy.
+    /// The policy in force now.
     ///
     /// # Example
     /// ```
@@ -113,8 +139,8 @@ impl<R> RoutePolicyLayer<R> {
     /// assert_eq!(layer.policy().route_names().collect::<Vec<_>>(), ["/api"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.current()
     }
 }
 
@@ -124,7 +150,7 @@ impl<S, R: Clone> tower::Layer<S> for RoutePolicyLayer<R> {
     fn layer(&self, inner: S) -> RoutePolicy<S, R> {
         RoutePolicy {
             inner,
-            policy: Arc::clone(&self.policy),
+            policy: self.policy.clone(),
             route: self.route.clone(),
         }
     }
@@ -161,6 +187,9 @@ where
     }
 }
 
+/// `(canonical form, the policy's name)` of each path route, longest canonical form first.
+type Prefixes = Arc<[(String, String)]>;
+
 /// The default route of [`RoutePolicyLayer`]: of the policy's routes whose name starts with
 /// `/`, the longest that is a path prefix of the request's path, segment by segment (`/api`
 /// covers `/api` and `/api/items`, not `/apis`; `/` covers every path). A path no route covers
@@ -192,7 +221,16 @@ where
 #[derive(Debug, Clone)]
 pub struct PathPrefixRoute {
     /// `(canonical form, the policy's name)`, longest canonical form first.
-    prefixes: Arc<[(String, String)]>,
+    prefixes: Prefixes,
+    /// With [`following`](Self::following): the policy whose routes these are, and the
+    /// generation `prefixes` were computed for.
+    following: Option<Following>,
+}
+
+#[derive(Debug, Clone)]
+struct Following {
+    policy: WatchedPolicy,
+    computed: Arc<std::sync::Mutex<(u64, Prefixes)>>,
 }
 
 impl PathPrefixRoute {
@@ -201,20 +239,42 @@ impl PathPrefixRoute {
     /// # Example
     /// See [`PathPrefixRoute`].
     pub fn new(policy: &Policy) -> Self {
-        // `Policy` refused path routes with no canonical form; one built otherwise keeps
-        // its name, which then matches only itself.
-        let mut prefixes: Vec<(String, String)> = policy
-            .route_names()
-            .filter(|name| name.starts_with('/'))
-            .map(|name| {
-                let canonical = canonical_path(name).map_or_else(|_| name.into(), |c| c.into());
-                (canonical, name.to_owned())
-            })
-            .collect();
-        prefixes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         Self {
-            prefixes: prefixes.into(),
+            prefixes: path_prefixes(policy),
+            following: None,
         }
+    }
+
+    /// The path routes of a watched policy, as they are at each request (computed again
+    /// after each reload).
+    pub fn following(policy: &WatchedPolicy) -> Self {
+        let prefixes = path_prefixes(&policy.current());
+        Self {
+            following: Some(Following {
+                policy: policy.clone(),
+                computed: Arc::new(std::sync::Mutex::new((
+                    policy.generation(),
+                    Arc::clone(&prefixes),
+                ))),
+            }),
+            prefixes,
+        }
+    }
+
+    /// The prefixes in force now.
+    fn prefixes(&self) -> Prefixes {
+        let Some(following) = &self.following else {
+            return Arc::clone(&self.prefixes);
+        };
+        let mut computed = following
+            .computed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = following.policy.generation();
+        if computed.0 != generation {
+            *computed = (generation, path_prefixes(&following.policy.current()));
+        }
+        Arc::clone(&computed.1)
     }
 
     /// The route of `path`.
@@ -225,11 +285,27 @@ impl PathPrefixRoute {
         let Ok(path) = canonical_path(path) else {
             return path.to_owned();
         };
-        self.prefixes
+        self.prefixes()
             .iter()
             .find(|(prefix, _)| covers(prefix, &path))
             .map_or_else(|| path.into_owned(), |(_, name)| name.clone())
     }
+}
+
+/// The path routes of `policy`: `(canonical form, name)`, longest canonical form first.
+fn path_prefixes(policy: &Policy) -> Prefixes {
+    // `Policy` refused path routes with no canonical form; one built otherwise keeps its
+    // name, which then matches only itself.
+    let mut prefixes: Vec<(String, String)> = policy
+        .route_names()
+        .filter(|name| name.starts_with('/'))
+        .map(|name| {
+            let canonical = canonical_path(name).map_or_else(|_| name.into(), |c| c.into());
+            (canonical, name.to_owned())
+        })
+        .collect();
+    prefixes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    prefixes.into()
 }
 
 impl<B> ChooseRoute<B> for PathPrefixRoute {
@@ -263,7 +339,7 @@ fn covers(prefix: &str, path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct RoutePolicy<S, R = PathPrefixRoute> {
     inner: S,
-    policy: Arc<Policy>,
+    policy: PolicyRef,
     route: R,
 }
 
@@ -326,9 +402,12 @@ where
                 refusal,
             ))));
         }
-        match self.policy.authorize_route(&route, id) {
+        // The policy in force for this request (a watched file's may have changed since the
+        // connection's handshake).
+        let policy = self.policy.current();
+        match policy.authorize_route(&route, id) {
             Ok(()) => {
-                match self.policy.route(&route) {
+                match policy.route(&route) {
                     Some(rule) => tls::route_allowed(
                         id,
                         &route,

@@ -22,6 +22,10 @@
 //! `connection rule ...`) and a reason; a request without a verified identity is `denied`
 //! with peer `-`, rule `verified SPIFFE ID`.
 //!
+//! A live connection that [`LiveConnections`](crate::net::LiveConnections) closes records
+//! `closed` with the peer's ID, its trust domain, rule `trust re-checked on a live
+//! connection` and the reason: `expired`, `bundle`, `policy`, `revoked` or `lifetime`.
+//!
 //! The web-PKI verifier of [`mtls_web_client_config`](super::mtls_web_client_config) records
 //! its decisions the same way, with the server name as `peer`, trust domain `-` and rule
 //! `web PKI certificate for the server name`. The TLS-only server
@@ -88,6 +92,22 @@ pub(crate) fn refused(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
         rule = %rule,
         reason = "the rule does not allow this SPIFFE ID",
         "mTLS peer not authorized"
+    );
+}
+
+/// A live connection closed because its peer no longer passes (`reason`: `expired`,
+/// `bundle`, `policy`, `revoked`) or reached its maximum lifetime (`lifetime`).
+#[cfg(feature = "net")]
+pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str) {
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = %peer,
+        trust_domain = %peer.trust_domain(),
+        decision = "closed",
+        rule = "trust re-checked on a live connection",
+        reason = reason,
+        "live connection closed: its peer no longer passes"
     );
 }
 

@@ -41,7 +41,7 @@
 //! `key_exchange_groups`). Every decision is an audit
 //! event (see [`AUDIT_TARGET`]).
 
-mod audit;
+pub(crate) mod audit;
 mod authorized;
 mod cache;
 mod identity;
