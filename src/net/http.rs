@@ -112,7 +112,10 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
-    /// default limits.
+    /// default limits. Its connections are live-checked by default: each closes at its
+    /// peer's leaf `notAfter` (see [`live_connections`](Self::live_connections) to re-check
+    /// them on bundle and policy changes too, and
+    /// [`without_live_connections`](Self::without_live_connections) to turn it off).
     ///
     /// # Example
     /// See [`HttpServer`].
@@ -123,7 +126,7 @@ impl HttpServer {
             limits: HandshakeLimits::default(),
             timeouts: ConnectionTimeouts::new(),
             anonymous_clients: false,
-            live: None,
+            live: Some(LiveConnections::new()),
         }
     }
 
@@ -142,14 +145,23 @@ impl HttpServer {
     /// let live = LiveConnections::new();
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
     /// let server = HttpServer::new(listener, config).live_connections(live.clone());
-    /// // On each bundle update or policy reload: `live.recheck(...)`; to revoke one agent:
-    /// // `live.revoke(&id)`.
+    /// // Re-checked on every bundle update and policy reload (`live.recheck_on_changes(...)`,
+    /// // or `live.recheck(...)` yourself); to revoke one agent: `live.revoke(&id)`.
     /// server.serve(app).await
     /// # }
     /// ```
     #[must_use]
     pub fn live_connections(mut self, live: LiveConnections) -> Self {
         self.live = Some(live);
+        self
+    }
+
+    /// Registers no connection: a connection lives until its client or the server's
+    /// deadlines end it, even past its peer's certificate (only the per-request checks of
+    /// [`RoutePolicyLayer`](super::RoutePolicyLayer) still refuse an expired peer).
+    #[must_use]
+    pub fn without_live_connections(mut self) -> Self {
+        self.live = None;
         self
     }
 

@@ -57,7 +57,8 @@ impl Recorder {
     /// Runs `f` with this recorder as the thread's subscriber; the events and the trail.
     fn capture<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<Fields>, Vec<String>) {
         let recorder = self.clone();
-        let subscriber = Capture::new(move |target, fields| recorder.record(target, fields));
+        let subscriber =
+            Capture::for_this_thread(move |target, fields| recorder.record(target, fields));
         let out = tracing::subscriber::with_default(subscriber, f);
         let events = std::mem::take(&mut *self.events.lock().unwrap());
         let trail = std::mem::take(&mut *self.trail.lock().unwrap());

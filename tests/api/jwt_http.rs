@@ -101,12 +101,13 @@ async fn call(
 async fn the_server_layer_refuses_without_a_valid_token_and_hands_over_the_identity() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
-    let _guard =
-        tracing::subscriber::set_default(common::capture::Capture::new(move |target, fields| {
+    let _guard = tracing::subscriber::set_default(common::capture::Capture::for_this_thread(
+        move |target, fields| {
             if target == "spiffe_mtls::audit" {
                 sink.lock().unwrap().push(fields);
             }
-        }));
+        },
+    ));
     let (_dir, address, server) = dev_server().await;
     let source = Arc::new(JwtSource::connect(address).await.unwrap());
     let app = app(Arc::clone(&source));

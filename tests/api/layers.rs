@@ -50,7 +50,7 @@ impl Recorder {
     /// A subscriber that feeds this recorder.
     fn subscriber(&self) -> Capture {
         let events = Arc::clone(&self.events);
-        Capture::new(move |target, fields| {
+        Capture::for_this_thread(move |target, fields| {
             if target == AUDIT_TARGET && fields.contains_key("route") {
                 events.lock().unwrap().push(fields);
             }

@@ -31,3 +31,4 @@ mod proxy_http_hardening;
 mod proxy_http_security;
 mod proxy_key_exchange;
 mod proxy_limits;
+mod proxy_live;

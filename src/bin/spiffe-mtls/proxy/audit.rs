@@ -20,7 +20,9 @@
 //! - `bytes_out`: application bytes from the target back to the connecting client;
 //! - `duration_ms`: from accept to close;
 //! - `end`: `closed` (both sides finished), `drained` (cut at the end of `--drain-timeout`),
-//!   or what went wrong (`handshake: ...`, `target ADDRESS: why`, `relay: ...`). With `--http`, also
+//!   `closed (REASON)` (the proxy closed a live connection: its peer no longer passed the
+//!   trust re-check, REASON `expired`, `bundle`, `policy` or `revoked`, or it reached
+//!   `--max-conn-lifetime`, REASON `lifetime`), or what went wrong (`handshake: ...`, `target ADDRESS: why`, `relay: ...`). With `--http`, also
 //!   `requests=N` and `denied_requests=N` (403 by the policy's routes, 400 for a path with no
 //!   canonical form) before `end`.
 //!

@@ -14,8 +14,8 @@ use super::counted::{Counted, Traffic};
 use super::handshake::{finish, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
-use super::server::{TARGET_CONNECT_TIMEOUT, crypto_provider};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, closed_for, relay_live};
+use super::server::{TARGET_CONNECT_TIMEOUT, crypto_provider, live_connections};
 use super::{CommonArgs, status};
 use crate::Failure;
 
@@ -52,6 +52,7 @@ struct Client {
     server_name: ServerName<'static>,
     handshake_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
+    live: spiffe_mtls::net::LiveConnections,
 }
 
 /// Refuses a listen address that others could reach, unless `--allow-remote`: a TCP address
@@ -111,6 +112,13 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         builder = builder.crypto_provider(provider);
     }
     let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
+    let live = live_connections(
+        tls::Side::Client,
+        &args.common,
+        &identity,
+        rule.clone(),
+        None,
+    )?;
     let listener = args
         .listen
         .bind_with(args.common.socket_mode, args.common.backlog)
@@ -130,6 +138,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         server_name,
         handshake_timeout: args.common.handshake_timeout,
         metrics,
+        live,
     });
     accept_loop(
         listener,
@@ -188,13 +197,18 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
         client.handshake_timeout,
     ))
     .await;
-    let Some((mut tls, _)) = finish(handshake, denied, &client.metrics, started, &mut record)
+    let Some((mut tls, server)) = finish(handshake, denied, &client.metrics, started, &mut record)
     else {
         return;
     };
+    let mut live = client.live.register(server);
     let mut local = Counted::new(stream, Arc::clone(&record.traffic));
-    record.end = Some(match relay(&mut local, &mut tls).await {
-        Ok(()) => "closed".to_owned(),
+    record.end = Some(match relay_live(&mut local, &mut tls, &mut live).await {
+        Ok(None) => "closed".to_owned(),
+        Ok(Some(reason)) => {
+            client.metrics.closed(reason);
+            closed_for(reason)
+        }
         Err(error) => match refusal(&error) {
             // TLS 1.3: the client's side of the handshake ends before the server has
             // checked the client's certificate; a refusal arrives as an alert afterwards.

@@ -29,11 +29,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use spiffe_mtls::authorize::WatchedPolicy;
 use spiffe_mtls::net::{
-    CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, PeerIdentity, RemoteAddr,
-    RoutePolicyLayer, RouteRefusal, serve_http_connection,
+    CanonicalPathLayer, ConnectionTimeouts, IdentityHeaderLayer, LiveConnection, PeerIdentity,
+    RemoteAddr, RoutePolicyLayer, RouteRefusal, serve_live_http_connection,
 };
-use spiffe_mtls::{Policy, net, tls};
+use spiffe_mtls::{net, tls};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceBuilder;
@@ -72,7 +73,7 @@ impl Forwarding {
     pub fn new(
         target: Address,
         id_header: Option<&str>,
-        routes: Option<Policy>,
+        routes: Option<WatchedPolicy>,
         h2c: bool,
         timeouts: ConnectionTimeouts,
         max_target_conns: usize,
@@ -102,14 +103,16 @@ impl Forwarding {
             share_per_client,
             authority,
             layer,
-            routes: routes.map(RoutePolicyLayer::new),
+            routes: routes.map(RoutePolicyLayer::watched),
             h2c,
             timeouts,
         })
     }
 
-    /// Serves one verified client until it closes (or, once draining, until its requests in
-    /// flight are answered); returns how it ended, for the audit line.
+    /// Serves one verified client until it closes (or, once draining or once `live` says it
+    /// must close, until its requests in flight are answered); returns how it ended, for the
+    /// audit line.
+    #[allow(clippy::too_many_arguments)] // one connection's parts, each from elsewhere
     pub async fn serve<S>(
         &self,
         stream: S,
@@ -118,6 +121,7 @@ impl Forwarding {
         counts: Counts,
         metrics: &Arc<Metrics>,
         mut draining: watch::Receiver<bool>,
+        live: &mut LiveConnection,
     ) -> String
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -135,6 +139,7 @@ impl Forwarding {
             Arc::clone(&failure),
         );
         let counted = Arc::clone(&counts);
+        let metrics_closed = Arc::clone(metrics);
         let metrics = Arc::clone(metrics);
         let who = audit::Who {
             remote: remote.map_or_else(|| "unix".to_owned(), |a| a.to_string()),
@@ -172,7 +177,12 @@ impl Forwarding {
         let draining = async move {
             drop(draining.wait_for(|draining| *draining).await);
         };
-        let served = serve_http_connection(stream, service, self.timeouts, draining).await;
+        let (served, closed) =
+            serve_live_http_connection(stream, service, self.timeouts, draining, live).await;
+        if let Some(reason) = closed {
+            metrics_closed.closed(reason);
+            return super::serve::closed_for(reason);
+        }
         // A target that failed a request is named, with why, even if the client then closed.
         let failed = failure.lock().ok().and_then(|mut last| last.take());
         match (served, failed) {

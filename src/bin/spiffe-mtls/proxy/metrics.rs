@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `spiffe_proxy_connections_accepted_total` | counter | |
 //! | `spiffe_proxy_connections_refused_total` | counter | `reason`: `unauthorized`, `untrusted_certificate`, `no_certificate`, `handshake_timeout`, `handshake_failed`, `target_unreachable`, `route_denied` (HTTP requests refused by a route), `path_refused` (HTTP requests whose path has no canonical form), `refused_by_server` (a `proxy client` whose certificate the server refused) |
+//! | `spiffe_proxy_connections_closed_total` | counter | `reason`: why a live connection was closed after its handshake: `expired`, `bundle`, `policy`, `revoked`, `lifetime` |
 //! | `spiffe_proxy_connections_active` | gauge | |
 //! | `spiffe_proxy_handshakes_total` | counter | `result`: `ok`, `failed` |
 //! | `spiffe_proxy_handshake_duration_seconds` | histogram | |
@@ -30,6 +31,7 @@ pub struct Metrics {
     /// Connections accepted.
     pub accepted: Counter,
     refused: Family<Labels, Counter>,
+    closed: Family<Labels, Counter>,
     /// Connections open.
     pub active: Gauge<i64, AtomicI64>,
     handshakes: Family<Labels, Counter>,
@@ -49,6 +51,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let accepted = Counter::default();
         let refused = Family::<Labels, Counter>::default();
+        let closed = Family::<Labels, Counter>::default();
         let active = Gauge::<i64, AtomicI64>::default();
         let handshakes = Family::<Labels, Counter>::default();
         // 100 µs to ~3.3 s.
@@ -66,6 +69,11 @@ impl Metrics {
             "spiffe_proxy_connections_refused",
             "Connections or requests refused, by reason",
             refused.clone(),
+        );
+        registry.register(
+            "spiffe_proxy_connections_closed",
+            "Live connections closed after their handshake (trust re-checked, or their lifetime ended), by reason",
+            closed.clone(),
         );
         registry.register(
             "spiffe_proxy_connections_active",
@@ -106,6 +114,7 @@ impl Metrics {
             registry,
             accepted,
             refused,
+            closed,
             active,
             handshakes,
             handshake_seconds,
@@ -124,6 +133,13 @@ impl Metrics {
     /// The number of refusals for `reason` so far.
     pub fn refused_count(&self, reason: &'static str) -> u64 {
         self.refused.get_or_create(&[("reason", reason)]).get()
+    }
+
+    /// A live connection closed for `reason`.
+    pub fn closed(&self, reason: spiffe_mtls::net::CloseReason) {
+        self.closed
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
     }
 
     /// A handshake that ended after `took`.

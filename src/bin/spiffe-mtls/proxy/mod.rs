@@ -71,6 +71,11 @@ pub struct CommonArgs {
     /// A peer must finish its TLS handshake within this long (a silent peer is disconnected).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
+    /// Close each connection this long after its handshake, whatever it is doing (as
+    /// ghostunnel's flag of the same name); without it, connections live as long as their
+    /// peer passes.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    max_conn_lifetime: Option<Duration>,
     /// After SIGTERM: stop accepting, let open connections finish for this long, then close them.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,

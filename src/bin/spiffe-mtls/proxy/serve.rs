@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spiffe_mtls::net::{CloseReason, LiveConnection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -47,6 +48,29 @@ where
     tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER)
         .await
         .map(|_| ())
+}
+
+/// As [`relay`], until `live` says the connection must close (its peer no longer passes
+/// the trust re-check, or `--max-conn-lifetime` ended): then both sides are closed (the
+/// caller drops them) and the reason returned.
+pub async fn relay_live<A, B>(
+    a: &mut A,
+    b: &mut B,
+    live: &mut LiveConnection,
+) -> io::Result<Option<CloseReason>>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::select! {
+        relayed = relay(a, b) => relayed.map(|()| None),
+        reason = live.closed() => Ok(Some(reason)),
+    }
+}
+
+/// The audit line's `end` of a connection closed for `reason`.
+pub fn closed_for(reason: CloseReason) -> String {
+    format!("closed ({reason})")
 }
 
 /// SIGTERM and SIGINT, watched from start (so a signal that arrives before the loop runs

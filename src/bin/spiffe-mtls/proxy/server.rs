@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spiffe_mtls::authorize::{self, Authorizer, Policy};
+use spiffe_mtls::authorize::{self, Authorizer, WatchedPolicy};
 use spiffe_mtls::dev_server::parse_duration;
+use spiffe_mtls::net::LiveConnections;
 use spiffe_mtls::rustls::ServerConfig;
-use spiffe_mtls::{SpiffeId, TrustDomain, net, tls};
+use spiffe_mtls::{SpiffeId, SvidVerifier, TrustDomain, net, tls};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::address::Address;
@@ -15,7 +16,7 @@ use super::counted::{Counted, Traffic};
 use super::handshake::{finish, noting_refusals, watched};
 use super::identity::{Identity, IdentityArgs};
 use super::metrics::Metrics;
-use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, relay};
+use super::serve::{Accepted, Signals, TLS_READ_BUFFER, accept_loop, closed_for, relay_live};
 use super::{CommonArgs, http, proxy_protocol, status};
 use crate::Failure;
 
@@ -47,8 +48,10 @@ pub struct Args {
     /// Allow clients whose ID is this ID or below it (segment by segment).
     #[arg(long, value_name = "ID", num_args = 1..)]
     allow_prefix: Vec<SpiffeId>,
-    /// A policy file: `[connect]` decides who may connect; with --http, `[routes."/path"]`
-    /// decide per path prefix (403 naming the route).
+    /// A policy file: `[connect]` decides who may connect, `revoked = [...]` refuses IDs
+    /// everywhere; with --http, `[routes."/path"]` decide per path prefix (403 naming the
+    /// route). Watched: an edit applies to the next handshake and request, and closes the
+    /// open connections it no longer allows (an invalid edit is logged and ignored).
     #[arg(long, value_name = "FILE")]
     policy: Option<std::path::PathBuf>,
     /// Speak HTTP/1.1 and HTTP/2 to clients and HTTP/1.1 to the target, with the verified
@@ -100,19 +103,20 @@ pub struct Server {
     proxy_protocol: bool,
     http: Option<http::Forwarding>,
     metrics: Arc<Metrics>,
+    live: LiveConnections,
 }
 
-/// The connection rule and, with --http, the policy's routes.
-fn authorization(args: &Args) -> Result<(Authorizer, Option<Policy>), String> {
+/// The connection rule and, with --policy, the watched policy file.
+fn authorization(args: &Args) -> Result<(Authorizer, Option<WatchedPolicy>), String> {
     if let Some(path) = &args.policy {
-        let policy = Policy::load(path).map_err(|e| format!("--policy: {e}"))?;
-        if !args.http && policy.route_names().next().is_some() {
+        let policy = WatchedPolicy::open(path).map_err(|e| format!("--policy: {e}"))?;
+        if !args.http && policy.current().route_names().next().is_some() {
             eprintln!(
-                "note: {} has routes; in TCP mode only [connect] applies (routes need --http)",
+                "note: {} has routes; in TCP mode only [connect] and revoked apply (routes need --http)",
                 path.display()
             );
         }
-        return Ok((policy.connect().clone(), Some(policy)));
+        return Ok((policy.connect(), Some(policy)));
     }
     let rule = if !args.allow_id.is_empty() {
         match args.allow_id.as_slice() {
@@ -140,7 +144,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
             http::Forwarding::new(
                 args.target.clone(),
                 args.id_header.as_deref(),
-                policy.filter(|p| p.route_names().next().is_some()),
+                policy
+                    .clone()
+                    .filter(|p| p.current().route_names().next().is_some()),
                 args.h2c,
                 net::ConnectionTimeouts::new()
                     .first_read(args.first_read_timeout)
@@ -165,6 +171,13 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         builder = builder.alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
     let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
+    let live = live_connections(
+        tls::Side::Server,
+        &args.common,
+        &identity,
+        rule.clone(),
+        policy,
+    )?;
     let listener = args
         .listen
         .bind_with(args.common.socket_mode, args.common.backlog)
@@ -184,6 +197,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         proxy_protocol: args.proxy_protocol,
         http,
         metrics,
+        live,
     });
     accept_loop(
         listener,
@@ -194,6 +208,27 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     )
     .await
     .map_err(Failure::Failed)
+}
+
+/// The registry of live connections: each is checked again against the source's current
+/// bundles and the rule (and the policy file's revoked list) after every bundle update and
+/// policy reload, and closed at `--max-conn-lifetime`.
+pub fn live_connections(
+    side: tls::Side,
+    common: &CommonArgs,
+    identity: &Identity,
+    rule: Authorizer,
+    policy: Option<WatchedPolicy>,
+) -> Result<LiveConnections, String> {
+    let live = LiveConnections::for_side(side);
+    live.set_max_lifetime(common.max_conn_lifetime);
+    let verifier = match crypto_provider() {
+        Some(provider) => SvidVerifier::with_provider(&provider),
+        None => SvidVerifier::new().map_err(|e| format!("TLS config: {e}"))?,
+    };
+    // Runs for as long as the source does (the whole process).
+    drop(live.recheck_on_changes(Arc::clone(&identity.source), verifier, rule, policy));
+    Ok(live)
 }
 
 /// Decrements the active gauge when the connection ends.
@@ -246,12 +281,21 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
     };
     let traffic = Arc::clone(&record.traffic);
     let mut client = Counted::new(tls, traffic);
+    let mut live = server.live.register(peer.clone());
 
     if let Some(forwarding) = &server.http {
         let counts = Arc::default();
         record.requests = Some(Arc::clone(&counts));
         let end = forwarding
-            .serve(client, peer, remote, counts, &server.metrics, draining)
+            .serve(
+                client,
+                peer,
+                remote,
+                counts,
+                &server.metrics,
+                draining,
+                &mut live,
+            )
             .await;
         record.end = Some(end);
         return;
@@ -282,8 +326,14 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
             return;
         }
     }
-    record.end = Some(match relay(&mut client, &mut target).await {
-        Ok(()) => "closed".to_owned(),
-        Err(error) => format!("relay: {error}"),
-    });
+    record.end = Some(
+        match relay_live(&mut client, &mut target, &mut live).await {
+            Ok(None) => "closed".to_owned(),
+            Ok(Some(reason)) => {
+                server.metrics.closed(reason);
+                closed_for(reason)
+            }
+            Err(error) => format!("relay: {error}"),
+        },
+    );
 }
