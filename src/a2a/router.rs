@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use super::MtlsAgentCard;
 use super::legacy;
 use crate::net::IdentityHeaderLayer;
+use crate::tls::PeerIdentity;
 
 /// Where the agent card is served.
 pub const AGENT_CARD_PATH: &str = a2a_server::WELL_KNOWN_AGENT_CARD_PATH;
@@ -120,6 +121,25 @@ async fn jsonrpc<H: RequestHandler>(
         .and_then(|v| v.get("method"))
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // The handshake checked the caller's certificate once; a connection can outlive it.
+    if let Some(peer) = parts.extensions.get::<PeerIdentity>()
+        && peer.is_expired()
+    {
+        let caller = peer.spiffe_id();
+        super::audit::refused(caller, method, "-", "-", &"a certificate valid now");
+        let id = parsed
+            .as_ref()
+            .and_then(|v| v.get("id").cloned())
+            .and_then(|id| serde_json::from_value(id).ok())
+            .unwrap_or(JsonRpcId::Null);
+        return rpc_error(
+            id,
+            super::REFUSED_CODE,
+            &format!(
+                "{method} needs a certificate valid now; {caller}'s expired after the handshake"
+            ),
+        );
+    }
     if legacy::is_legacy_method(method)
         && let Some(request) = parsed
     {
@@ -281,6 +301,90 @@ fn legacy_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An executor that answers nothing: the calls below are decided before it.
+    struct Silent;
+
+    impl a2a_server::AgentExecutor for Silent {
+        fn execute(
+            &self,
+            _: a2a_server::ExecutorContext,
+        ) -> futures_util::stream::BoxStream<'static, Result<a2a_protocol::StreamResponse, A2AError>>
+        {
+            Box::pin(futures_util::stream::empty())
+        }
+
+        fn cancel(
+            &self,
+            _: a2a_server::ExecutorContext,
+        ) -> futures_util::stream::BoxStream<'static, Result<a2a_protocol::StreamResponse, A2AError>>
+        {
+            Box::pin(futures_util::stream::empty())
+        }
+    }
+
+    /// A call from a peer whose certificate expired after its handshake is refused (the
+    /// JSON-RPC refusal, naming the method and the caller), before the SDK or any policy
+    /// sees it; its good twin, the same call from a peer still valid, goes on to the SDK.
+    #[cfg(feature = "dev-server")]
+    #[tokio::test]
+    async fn a_call_after_the_callers_certificate_expired_is_refused() {
+        use std::time::{Duration, SystemTime};
+
+        use crate::dev_server::{DevCa, SvidRequest};
+
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let peer = |not_after: SystemTime| {
+            let request = SvidRequest::new(
+                "spiffe://example.org/agent/client".parse().unwrap(),
+                Duration::from_secs(600),
+            )
+            .valid_between(SystemTime::now() - Duration::from_secs(120), not_after);
+            PeerIdentity::for_tests(ca.issue(&request).unwrap().chain().to_vec()).unwrap()
+        };
+        let handler =
+            a2a_server::DefaultRequestHandler::new(Silent, a2a_server::InMemoryTaskStore::new());
+        let card = MtlsAgentCard::new("test agent", "https://127.0.0.1:8443/a2a");
+        let router = agent_router(Arc::new(handler), card);
+        let call = |peer: PeerIdentity| {
+            let body = json!({
+                "jsonrpc": "2.0", "id": 7, "method": "SendMessage",
+                "params": {"message": {"messageId": "m1", "role": "ROLE_USER",
+                    "parts": [{"text": "hi"}]}},
+            });
+            let mut request = Request::post("/a2a")
+                .header("a2a-version", "1.0")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            request.extensions_mut().insert(peer);
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY)
+                    .await
+                    .unwrap();
+                serde_json::from_slice::<Value>(&bytes).unwrap()
+            }
+        };
+        let refused = call(peer(SystemTime::now() - Duration::from_secs(60))).await;
+        assert_eq!(refused["id"], 7, "{refused}");
+        assert_eq!(
+            refused["error"]["code"],
+            super::super::REFUSED_CODE,
+            "{refused}"
+        );
+        assert_eq!(
+            refused["error"]["message"],
+            "SendMessage needs a certificate valid now; \
+             spiffe://example.org/agent/client's expired after the handshake"
+        );
+        let answered = call(peer(SystemTime::now() + Duration::from_secs(600))).await;
+        assert!(
+            !answered.to_string().contains("certificate valid now"),
+            "{answered}"
+        );
+    }
 
     #[test]
     fn endpoint_is_the_path_of_the_url() {

@@ -7,7 +7,7 @@ use a2a_server::{CallContext, CallInterceptor};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::authorize::Policy;
+use crate::authorize::{Policy, PolicyRef, WatchedPolicy};
 use crate::spiffe_id::SpiffeId;
 
 /// The metadata key naming a message's skill (`message.metadata.skill`, or the request's
@@ -115,7 +115,7 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct SkillPolicy {
-    policy: Arc<Policy>,
+    policy: PolicyRef,
     default_skill: String,
 }
 
@@ -126,7 +126,16 @@ impl SkillPolicy {
     /// See [`SkillPolicy`].
     pub fn new(policy: Policy) -> Self {
         Self {
-            policy: Arc::new(policy),
+            policy: PolicyRef::Fixed(Arc::new(policy)),
+            default_skill: DEFAULT_SKILL.to_owned(),
+        }
+    }
+
+    /// Authorizes each call by the policy in force when it arrives, from a policy file that
+    /// is reloaded while the agent serves (its skills, its rules and its `revoked` list).
+    pub fn watched(policy: WatchedPolicy) -> Self {
+        Self {
+            policy: PolicyRef::Watched(policy),
             default_skill: DEFAULT_SKILL.to_owned(),
         }
     }
@@ -153,7 +162,7 @@ impl SkillPolicy {
         &self.default_skill
     }
 
-    /// The policy.
+    /// The policy in force now.
     ///
     /// # Example
     /// ```
@@ -161,15 +170,16 @@ impl SkillPolicy {
     /// assert_eq!(skills.policy().route_names().collect::<Vec<_>>(), ["echo"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.current()
     }
 
     fn authorize(&self, id: &SpiffeId, method: &str, request: &Value) -> Result<(), A2AError> {
         if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
             return self.authorize_message(id, method, request);
         }
-        let connect = self.policy.connect();
+        let policy = self.policy.current();
+        let connect = policy.connect();
         let decision = match method {
             methods::GET_TASK
             | methods::CANCEL_TASK
@@ -180,7 +190,7 @@ impl SkillPolicy {
                 rule: format!("connection rule {connect}"),
             },
             // Methods over every task or over push configs: a route of their own name.
-            _ => self.decide_route(id, method),
+            _ => decide_route(&policy, id, method),
         };
         if decision.allowed {
             super::audit::allowed(id, method, "-", &decision.route, &decision.rule);
@@ -202,11 +212,12 @@ impl SkillPolicy {
         request: &Value,
     ) -> Result<(), A2AError> {
         let skill = skill_of(request, &self.default_skill).map_err(A2AError::invalid_params)?;
-        let by_skill = match self.policy.authorize_route(&skill, id) {
+        let policy = self.policy.current();
+        let by_skill = match policy.authorize_route(&skill, id) {
             Ok(()) => Decision {
                 route: skill.clone(),
                 allowed: true,
-                rule: match self.policy.route(&skill) {
+                rule: match policy.route(&skill) {
                     Some(rule) => format!("skill {skill:?} allows {rule}"),
                     None => format!("skill {skill:?}"),
                 },
@@ -225,7 +236,7 @@ impl SkillPolicy {
             ));
         }
         let by_push =
-            carries_push_config(request).then(|| self.decide_route(id, PUSH_CONFIG_ROUTE));
+            carries_push_config(request).then(|| decide_route(&policy, id, PUSH_CONFIG_ROUTE));
         if let Some(by_push) = by_push.as_ref().filter(|decision| !decision.allowed) {
             super::audit::refused(id, method, &skill, &by_push.route, &by_push.rule);
             return Err(refusal(PUSH_CONFIG_ROUTE, id));
@@ -235,24 +246,24 @@ impl SkillPolicy {
         }
         Ok(())
     }
+}
 
-    /// The policy's decision on `route` (a method's name) for `id`.
-    fn decide_route(&self, id: &SpiffeId, route: &str) -> Decision {
-        match self.policy.authorize_route(route, id) {
-            Ok(()) => Decision {
-                route: route.to_owned(),
-                allowed: true,
-                rule: match self.policy.route(route) {
-                    Some(rule) => format!("route {route:?} allows {rule}"),
-                    None => format!("route {route:?}"),
-                },
+/// `policy`'s decision on `route` (a method's name) for `id`.
+fn decide_route(policy: &Policy, id: &SpiffeId, route: &str) -> Decision {
+    match policy.authorize_route(route, id) {
+        Ok(()) => Decision {
+            route: route.to_owned(),
+            allowed: true,
+            rule: match policy.route(route) {
+                Some(rule) => format!("route {route:?} allows {rule}"),
+                None => format!("route {route:?}"),
             },
-            Err(error) => Decision {
-                route: route.to_owned(),
-                allowed: false,
-                rule: error.rule,
-            },
-        }
+        },
+        Err(error) => Decision {
+            route: route.to_owned(),
+            allowed: false,
+            rule: error.rule,
+        },
     }
 }
 
@@ -322,6 +333,58 @@ mod tests {
         let skills = SkillPolicy::new(Policy::from_toml(POLICY).unwrap());
         let id: SpiffeId = caller.parse().unwrap();
         skills.authorize(&id, methods::SEND_MESSAGE, request)
+    }
+
+    /// A watched policy file decides each call by its content at that call: an edit that
+    /// drops the caller from a skill, or revokes it, refuses its next call.
+    #[test]
+    fn a_watched_policy_decides_each_call_by_the_file_as_it_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, POLICY).unwrap();
+        let watched =
+            WatchedPolicy::open_with_interval(&path, std::time::Duration::from_secs(3600)).unwrap();
+        let skills = SkillPolicy::watched(watched.clone());
+        let client: SpiffeId = "spiffe://example.org/agent/client".parse().unwrap();
+        let echo = json!({"message": {"metadata": {"skill": "echo"}}});
+        assert!(
+            skills
+                .authorize(&client, methods::SEND_MESSAGE, &echo)
+                .is_ok()
+        );
+
+        std::fs::write(&path, "[routes.echo]\ntrust_domains = [\"partner.org\"]\n").unwrap();
+        assert!(watched.reload().unwrap());
+        let refused = skills
+            .authorize(&client, methods::SEND_MESSAGE, &echo)
+            .unwrap_err();
+        assert_eq!(
+            refused.message,
+            format!("skill \"echo\" does not allow {client}")
+        );
+
+        std::fs::write(
+            &path,
+            format!("revoked = [\"{client}\"]\n[routes.echo]\ntrust_domains = [\"example.org\"]\n"),
+        )
+        .unwrap();
+        assert!(watched.reload().unwrap());
+        assert!(
+            skills
+                .authorize(&client, methods::SEND_MESSAGE, &echo)
+                .is_err()
+        );
+        assert!(
+            skills
+                .authorize(&client, methods::GET_TASK, &json!({}))
+                .is_err()
+        );
+        let other: SpiffeId = "spiffe://example.org/agent/other".parse().unwrap();
+        assert!(
+            skills
+                .authorize(&other, methods::SEND_MESSAGE, &echo)
+                .is_ok()
+        );
     }
 
     #[test]

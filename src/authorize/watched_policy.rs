@@ -170,6 +170,24 @@ impl WatchedPolicy {
     }
 }
 
+/// The policy a layer or interceptor decides by: one given once, or a watched file's as it
+/// is at each decision.
+#[derive(Debug, Clone)]
+pub(crate) enum PolicyRef {
+    Fixed(Arc<Policy>),
+    Watched(WatchedPolicy),
+}
+
+impl PolicyRef {
+    /// The policy in force now.
+    pub(crate) fn current(&self) -> Arc<Policy> {
+        match self {
+            PolicyRef::Fixed(policy) => Arc::clone(policy),
+            PolicyRef::Watched(watched) => watched.current(),
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String, PolicyError> {
     std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
         path: path.display().to_string(),

@@ -17,6 +17,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::listener::{HandshakeLimits, MtlsListener};
+use super::live::LiveConnections;
 use super::{MtlsStream, connect};
 use crate::tls::PeerIdentity;
 
@@ -151,11 +152,14 @@ pub struct GrpcIncoming {
     listener: TcpListener,
     config: Arc<ServerConfig>,
     limits: HandshakeLimits,
+    live: Option<LiveConnections>,
 }
 
 impl GrpcIncoming {
     /// The connections of `listener`, verified with `config` (from
-    /// [`crate::tls::server_config`]), with the default limits.
+    /// [`crate::tls::server_config`]), with the default limits. They are live-checked by
+    /// default: each ends at its peer's leaf `notAfter` (see
+    /// [`live_connections`](Self::live_connections)).
     ///
     /// # Example
     /// See [`GrpcIncoming`].
@@ -164,7 +168,45 @@ impl GrpcIncoming {
             listener,
             config,
             limits: HandshakeLimits::default(),
+            live: Some(LiveConnections::new()),
         }
+    }
+
+    /// Registers every connection's peer in `live`, and ends a connection (its streams
+    /// with it) as soon as `live` says it must: a [`recheck`](LiveConnections::recheck) or
+    /// [`revoke`](LiveConnections::revoke) found its peer no longer passes, its leaf
+    /// expired, or it reached its maximum lifetime.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # async fn run(config: spiffe_mtls::rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let routes = tonic::service::Routes::default();
+    /// use spiffe_mtls::net::{GrpcIncoming, LiveConnections};
+    ///
+    /// let live = LiveConnections::new();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// let connections = GrpcIncoming::new(listener, Arc::new(config))
+    ///     .live_connections(live.clone())
+    ///     .into_stream();
+    /// // Later, an operator revokes one agent: its connections and streams end.
+    /// live.revoke(&"spiffe://example.org/agent/rogue".parse()?);
+    /// # tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(connections).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn live_connections(mut self, live: LiveConnections) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Registers no connection: a connection lives until its client or tonic ends it, even
+    /// past its peer's certificate.
+    #[must_use]
+    pub fn without_live_connections(mut self) -> Self {
+        self.live = None;
+        self
     }
 
     /// How long a client has to finish its TLS handshake once accepted (default 10 s).
@@ -195,6 +237,7 @@ impl GrpcIncoming {
     pub fn into_stream(self) -> impl Stream<Item = io::Result<MtlsStream<TcpStream>>> {
         let (ready, streams) = tokio::sync::mpsc::channel(64);
         let listener = MtlsListener::new(self.listener, self.config, self.limits);
+        let live = self.live;
         tokio::spawn(async move {
             loop {
                 let handshake = tokio::select! {
@@ -210,10 +253,18 @@ impl GrpcIncoming {
                     }
                 };
                 let ready = ready.clone();
+                let live = live.clone();
                 tokio::spawn(async move {
                     let remote = handshake.remote_addr();
                     match handshake.finish().await {
                         Ok(stream) => {
+                            let stream = match &live {
+                                Some(live) => {
+                                    let connection = live.register(stream.peer().clone());
+                                    stream.closing_with(connection)
+                                }
+                                None => stream,
+                            };
                             let _ = ready.send(Ok(stream)).await;
                         }
                         Err(error) => tracing::debug!(%error, %remote, "TLS handshake failed"),

@@ -190,11 +190,31 @@ where
             Box::pin(std::future::ready(Ok(refusal(status, challenge, body))))
         };
         let Some(header) = request.headers().get(AUTHORIZATION) else {
-            let over_mtls = request
+            let mtls_peer = request
                 .extensions()
                 .get::<PeerIdentity>()
-                .is_some_and(|peer| peer.jwt_svid().is_none());
-            if settings.or_mtls && over_mtls {
+                .filter(|peer| peer.jwt_svid().is_none());
+            if settings.or_mtls
+                && let Some(peer) = mtls_peer
+            {
+                // The handshake checked the certificate once; a connection can outlive it.
+                if peer.is_expired() {
+                    let id = peer.spiffe_id().clone();
+                    tls::jwt_denied(
+                        Some(&id),
+                        audience,
+                        "a certificate valid now",
+                        &"the peer's certificate expired after its handshake",
+                    );
+                    return refuse(
+                        StatusCode::UNAUTHORIZED,
+                        Some("Bearer realm=\"spiffe\"".to_owned()),
+                        format!(
+                            "unauthorized: {id}'s certificate expired after the handshake; \
+                             send a JWT-SVID or connect again\n"
+                        ),
+                    );
+                }
                 return Box::pin(self.inner.call(request));
             }
             tls::jwt_denied(None, audience, "token", &"no bearer token");
@@ -278,5 +298,49 @@ mod tests {
         assert_eq!(token("Bearer"), None);
         assert_eq!(token("Bearer "), None);
         assert_eq!(token("Bearer a b"), None);
+    }
+
+    /// With `or_mtls`, a request over mutual TLS without a token passes while the peer's
+    /// certificate is valid, and is refused (401, naming the expiry) once it has expired
+    /// since the handshake.
+    #[cfg(feature = "dev-server")]
+    #[tokio::test]
+    async fn an_mtls_peer_whose_certificate_expired_needs_a_token() {
+        use std::time::{Duration, SystemTime};
+        use tower::{Layer, Service, ServiceExt};
+
+        use crate::dev_server::{DevCa, SvidRequest};
+        use crate::jwt::{JwtBundleSet, StaticJwtBundles};
+
+        let ca = DevCa::new("example.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let peer = |not_after: SystemTime| {
+            let request = SvidRequest::new(
+                "spiffe://example.org/agent/client".parse().unwrap(),
+                Duration::from_secs(600),
+            )
+            .valid_between(SystemTime::now() - Duration::from_secs(120), not_after);
+            PeerIdentity::for_tests(ca.issue(&request).unwrap().chain().to_vec()).unwrap()
+        };
+        let layer = JwtAuthLayer::new(
+            StaticJwtBundles::new(JwtBundleSet::default()),
+            "spiffe://example.org/reports",
+        )
+        .unwrap()
+        .or_mtls();
+        let mut service = layer.layer(tower::service_fn(|_request: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        }));
+        for (not_after, status) in [
+            (SystemTime::now() + Duration::from_secs(600), StatusCode::OK),
+            (
+                SystemTime::now() - Duration::from_secs(60),
+                StatusCode::UNAUTHORIZED,
+            ),
+        ] {
+            let mut request = Request::get("/reports").body(String::new()).unwrap();
+            request.extensions_mut().insert(peer(not_after));
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            assert_eq!(response.status(), status);
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! handshake), then the current authorizer and revocation list.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -408,6 +409,12 @@ impl LiveConnection {
     /// it, its leaf certificate's notAfter passed ([`CloseReason::Expired`]), or its maximum
     /// lifetime ended ([`CloseReason::Lifetime`]). Cancel-safe.
     pub async fn closed(&mut self) -> CloseReason {
+        self.watch().await
+    }
+
+    /// [`closed`](Self::closed) as a future that owns what it watches (a stream can hold it
+    /// beside the connection).
+    pub(crate) fn watch(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         // An expiry too far away for the clock (`checked_add` fails) is no deadline at all.
         let expiry = self
             .expires_at
@@ -421,43 +428,48 @@ impl LiveConnection {
             (Some(expiry), _) => Some((expiry, CloseReason::Expired)),
             (None, None) => None,
         };
-        let closed = async {
-            loop {
-                if let Some(reason) = *self.closed.borrow_and_update() {
-                    return reason;
+        let mut closed = self.closed.clone();
+        let registry = Arc::clone(&self.registry);
+        let key = self.key;
+        async move {
+            let closed = async {
+                loop {
+                    if let Some(reason) = *closed.borrow_and_update() {
+                        return reason;
+                    }
+                    if closed.changed().await.is_err() {
+                        // The registry drops the sender only when the connection is dropped.
+                        std::future::pending::<()>().await;
+                    }
                 }
-                if self.closed.changed().await.is_err() {
-                    // The registry drops the sender only when this handle is dropped.
-                    std::future::pending::<()>().await;
+            };
+            let deadline_passed = async {
+                match deadline {
+                    Some((at, reason)) => {
+                        tokio::time::sleep_until(at).await;
+                        reason
+                    }
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                reason = closed => reason,
+                reason = deadline_passed => close_for(&registry, key, reason),
             }
-        };
-        let deadline_passed = async {
-            match deadline {
-                Some((at, reason)) => {
-                    tokio::time::sleep_until(at).await;
-                    reason
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            reason = closed => reason,
-            reason = deadline_passed => self.close_for(reason),
         }
     }
+}
 
-    /// Marks this connection closed for `reason` (counted once) and returns the reason it
-    /// closes with (an earlier one wins).
-    fn close_for(&self, reason: CloseReason) -> CloseReason {
-        let connections = lock(&self.registry.connections);
-        match connections.get(&self.key) {
-            Some(entry) => {
-                close_entry(&self.registry, entry, reason);
-                entry.close.borrow().unwrap_or(reason)
-            }
-            None => reason,
+/// Marks connection `key` closed for `reason` (counted once) and returns the reason it
+/// closes with (an earlier one wins).
+fn close_for(registry: &Registry, key: u64, reason: CloseReason) -> CloseReason {
+    let connections = lock(&registry.connections);
+    match connections.get(&key) {
+        Some(entry) => {
+            close_entry(registry, entry, reason);
+            entry.close.borrow().unwrap_or(reason)
         }
+        None => reason,
     }
 }
 

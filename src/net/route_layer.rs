@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 
 use super::canonical_path::{canonical_path, canonicalize_request, refuse_path};
 use super::refusal::{RouteRefusal, refusal_response};
-use crate::authorize::{Policy, WatchedPolicy};
+use crate::authorize::{Policy, PolicyRef, WatchedPolicy};
 use crate::tls::{self, PeerIdentity};
 
 /// Authorizes every request by a [`Policy`]: a function of the request names its route (by
@@ -75,22 +75,6 @@ use crate::tls::{self, PeerIdentity};
 pub struct RoutePolicyLayer<R = PathPrefixRoute> {
     policy: PolicyRef,
     route: R,
-}
-
-/// The policy a layer decides by: one given once, or a watched file's as it is now.
-#[derive(Debug, Clone)]
-enum PolicyRef {
-    Fixed(Arc<Policy>),
-    Watched(WatchedPolicy),
-}
-
-impl PolicyRef {
-    fn current(&self) -> Arc<Policy> {
-        match self {
-            PolicyRef::Fixed(policy) => Arc::clone(policy),
-            PolicyRef::Watched(watched) => watched.current(),
-        }
-    }
 }
 
 impl RoutePolicyLayer {

@@ -14,6 +14,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::HANDSHAKE_TIMEOUT;
 use super::handshake_refusal::HandshakeRefusal;
+use super::live::{CloseReason, LiveConnection};
 use crate::authorize::AuthorizeError;
 use crate::tls::{PeerIdentity, Side};
 
@@ -28,9 +29,69 @@ pub struct MtlsStream<IO> {
     peer: PeerIdentity,
     /// A client's config, to name the ID it presented when the server refuses it.
     client_config: Option<Arc<ClientConfig>>,
+    /// Set by [`closing_with`](Self::closing_with).
+    live: Option<Live>,
+}
+
+/// A registered connection, and the future that resolves when it must close.
+struct Live {
+    _connection: LiveConnection,
+    closing: Pin<Box<dyn Future<Output = CloseReason> + Send>>,
+    closed: Option<CloseReason>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// `Ready(error)` once the connection must close (and ever after).
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.closed.is_none()
+            && let Poll::Ready(reason) = self.closing.as_mut().poll(cx)
+        {
+            self.closed = Some(reason);
+        }
+        match self.closed {
+            Some(reason) => Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("connection closed: its peer no longer passes ({reason})"),
+            )),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl<IO> MtlsStream<IO> {
+    /// Ends the stream when `connection` says it must close (its peer no longer passes a
+    /// [`recheck`](super::LiveConnections::recheck), its leaf expired, or its lifetime
+    /// ended): every read and write then fails with
+    /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted) naming the reason, so the
+    /// server serving it (a tonic server fed by [`GrpcIncoming`](super::GrpcIncoming), say)
+    /// drops the connection. `connection` stays registered as long as the stream lives.
+    #[must_use]
+    pub fn closing_with(mut self, connection: LiveConnection) -> Self {
+        self.live = Some(Live {
+            closing: Box::pin(connection.watch()),
+            _connection: connection,
+            closed: None,
+        });
+        self
+    }
+
+    /// The live-connection check, when [`closing_with`](Self::closing_with) set one: ready
+    /// with the error to return once the connection must close.
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match &mut self.live {
+            Some(live) => live.poll_closed(cx),
+            None => Poll::Pending,
+        }
+    }
+
     /// The peer's identity.
     pub fn peer(&self) -> &PeerIdentity {
         &self.peer
@@ -164,6 +225,7 @@ where
         stream: TlsStream::Server(stream),
         peer,
         client_config: None,
+        live: None,
     })
 }
 
@@ -229,6 +291,7 @@ where
         stream: TlsStream::Client(stream),
         peer,
         client_config: Some(config),
+        live: None,
     })
 }
 
@@ -238,6 +301,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MtlsStream<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Poll::Ready(error) = self.poll_live(cx) {
+            return Poll::Ready(Err(error));
+        }
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
             other => other,
@@ -251,6 +317,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(error) = self.poll_live(cx) {
+            return Poll::Ready(Err(error));
+        }
         match Pin::new(&mut self.stream).poll_write(cx, buf) {
             Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
             other => other,
@@ -262,6 +331,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(error) = self.poll_live(cx) {
+            return Poll::Ready(Err(error));
+        }
         match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
             Poll::Ready(Err(error)) => Poll::Ready(Err(self.refusal(error))),
             other => other,

@@ -1,5 +1,6 @@
 //! The peer's identity and address reach request handlers: an axum handler (through
-//! `serve_http`) and a tonic handler (through `incoming` and `grpc_channel`).
+//! `serve_http`) and a tonic handler (through `incoming` and `grpc_channel`); a revoked
+//! client's gRPC stream ends while another client's calls go on.
 #![cfg(all(
     unix,
     feature = "dev-server",
@@ -15,7 +16,9 @@ use axum::Extension;
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use spiffe_mtls::dev_server::{DevCa, SvidRequest};
-use spiffe_mtls::net::{self, GrpcConnectInfo, PeerIdentity, RemoteAddr};
+use spiffe_mtls::net::{
+    self, CloseReason, GrpcConnectInfo, GrpcIncoming, LiveConnections, PeerIdentity, RemoteAddr,
+};
 use spiffe_mtls::rustls::pki_types::ServerName;
 use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::workload::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -160,11 +163,12 @@ impl SpiffeWorkloadApi for EchoIdentity {
         }))
     }
 
+    /// An endless stream: nothing is sent, and only the connection's end ends it.
     async fn fetch_x509svid(
         &self,
         _: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        Err(Status::unimplemented("echo"))
+        Ok(Response::new(Box::pin(tokio_stream::pending())))
     }
 
     async fn fetch_x509_bundles(
@@ -248,5 +252,81 @@ async fn a_tonic_handler_sees_the_client_id_and_address() {
             .is_err(),
     };
     assert!(refused);
+    server.abort();
+}
+
+fn jwt_request() -> JwtsvidRequest {
+    JwtsvidRequest {
+        audience: vec!["test".into()],
+        spiffe_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_grpc_client_ends_its_stream_within_a_second_and_no_other() {
+    const OTHER: &str = "spiffe://example.org/agent/other";
+    let material = Material::new();
+    let server_config = tls::server_config(material.source(SERVER), authorize::any())
+        .alpn_protocols([b"h2".to_vec()])
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let live = LiveConnections::new();
+    let incoming = GrpcIncoming::new(listener, Arc::new(server_config))
+        .live_connections(live.clone())
+        .into_stream();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(SpiffeWorkloadApiServer::new(EchoIdentity))
+            .serve_with_incoming(incoming),
+    );
+    let client = |id: &str| {
+        tls::client_config(material.source(id), authorize::id(SERVER.parse().unwrap()))
+            .build()
+            .unwrap()
+    };
+    let uri = format!("https://{address}");
+    let mut revoked =
+        SpiffeWorkloadApiClient::new(net::grpc_channel(&uri, &client(CLIENT)).await.unwrap());
+    let mut kept =
+        SpiffeWorkloadApiClient::new(net::grpc_channel(&uri, &client(OTHER)).await.unwrap());
+    let mut stream = revoked
+        .fetch_x509svid(X509svidRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    kept.fetch_jwtsvid(jwt_request()).await.unwrap();
+    let mut other_stream = kept
+        .fetch_x509svid(X509svidRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.len(), 2);
+
+    // Good twin: a re-check that finds nothing closes nothing.
+    assert_eq!(live.recheck(|_| None), 0);
+    let started = std::time::Instant::now();
+    assert_eq!(live.revoke(&CLIENT.parse().unwrap()), 1);
+    let ended = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the revoked client's stream is still open after 1 s");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(live.closed_count(CloseReason::Revoked), 1);
+
+    // The other client's stream is still open, and its calls are answered.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other_stream.message())
+            .await
+            .is_err(),
+        "the other stream ended"
+    );
+    let answer = kept
+        .fetch_jwtsvid(jwt_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.svids[0].spiffe_id, OTHER);
     server.abort();
 }
