@@ -133,7 +133,7 @@ async fn an_axum_handler_sees_the_client_id_and_address() {
 
 /// A Workload API service whose JWT call answers with the caller's SPIFFE ID: a stand-in for
 /// any tonic service.
-struct EchoIdentity;
+pub(crate) struct EchoIdentity;
 
 type Never<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 

@@ -32,6 +32,7 @@ mod jwt_security;
 mod jwt_sources;
 mod jwt_validation;
 mod layers;
+mod live_reasons;
 mod modes;
 mod mtls;
 mod proptest_parsers;
