@@ -207,3 +207,32 @@ fn max_conn_lifetime_closes_connections_on_both_proxies() {
     // The server's side of it ends too (the client went away without a close_notify).
     unlimited.audit_line(&[&format!("peer={CLIENT_ID} "), "decision=accepted"]);
 }
+
+#[test]
+fn a_connection_closes_when_a_certificate_of_its_handshake_expires() {
+    // Three-second SVIDs: both proxies' certificates of the handshake expire while the
+    // relay is open (the proxies take new SVIDs for new connections meanwhile).
+    let world = World::with_settings("svid_ttl = \"3s\"\n");
+    let backend = echo_backend();
+    let server = world.server(&backend, &["--allow-id", CLIENT_ID]);
+    let client = world.client("proxy-client", &server, &[]);
+    let mut stream = connect(&client.listen);
+    echo(&mut stream, b"hello");
+    let took = closed_within(&mut stream, Duration::from_secs(10))
+        .expect("the relay outlived its certificates");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    // Whichever proxy saw its peer's certificate expire first closed it, naming the reason.
+    crate::proxy_world::wait_until("an audit line closed (expired)", || {
+        [&server, &client].iter().any(|proxy| {
+            proxy
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("end=\"closed (expired)\""))
+        })
+    });
+    // A new connection works with the new SVIDs.
+    let mut again = connect(&client.listen);
+    still_open(&mut again, b"with new SVIDs");
+}

@@ -28,11 +28,17 @@ pub struct World {
 
 impl World {
     pub fn new() -> Self {
+        Self::with_settings("")
+    }
+
+    /// A world whose dev server's config starts with `settings` (TOML top-level keys, such
+    /// as `svid_ttl = "3s"`).
+    pub fn with_settings(settings: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("px")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let mut entries = String::from("trust_domain = \"example.org\"\n");
+        let mut entries = format!("trust_domain = \"example.org\"\n{settings}");
         for (name, id) in [
             ("proxy-server", SERVER_ID),
             ("proxy-client", CLIENT_ID),
