@@ -90,8 +90,12 @@ enum Rule {
     },
     AnyOf(Vec<Authorizer>),
     AllOf(Vec<Authorizer>),
-    /// The rule `current` returns at each decision: a reloaded policy's.
-    Follow(Box<Current>),
+    /// The rule `current` returns at each decision: a reloaded policy's; `generation`
+    /// counts its changes.
+    Follow {
+        current: Box<Current>,
+        generation: Box<dyn Fn() -> u64 + Send + Sync>,
+    },
 }
 
 impl Authorizer {
@@ -114,14 +118,34 @@ impl Authorizer {
             Rule::Custom { predicate, .. } => predicate(id),
             Rule::AnyOf(rules) => rules.iter().any(|r| r.is_allowed(id)),
             Rule::AllOf(rules) => rules.iter().all(|r| r.is_allowed(id)),
-            Rule::Follow(current) => current().is_allowed(id),
+            Rule::Follow { current, .. } => current().is_allowed(id),
         }
     }
 
     /// A rule that decides by whatever `current` returns at each decision, and is described
     /// by it: [`WatchedPolicy::connect`] follows a policy file as it is reloaded.
-    pub(crate) fn following(current: impl Fn() -> Authorizer + Send + Sync + 'static) -> Self {
-        Self::new(Rule::Follow(Box::new(current)))
+    /// `generation` counts the changes of what `current` returns (it never goes down).
+    pub(crate) fn following(
+        current: impl Fn() -> Authorizer + Send + Sync + 'static,
+        generation: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(Rule::Follow {
+            current: Box::new(current),
+            generation: Box::new(generation),
+        })
+    }
+
+    /// A counter that changes whenever the rule's answers may change, and never goes down:
+    /// 0 for a fixed rule, the reload count of a followed policy, the sum over a compound's
+    /// parts. Session tickets are bound to it (see `tls::resumption`).
+    pub(crate) fn generation(&self) -> u64 {
+        match &*self.rule {
+            Rule::Follow { generation, .. } => generation(),
+            Rule::AnyOf(rules) | Rule::AllOf(rules) => rules
+                .iter()
+                .fold(0u64, |sum, rule| sum.wrapping_add(rule.generation())),
+            _ => 0,
+        }
     }
 
     /// Allows `id` or says which rule refused it.
@@ -168,7 +192,7 @@ impl Authorizer {
     fn is_compound(&self) -> bool {
         match &*self.rule {
             Rule::AnyOf(rules) | Rule::AllOf(rules) => rules.len() > 1,
-            Rule::Follow(current) => current().is_compound(),
+            Rule::Follow { current, .. } => current().is_compound(),
             _ => false,
         }
     }
@@ -222,7 +246,7 @@ impl fmt::Display for Authorizer {
                 f.write_str("any SPIFFE ID (an empty all_of)")
             }
             Rule::AllOf(rules) => list(f, ", and ", rules),
-            Rule::Follow(current) => write!(f, "{}", current()),
+            Rule::Follow { current, .. } => write!(f, "{}", current()),
         }
     }
 }

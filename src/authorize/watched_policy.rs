@@ -120,7 +120,11 @@ impl WatchedPolicy {
     /// reload applies to the next handshake.
     pub fn connect(&self) -> Authorizer {
         let watched = self.clone();
-        Authorizer::following(move || watched.current().connect().clone())
+        let counted = self.clone();
+        Authorizer::following(
+            move || watched.current().connect().clone(),
+            move || counted.generation(),
+        )
     }
 
     /// How many times the policy changed since it was opened (0 at first).

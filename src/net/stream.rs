@@ -159,7 +159,13 @@ where
     };
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(timed_out()),
-        Ok((Ok(stream), _)) => Ok(stream),
+        Ok((Ok(stream), _)) => {
+            if resumed(stream.get_ref().1) {
+                let peer = PeerIdentity::from_connection(stream.get_ref().1);
+                crate::tls::accept_resumed(Side::Server, peer.as_ref())?;
+            }
+            Ok(stream)
+        }
         Ok((Err(error), refused)) => Err(HandshakeRefusal::map_io(
             error,
             Side::Server,
@@ -167,6 +173,11 @@ where
             || None,
         )),
     }
+}
+
+/// Whether the handshake resumed an earlier session (see `tls::resumption`).
+fn resumed(connection: &rustls::CommonState) -> bool {
+    connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 fn no_identity() -> io::Error {
@@ -287,6 +298,10 @@ where
             HandshakeRefusal::map_io(error, Side::Client, None, || PeerIdentity::own_id(&config))
         })?;
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
+    if resumed(stream.get_ref().1) {
+        // Refused before anything is sent on it: a resumed session skipped the verifier.
+        crate::tls::accept_resumed(Side::Client, Some(&peer))?;
+    }
     Ok(MtlsStream {
         stream: TlsStream::Client(stream),
         peer,

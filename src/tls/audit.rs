@@ -111,6 +111,53 @@ pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str) {
     );
 }
 
+/// A session ticket not used: the session no longer passes (`reason`); a full handshake
+/// follows, which checks the peer afresh.
+pub(crate) fn resumption_declined(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
+    let (peer, trust_domain) = peer_fields(peer);
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "denied",
+        rule = "resumed session re-checked",
+        reason = %reason,
+        "session resumption declined: a full handshake follows"
+    );
+}
+
+/// A resumed session accepted: its stored peer chain passed the checks again.
+#[cfg(feature = "net")]
+pub(crate) fn resumed(side: Side, peer: &SpiffeId) {
+    tracing::info!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = %peer,
+        trust_domain = %peer.trust_domain(),
+        decision = "accepted",
+        rule = "resumed session re-checked",
+        "mTLS peer accepted (resumed session)"
+    );
+}
+
+/// A resumed connection refused after its handshake: its stored peer chain no longer holds
+/// (`reason`); the connection is closed before any application data.
+#[cfg(feature = "net")]
+pub(crate) fn resumption_refused(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
+    let (peer, trust_domain) = peer_fields(peer);
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %side,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "denied",
+        rule = "resumed session re-checked",
+        reason = %reason,
+        "resumed session refused"
+    );
+}
+
 /// The `peer` and `trust_domain` fields of an event: `-` for a peer without an ID.
 fn peer_fields(peer: Option<&SpiffeId>) -> (&dyn fmt::Display, &dyn fmt::Display) {
     match peer {

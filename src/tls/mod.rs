@@ -34,7 +34,9 @@
 //! The handshake path takes no lock: the source read is an atomic pointer load, the SVID's
 //! signing key and the bundles' parsed roots are prepared once per update, and a chain
 //! verified before comes from a bounded cache (see `verification_cache`). Session resumption
-//! is off, so every connection presents its certificate, proves its key and is authorized.
+//! is off by default, so every connection presents its certificate, proves its key and is
+//! authorized; the mTLS builders' `resumption` switch turns on resumption that re-checks the
+//! stored peer chain at every resumed handshake (see [`ServerConfigBuilder::resumption`]).
 //! The key exchange, which decides most of a handshake's cost, is chosen here rather than
 //! left to the provider's default order: X25519MLKEM768 first where the provider has it
 //! (aws-lc-rs), then X25519, P-256, P-384 (see [`PostQuantum`] and the builders'
@@ -47,6 +49,7 @@ mod cache;
 mod identity;
 mod key_exchange;
 mod resolver;
+mod resumption;
 mod table;
 mod verifier;
 mod web;
@@ -69,6 +72,9 @@ pub use modes::{
     TlsServerConfigBuilder, WebCertificate, mtls_web_client_config, mtls_web_server_config,
     tls_client_config, tls_server_config,
 };
+#[cfg(feature = "net")]
+pub(crate) use resumption::accept_resumed;
+pub use resumption::{DEFAULT_TICKET_LIFETIME, MAX_TICKET_LIFETIME};
 
 use crate::authorize::Authorizer;
 use crate::source::X509Source;
@@ -99,6 +105,15 @@ pub enum TlsConfigError {
     /// post-quantum ones with [`PostQuantum::Off`]).
     #[error("no key-exchange group to offer")]
     NoKeyExchangeGroup,
+    /// Session resumption was asked for, but no ticket encryption is built in (it comes with
+    /// the `ring` or `aws-lc-rs` feature).
+    #[error(
+        "session resumption needs the `ring` or `aws-lc-rs` feature (its session tickets are          encrypted with that provider's AEAD)"
+    )]
+    NoTicketSealer,
+    /// A ticket lifetime of zero or over [`MAX_TICKET_LIFETIME`] (7 days).
+    #[error("ticket lifetime {0:?}: it must be between 1 s and 7 days")]
+    TicketLifetime(std::time::Duration),
 }
 
 /// Settings every builder shares.
@@ -158,15 +173,20 @@ impl Settings {
     }
 
     /// The SPIFFE check of the peer, deciding on `side` by `authorizer`.
-    fn check(&self, provider: &CryptoProvider, side: Side, authorizer: &Authorizer) -> PeerCheck {
-        PeerCheck::new(
+    fn check(
+        &self,
+        provider: &CryptoProvider,
+        side: Side,
+        authorizer: &Authorizer,
+    ) -> Arc<PeerCheck> {
+        Arc::new(PeerCheck::new(
             Arc::clone(&self.source),
             authorizer.clone(),
             provider,
             side,
             self.cache,
             self.cache_entries,
-        )
+        ))
     }
 
     /// The resolver presenting the source's SVID.
@@ -330,6 +350,7 @@ pub struct ServerConfigBuilder {
     settings: Settings,
     authorizer: Authorizer,
     client_certificate_optional: bool,
+    resumption: Option<std::time::Duration>,
 }
 
 impl ServerConfigBuilder {
@@ -346,11 +367,27 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// The config. Resumption is off: no session cache, no tickets.
+    /// Turns on session resumption (off by default), with tickets usable for `lifetime` at
+    /// most ([`DEFAULT_TICKET_LIFETIME`] is a good start). A resumed handshake skips the
+    /// peer's signature but not its checks: a ticket is tied to this config and to its
+    /// generation (a rotated SVID or bundle, or a reloaded policy, retires every ticket), and
+    /// the peer's stored chain is checked again as in a full handshake — current bundle,
+    /// validity, authorizer — before the handshake completes; a ticket that fails falls back
+    /// to a full handshake, with an audit event. See the crate's README, "Session
+    /// resumption".
+    #[must_use]
+    pub fn resumption(mut self, lifetime: std::time::Duration) -> Self {
+        self.resumption = Some(lifetime);
+        self
+    }
+
+    /// The config. Resumption is off unless [`Self::resumption`] turned it on: no session
+    /// cache, no tickets.
     ///
     /// # Errors
     /// [`TlsConfigError`] without a crypto provider or with versions it cannot do.
     pub fn build(self) -> Result<ServerConfig, TlsConfigError> {
+        let lifetime = self.resumption.map(ticket_lifetime).transpose()?;
         let provider = self.settings.provider()?;
         let check = self
             .settings
@@ -359,11 +396,16 @@ impl ServerConfigBuilder {
             .settings
             .server_builder(provider)?
             .with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
-                check,
+                check: Arc::clone(&check),
                 mandatory: !self.client_certificate_optional,
             }))
             .with_cert_resolver(self.settings.resolver());
-        Ok(self.settings.finish_server(config))
+        let mut config = self.settings.finish_server(config);
+        if let Some(lifetime) = lifetime {
+            config.ticketer = Arc::new(resumption::SessionTickets::new(check, lifetime)?);
+            config.send_tls13_tickets = 2;
+        }
+        Ok(config)
     }
 }
 
@@ -372,16 +414,29 @@ impl ServerConfigBuilder {
 pub struct ClientConfigBuilder {
     settings: Settings,
     authorizer: Authorizer,
+    resumption: Option<std::time::Duration>,
 }
 
 impl ClientConfigBuilder {
     shared_setters!();
 
-    /// The config. Resumption is off.
+    /// Turns on session resumption (off by default): TLS 1.3 tickets kept by this config,
+    /// offered for `lifetime` at most and dropped when the config generation changes (a
+    /// rotated SVID or bundle, a reloaded policy). A connection made with `net::connect`
+    /// re-checks the server's chain of a resumed session (current bundle, validity,
+    /// authorizer) before it returns. See [`ServerConfigBuilder::resumption`].
+    #[must_use]
+    pub fn resumption(mut self, lifetime: std::time::Duration) -> Self {
+        self.resumption = Some(lifetime);
+        self
+    }
+
+    /// The config. Resumption is off unless [`Self::resumption`] turned it on.
     ///
     /// # Errors
     /// As [`ServerConfigBuilder::build`].
     pub fn build(self) -> Result<ClientConfig, TlsConfigError> {
+        let lifetime = self.resumption.map(ticket_lifetime).transpose()?;
         let provider = self.settings.provider()?;
         let check = self
             .settings
@@ -390,10 +445,24 @@ impl ClientConfigBuilder {
             .settings
             .client_builder(provider)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(check)))
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(Arc::clone(&check))))
             .with_client_cert_resolver(self.settings.resolver());
-        Ok(self.settings.finish_client(config))
+        let mut config = self.settings.finish_client(config);
+        if let Some(lifetime) = lifetime {
+            let cache = resumption::SessionCache::new(check, lifetime);
+            config.resumption = rustls::client::Resumption::store(Arc::new(cache))
+                .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+        }
+        Ok(config)
     }
+}
+
+/// A ticket lifetime the builders take.
+fn ticket_lifetime(lifetime: std::time::Duration) -> Result<std::time::Duration, TlsConfigError> {
+    if lifetime.as_secs() == 0 || lifetime > MAX_TICKET_LIFETIME {
+        return Err(TlsConfigError::TicketLifetime(lifetime));
+    }
+    Ok(lifetime)
 }
 
 /// A server config: presents `source`'s SVID, requires a client SVID that verifies against
@@ -406,6 +475,7 @@ pub fn server_config(
         settings: Settings::new(Arc::new(source)),
         authorizer,
         client_certificate_optional: false,
+        resumption: None,
     }
 }
 
@@ -419,5 +489,6 @@ pub fn client_config(
     ClientConfigBuilder {
         settings: Settings::new(Arc::new(source)),
         authorizer,
+        resumption: None,
     }
 }

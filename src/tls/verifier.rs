@@ -14,7 +14,8 @@
 //! for nothing else, and skips them after a passed certificate only when the handshake fails
 //! anyway (a TLS 1.2 ServerKeyExchange signed with an algorithm its cipher suite does not
 //! allow; a message other than the expected one) or with a resumed session, which skips the
-//! certificate check too: resumption is off in our configs.
+//! certificate check too: resumption is off in our configs unless turned on, and then
+//! `super::resumption` re-checks the stored chain.
 
 use std::sync::Arc;
 
@@ -74,17 +75,78 @@ impl PeerCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        let context = self.source.x509_context().map_err(|error| {
-            audit::unverified(self.side, &format_args!("no trust bundles: {error}"));
-            rustls::Error::General(format!("no trust bundles to verify the peer: {error}"))
-        })?;
+        match self.verify(end_entity, intermediates, now) {
+            Ok(id) => self.authorize(end_entity, &id),
+            Err(Unverified::NoBundles(error)) => {
+                audit::unverified(self.side, &format_args!("no trust bundles: {error}"));
+                Err(rustls::Error::General(format!(
+                    "no trust bundles to verify the peer: {error}"
+                )))
+            }
+            Err(Unverified::Chain(error)) => {
+                audit::unverified(self.side, &error);
+                Err(certificate_error(error))
+            }
+        }
+    }
+
+    /// Checks a chain stored in a session ticket, as a full handshake would check it now:
+    /// against the current bundle of its trust domain, at `now`, then by the authorizer.
+    /// Records nothing: the caller records the outcome (see `tls::resumption`).
+    pub(crate) fn recheck_stored(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SpiffeId, String> {
+        let (end_entity, intermediates) = chain
+            .split_first()
+            .ok_or("the session holds no certificate")?;
+        let id = self
+            .verify(end_entity, intermediates, now)
+            .map_err(|failure| match failure {
+                Unverified::NoBundles(error) => format!("no trust bundles: {error}"),
+                Unverified::Chain(error) => error.to_string(),
+            })?;
+        self.authorizer
+            .authorize(&id)
+            .map_err(|error| error.to_string())?;
+        Ok(id)
+    }
+
+    /// The authorizer of the check.
+    pub(crate) fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// The source the check verifies by.
+    pub(crate) fn source(&self) -> &Arc<dyn X509Source> {
+        &self.source
+    }
+
+    /// The side the check decides on.
+    pub(crate) fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Verifies the chain against the current bundle of its trust domain (or takes it from
+    /// the cache); records nothing.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SpiffeId, Unverified> {
+        let context = self
+            .source
+            .x509_context()
+            .map_err(|error| Unverified::NoBundles(error.to_string()))?;
         let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         if let Some(hit) = self
             .cache
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            return self.authorize(end_entity, hit.spiffe_id());
+            return Ok(hit.spiffe_id().clone());
         }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
@@ -96,15 +158,11 @@ impl PeerCheck {
         let verified = self
             .verifier
             .verify(&chain, context.bundles(), now)
-            .map_err(|error| {
-                audit::unverified(self.side, &error);
-                certificate_error(error)
-            })?;
-        let decision = self.authorize(end_entity, verified.spiffe_id());
+            .map_err(Unverified::Chain)?;
         if let Some(cache) = &self.cache {
             cache.insert(&context, &verified, seconds);
         }
-        decision
+        Ok(verified.spiffe_id().clone())
     }
 
     /// Applies the authorizer to the verified ID of `end_entity`; records a refusal, and
@@ -219,6 +277,14 @@ pub(crate) fn take_refusal() -> Option<crate::authorize::AuthorizeError> {
     REFUSAL.with(|refusal| refusal.borrow_mut().take())
 }
 
+/// Why a chain did not verify.
+enum Unverified {
+    /// The source has no bundles (the message says why).
+    NoBundles(String),
+    /// The chain failed verification.
+    Chain(VerifyError),
+}
+
 /// The rustls error (and so the TLS alert) for a chain that failed verification.
 fn certificate_error(error: VerifyError) -> rustls::Error {
     let certificate = match error.kind() {
@@ -234,7 +300,7 @@ fn certificate_error(error: VerifyError) -> rustls::Error {
 /// Verifies servers for a client: the server name is not checked (it is used for SNI only);
 /// the server's SPIFFE ID is authorized instead, so URI-only SVIDs dialed by IP work.
 #[derive(Debug)]
-pub(crate) struct SpiffeServerVerifier(pub(crate) PeerCheck);
+pub(crate) struct SpiffeServerVerifier(pub(crate) Arc<PeerCheck>);
 
 impl ServerCertVerifier for SpiffeServerVerifier {
     fn verify_server_cert(
@@ -277,7 +343,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 /// verified and authorized all the same).
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
-    pub(crate) check: PeerCheck,
+    pub(crate) check: Arc<PeerCheck>,
     pub(crate) mandatory: bool,
 }
 

@@ -36,6 +36,7 @@ mod live_reasons;
 mod modes;
 mod mtls;
 mod proptest_parsers;
+mod resumption;
 mod rotation_under_load;
 mod server_limits;
 mod source_file;
