@@ -6,12 +6,12 @@
 # one JSON line (bench/soak/soak.rs says what each field means); a run fails when a request
 # failed, a connection dropped, or a revoked peer's connection stayed open.
 #
-# Usage: bench/soak/run.sh    (CONNECTIONS=1000 SECONDS=120 ROTATIONS=10000 by default)
+# Usage: bench/soak/run.sh    (CONNECTIONS=1000 SOAK_SECONDS=120 ROTATIONS=10000 by default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CONNECTIONS=${CONNECTIONS:-1000}
-SECONDS_PER_RUN=${SECONDS:-120}
+SECONDS_PER_RUN=${SOAK_SECONDS:-120}
 ROTATIONS=${ROTATIONS:-10000}
 
 # Two file descriptors per connection on each side, and the proxy's backend connections.

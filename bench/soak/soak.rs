@@ -207,7 +207,14 @@ async fn run() -> Result<(), Error> {
     let source: Arc<dyn X509Source> = Arc::new(WorkloadApiSource::connect(address.clone()).await?);
     let server = match settings.target.as_str() {
         "http" => start_http(Arc::clone(&source)).await?,
-        _ => start_proxy(settings.proxy.as_deref().unwrap_or_default(), &address, dir.path()).await?,
+        _ => {
+            start_proxy(
+                settings.proxy.as_deref().unwrap_or_default(),
+                &address,
+                dir.path(),
+            )
+            .await?
+        }
     };
     let own = Arc::new(tls::client_config(Arc::clone(&source), authorize::any()).build()?);
     let peer = Arc::new(peer_config(&partner, &dev)?);
@@ -373,7 +380,11 @@ async fn start_proxy(
         // The audit lines follow; they are read and dropped so the pipe never fills.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if !sent && let Some((_, rest)) = line.split_once("listening on ") {
-                let address = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let address = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let _ = tx.send(address);
                 sent = true;
             }
@@ -460,7 +471,11 @@ async fn hold(
         (Err(error), false) => {
             eprintln!(
                 "soak: a {} connection dropped: {error}",
-                if is_peer { "revoked peer's (before its revocation)" } else { "" }
+                if is_peer {
+                    "revoked peer's (before its revocation)"
+                } else {
+                    ""
+                }
             );
             counts.failed.fetch_add(1, Ordering::Relaxed);
             counts.dropped.fetch_add(1, Ordering::Relaxed);
