@@ -77,6 +77,7 @@ pub struct Authorizer {
 
 type Predicate = dyn Fn(&SpiffeId) -> bool + Send + Sync;
 type Current = dyn Fn() -> Authorizer + Send + Sync;
+type Observer = dyn Fn(&SpiffeId) + Send + Sync;
 
 enum Rule {
     Any,
@@ -95,6 +96,11 @@ enum Rule {
     Follow {
         current: Box<Current>,
         generation: Box<dyn Fn() -> u64 + Send + Sync>,
+    },
+    /// `inner`, with `on_refusal` told of each ID it refuses.
+    Noting {
+        inner: Authorizer,
+        on_refusal: Box<Observer>,
     },
 }
 
@@ -119,6 +125,13 @@ impl Authorizer {
             Rule::AnyOf(rules) => rules.iter().any(|r| r.is_allowed(id)),
             Rule::AllOf(rules) => rules.iter().all(|r| r.is_allowed(id)),
             Rule::Follow { current, .. } => current().is_allowed(id),
+            Rule::Noting { inner, on_refusal } => {
+                let allowed = inner.is_allowed(id);
+                if !allowed {
+                    on_refusal(id);
+                }
+                allowed
+            }
         }
     }
 
@@ -141,11 +154,23 @@ impl Authorizer {
     pub(crate) fn generation(&self) -> u64 {
         match &*self.rule {
             Rule::Follow { generation, .. } => generation(),
+            Rule::Noting { inner, .. } => inner.generation(),
             Rule::AnyOf(rules) | Rule::AllOf(rules) => rules
                 .iter()
                 .fold(0u64, |sum, rule| sum.wrapping_add(rule.generation())),
             _ => 0,
         }
+    }
+
+    /// The same rule (same decisions, same description, following the same reloaded
+    /// policy), which also calls `on_refusal` with each ID it refuses: to note a refused
+    /// peer for an error message or a metric.
+    #[must_use]
+    pub fn on_refusal(self, on_refusal: impl Fn(&SpiffeId) + Send + Sync + 'static) -> Self {
+        Self::new(Rule::Noting {
+            inner: self,
+            on_refusal: Box::new(on_refusal),
+        })
     }
 
     /// Allows `id` or says which rule refused it.
@@ -193,6 +218,7 @@ impl Authorizer {
         match &*self.rule {
             Rule::AnyOf(rules) | Rule::AllOf(rules) => rules.len() > 1,
             Rule::Follow { current, .. } => current().is_compound(),
+            Rule::Noting { inner, .. } => inner.is_compound(),
             _ => false,
         }
     }
@@ -247,6 +273,7 @@ impl fmt::Display for Authorizer {
             }
             Rule::AllOf(rules) => list(f, ", and ", rules),
             Rule::Follow { current, .. } => write!(f, "{}", current()),
+            Rule::Noting { inner, .. } => write!(f, "{inner}"),
         }
     }
 }

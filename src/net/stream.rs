@@ -97,6 +97,16 @@ impl<IO> MtlsStream<IO> {
         &self.peer
     }
 
+    /// Whether the handshake resumed an earlier session (only with a config whose
+    /// `resumption` switch is on; the session's checks were made again, see
+    /// [`ServerConfigBuilder::resumption`](crate::tls::ServerConfigBuilder::resumption)).
+    pub fn resumed(&self) -> bool {
+        match &self.stream {
+            TlsStream::Client(client) => resumed(client.get_ref().1),
+            TlsStream::Server(server) => resumed(server.get_ref().1),
+        }
+    }
+
     /// The TLS stream.
     pub fn get_ref(&self) -> &TlsStream<IO> {
         &self.stream

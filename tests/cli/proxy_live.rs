@@ -236,3 +236,55 @@ fn a_connection_closes_when_a_certificate_of_its_handshake_expires() {
     let mut again = connect(&client.listen);
     still_open(&mut again, b"with new SVIDs");
 }
+
+fn resumed_handshakes(proxy: &crate::proxy_world::Proc) -> u64 {
+    let (_, metrics) = proxy.status_get("/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("spiffe_proxy_resumed_handshakes_total "))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// `--resumption` on both proxies: reconnections resume; a policy edit that drops the
+/// client retires its tickets, and its next connection is refused, not resumed.
+#[test]
+fn with_resumption_reconnections_resume_until_the_policy_drops_the_client() {
+    let world = World::new();
+    let backend = echo_backend();
+    let policy = world.path("policy.toml");
+    write_policy(&policy, &[CLIENT_ID], &[]);
+    let server = world.server(
+        &backend,
+        &[
+            "--resumption",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--status",
+            "127.0.0.1:0",
+        ],
+    );
+    let client = world.client("proxy-client", &server, &["--resumption"]);
+    for round in 0..4 {
+        let mut stream = connect(&client.listen);
+        echo(&mut stream, format!("round {round}").as_bytes());
+    }
+    // The first connection is a full handshake; the next ones resume its tickets.
+    let resumed = resumed_handshakes(&server);
+    assert!((2..=3).contains(&resumed), "{resumed} resumed of 4");
+
+    write_policy(&policy, &[INTRUDER_ID], &[]);
+    crate::proxy_world::wait_until("the policy reload refuses the client", || {
+        let mut stream = connect(&client.listen);
+        closed_within(&mut stream, Duration::from_secs(10)).is_some()
+    });
+    // Once the reload is seen, the client's tickets are retired: refused, not resumed.
+    let before = resumed_handshakes(&server);
+    let mut stream = connect(&client.listen);
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).is_some());
+    assert_eq!(
+        resumed_handshakes(&server),
+        before,
+        "resumed after the edit"
+    );
+    server.audit_line(&[&format!("peer={CLIENT_ID} "), "decision=denied"]);
+}

@@ -111,6 +111,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     if let Some(provider) = crypto_provider() {
         builder = builder.crypto_provider(provider);
     }
+    if args.common.resumption {
+        builder = builder.resumption(tls::DEFAULT_TICKET_LIFETIME);
+    }
     let config = builder.build().map_err(|e| format!("TLS config: {e}"))?;
     let live = live_connections(
         tls::Side::Client,

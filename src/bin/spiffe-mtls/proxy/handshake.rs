@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use spiffe_mtls::authorize::{self, Authorizer};
+use spiffe_mtls::authorize::Authorizer;
 use spiffe_mtls::net::HandshakeRefusal;
 use spiffe_mtls::rustls;
 use spiffe_mtls::{SpiffeId, rustls::CertificateError};
@@ -20,13 +20,7 @@ thread_local! {
 
 /// `rule`, noting the IDs it refuses for [`watched`].
 pub fn noting_refusals(rule: Authorizer) -> Authorizer {
-    authorize::custom(rule.to_string(), move |id| {
-        let allowed = rule.is_allowed(id);
-        if !allowed {
-            DENIED.with(|denied| *denied.borrow_mut() = Some(id.clone()));
-        }
-        allowed
-    })
+    rule.on_refusal(|id| DENIED.with(|denied| *denied.borrow_mut() = Some(id.clone())))
 }
 
 /// Runs `handshake`; also returns the SPIFFE ID the rule refused during it, if any.
@@ -135,6 +129,9 @@ pub fn finish<IO>(
     };
     metrics.handshake(true, started.elapsed());
     metrics.accepted.inc();
+    if stream.resumed() {
+        metrics.resumed.inc();
+    }
     let (mut tls, peer) = stream.into_parts();
     let limit = Some(super::serve::TLS_SEND_BUFFER);
     match &mut tls {

@@ -7,6 +7,7 @@
 //! | `spiffe_proxy_connections_closed_total` | counter | `reason`: why a live connection was closed after its handshake: `expired`, `bundle`, `policy`, `revoked`, `lifetime` |
 //! | `spiffe_proxy_connections_active` | gauge | |
 //! | `spiffe_proxy_handshakes_total` | counter | `result`: `ok`, `failed` |
+//! | `spiffe_proxy_resumed_handshakes_total` | counter | the `ok` handshakes that resumed a session (`--resumption`) |
 //! | `spiffe_proxy_handshake_duration_seconds` | histogram | |
 //! | `spiffe_proxy_bytes_total` | counter | `direction`: `in` (client to target), `out` |
 //! | `spiffe_proxy_svid_expiry_seconds` | gauge | seconds until the current SVID expires |
@@ -35,6 +36,8 @@ pub struct Metrics {
     /// Connections open.
     pub active: Gauge<i64, AtomicI64>,
     handshakes: Family<Labels, Counter>,
+    /// Handshakes that resumed a session.
+    pub resumed: Counter,
     handshake_seconds: Histogram,
     bytes: Family<Labels, Counter>,
     /// Seconds until the SVID expires (set at each scrape).
@@ -54,6 +57,7 @@ impl Metrics {
         let closed = Family::<Labels, Counter>::default();
         let active = Gauge::<i64, AtomicI64>::default();
         let handshakes = Family::<Labels, Counter>::default();
+        let resumed = Counter::default();
         // 100 µs to ~3.3 s.
         let handshake_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let bytes = Family::<Labels, Counter>::default();
@@ -84,6 +88,11 @@ impl Metrics {
             "spiffe_proxy_handshakes",
             "mTLS handshakes, by result",
             handshakes.clone(),
+        );
+        registry.register(
+            "spiffe_proxy_resumed_handshakes",
+            "The ok mTLS handshakes that resumed a session (--resumption), its checks made again",
+            resumed.clone(),
         );
         registry.register(
             "spiffe_proxy_handshake_duration_seconds",
@@ -117,6 +126,7 @@ impl Metrics {
             closed,
             active,
             handshakes,
+            resumed,
             handshake_seconds,
             bytes,
             expiry_seconds,

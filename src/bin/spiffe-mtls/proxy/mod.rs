@@ -76,6 +76,13 @@ pub struct CommonArgs {
     /// peer passes.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     max_conn_lifetime: Option<Duration>,
+    /// Resume TLS 1.3 sessions (off by default): a reconnecting peer skips the certificate
+    /// signatures. A ticket works for 10 minutes at most, only with this proxy's config as it
+    /// is (a rotated SVID or bundle, or a --policy reload, retires every ticket), and the
+    /// peer's stored certificate is checked again at each resumption (bundle, expiry, rule);
+    /// one that no longer passes means a full handshake, with an audit line.
+    #[arg(long)]
+    resumption: bool,
     /// After SIGTERM: stop accepting, let open connections finish for this long, then close them.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,

@@ -167,6 +167,9 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     if let Some(provider) = crypto_provider() {
         builder = builder.crypto_provider(provider);
     }
+    if args.common.resumption {
+        builder = builder.resumption(tls::DEFAULT_TICKET_LIFETIME);
+    }
     if args.http {
         builder = builder.alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
