@@ -16,6 +16,19 @@
 //! and each peer comes back after 999 others (a mesh reconnecting). The servers let in the
 //! trust domain `example.org` (the floor: any chain to its root).
 //!
+//! Group `resumption`: reconnecting peers (each connection ends with the server's new session
+//! tickets delivered to the client, as its first read would), TLS 1.3, X25519 (ring):
+//! - `rustls_full`, `spiffe_mtls_full`: full handshakes (resumption off), plain rustls and
+//!   this crate;
+//! - `spiffe_mtls_resumed`: this crate's configs with `resumption` on both sides: every
+//!   connection resumes, its ticket opened and bound to the config generation, the stored
+//!   client chain re-checked (verification cache on, as by default);
+//! - `spiffe_mtls_resumed_uncached`: the same with the verification cache off: the re-check
+//!   verifies the stored chain in full;
+//! - `rustls_resumed`: plain rustls resuming with its own ticketer and cache, no re-check.
+//!   `spiffe_mtls_resumed` minus `rustls_resumed` is the cost of the checks a resumed
+//!   handshake keeps.
+//!
 //! Group `key_exchange`: this crate's configs (static source, cache on) with one key-exchange
 //! group forced on both sides, per provider: `ring_x25519`, `ring_p256`, `ring_p384`,
 //! `aws_lc_rs_x25519mlkem768` (post-quantum hybrid), `aws_lc_rs_x25519`, `aws_lc_rs_p256`,
@@ -46,8 +59,8 @@ use spiffe_mtls::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use spiffe_mtls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use spiffe_mtls::rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use spiffe_mtls::rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
-    ServerConnection, SignatureScheme,
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, RootCertStore,
+    ServerConfig, ServerConnection, SignatureScheme,
 };
 use spiffe_mtls::source::{StaticSource, WorkloadApiSource, X509Context, X509Source};
 use spiffe_mtls::svid::X509Svid;
@@ -79,31 +92,61 @@ fn try_handshake(
     server: &Arc<ServerConfig>,
     client: &Arc<ClientConfig>,
 ) -> Result<Vec<u8>, rustls::Error> {
+    let (mut server, mut client) = connections(server, client);
+    drive(&mut server, &mut client)?;
+    Ok(client.peer_certificates().expect("server certificate")[0].to_vec())
+}
+
+fn connections(
+    server: &Arc<ServerConfig>,
+    client: &Arc<ClientConfig>,
+) -> (ServerConnection, ClientConnection) {
     let name = ServerName::try_from("server.example.org").expect("name");
-    let mut client = ClientConnection::new(Arc::clone(client), name).expect("client");
-    let mut server = ServerConnection::new(Arc::clone(server)).expect("server");
+    let client = ClientConnection::new(Arc::clone(client), name).expect("client");
+    let server = ServerConnection::new(Arc::clone(server)).expect("server");
+    (server, client)
+}
+
+/// Moves what `from` has to send into `to`.
+fn transfer(
+    from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    buffer: &mut Vec<u8>,
+) {
+    buffer.clear();
+    while from.wants_write() {
+        from.write_tls(buffer).expect("write");
+    }
+    let mut input = &buffer[..];
+    while !input.is_empty() {
+        to.read_tls(&mut input).expect("read");
+    }
+}
+
+/// Runs the handshake between two fresh connections to its end.
+fn drive(
+    server: &mut ServerConnection,
+    client: &mut ClientConnection,
+) -> Result<(), rustls::Error> {
     let mut buffer = Vec::with_capacity(8192);
     while client.is_handshaking() || server.is_handshaking() {
-        buffer.clear();
-        while client.wants_write() {
-            client.write_tls(&mut buffer).expect("client write");
-        }
-        let mut input = &buffer[..];
-        while !input.is_empty() {
-            server.read_tls(&mut input).expect("server read");
-        }
+        transfer(client, server, &mut buffer);
         server.process_new_packets()?;
-        buffer.clear();
-        while server.wants_write() {
-            server.write_tls(&mut buffer).expect("server write");
-        }
-        let mut input = &buffer[..];
-        while !input.is_empty() {
-            client.read_tls(&mut input).expect("client read");
-        }
+        transfer(server, client, &mut buffer);
         client.process_new_packets()?;
     }
-    Ok(client.peer_certificates().expect("server certificate")[0].to_vec())
+    Ok(())
+}
+
+/// A reconnection: a handshake that resumes when the client has a ticket, then the server's
+/// new tickets delivered to the client (as its first read would); the handshake's kind.
+fn reconnect(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> HandshakeKind {
+    let (mut server, mut client) = connections(server, client);
+    drive(&mut server, &mut client).expect("handshake");
+    let mut buffer = Vec::with_capacity(1024);
+    transfer(&mut server, &mut client, &mut buffer);
+    client.process_new_packets().expect("tickets");
+    client.handshake_kind().expect("kind")
 }
 
 /// The floor's server verifier: webpki chain validation to the root, no name check (SPIFFE
@@ -732,5 +775,111 @@ fn bench_1000_peers(c: &mut Criterion) {
     fixture.runtime.block_on(fixture.server.shutdown());
 }
 
-criterion_group!(benches, bench_handshake, bench_1000_peers);
+criterion_group!(benches, bench_handshake, bench_resumption, bench_1000_peers);
 criterion_main!(benches);
+
+/// Reconnecting peers with resumption against full handshakes; see the module docs.
+fn bench_resumption(c: &mut Criterion) {
+    let fixture = fixture(0);
+    let source = fixture
+        .runtime
+        .block_on(WorkloadApiSource::connect(
+            fixture.socket.parse().expect("address"),
+        ))
+        .expect("source");
+    let context = source.x509_context().expect("context");
+    fixture.runtime.block_on(source.shutdown());
+    fixture.runtime.block_on(fixture.server.shutdown());
+    let static_source = Arc::new(StaticSource::new((*context).clone()));
+
+    let floor = rustls_static(&context);
+    let ours = spiffe_mtls_configs(Arc::clone(&static_source), Arc::clone(&static_source), true);
+    let resuming = |cache: bool| {
+        let server = tls::server_config(
+            Arc::clone(&static_source),
+            authorize::id(CLIENT.parse().expect("id")),
+        )
+        .verification_cache(cache)
+        .crypto_provider(provider())
+        .protocol_versions(TLS13)
+        .svid_hint("server")
+        .resumption(tls::DEFAULT_TICKET_LIFETIME)
+        .build()
+        .expect("server config");
+        let client = tls::client_config(
+            Arc::clone(&static_source),
+            authorize::id(SERVER.parse().expect("id")),
+        )
+        .verification_cache(cache)
+        .crypto_provider(provider())
+        .protocol_versions(TLS13)
+        .svid_hint("client")
+        .resumption(tls::DEFAULT_TICKET_LIFETIME)
+        .build()
+        .expect("client config");
+        (Arc::new(server), Arc::new(client))
+    };
+    let ours_resumed = resuming(true);
+    let ours_resumed_uncached = resuming(false);
+    let plain_resumed = {
+        let mut server = ServerConfig::clone(&floor.0);
+        server.ticketer = rustls::crypto::ring::Ticketer::new().expect("ticketer");
+        server.send_tls13_tickets = 2;
+        let mut client = ClientConfig::clone(&floor.1);
+        client.resumption = rustls::client::Resumption::in_memory_sessions(256);
+        (Arc::new(server), Arc::new(client))
+    };
+    // Every contender does what its name says: the resuming ones resume from the second
+    // connection on, the full ones never do.
+    for (name, (server, client), kinds) in [
+        ("rustls_full", &floor, [HandshakeKind::Full; 3]),
+        ("spiffe_mtls_full", &ours, [HandshakeKind::Full; 3]),
+        (
+            "spiffe_mtls_resumed",
+            &ours_resumed,
+            [
+                HandshakeKind::Full,
+                HandshakeKind::Resumed,
+                HandshakeKind::Resumed,
+            ],
+        ),
+        (
+            "spiffe_mtls_resumed_uncached",
+            &ours_resumed_uncached,
+            [
+                HandshakeKind::Full,
+                HandshakeKind::Resumed,
+                HandshakeKind::Resumed,
+            ],
+        ),
+        (
+            "rustls_resumed",
+            &plain_resumed,
+            [
+                HandshakeKind::Full,
+                HandshakeKind::Resumed,
+                HandshakeKind::Resumed,
+            ],
+        ),
+    ] {
+        for kind in kinds {
+            assert_eq!(reconnect(server, client), kind, "{name}");
+        }
+    }
+
+    let mut group = c.benchmark_group("resumption");
+    group.bench_function("rustls_full", |b| b.iter(|| reconnect(&floor.0, &floor.1)));
+    group.bench_function("spiffe_mtls_full", |b| {
+        b.iter(|| reconnect(&ours.0, &ours.1))
+    });
+    group.bench_function("spiffe_mtls_resumed", |b| {
+        b.iter(|| reconnect(&ours_resumed.0, &ours_resumed.1))
+    });
+    group.bench_function("spiffe_mtls_resumed_uncached", |b| {
+        b.iter(|| reconnect(&ours_resumed_uncached.0, &ours_resumed_uncached.1))
+    });
+    group.bench_function("rustls_resumed", |b| {
+        b.iter(|| reconnect(&plain_resumed.0, &plain_resumed.1))
+    });
+    group.finish();
+}

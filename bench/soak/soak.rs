@@ -49,6 +49,8 @@ const PEER_SHARE: usize = 100;
 /// RSS is read at the start, after this many seconds of rotations (buffers and caches
 /// settled), and at the end.
 const SETTLED_AFTER_SECONDS: u64 = 10;
+/// And every this many seconds.
+const RSS_EVERY_SECONDS: u64 = 30;
 
 struct Settings {
     target: String,
@@ -252,6 +254,7 @@ async fn run() -> Result<(), Error> {
     let mut second = 0u64;
     let mut faults = 0;
     let mut rss_settled = rss_start;
+    let mut rss_samples = Vec::new();
     while Instant::now() < deadline {
         second += 1;
         tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
@@ -259,8 +262,11 @@ async fn run() -> Result<(), Error> {
         if second == SETTLED_AFTER_SECONDS {
             rss_settled = rss_kib(pid).0;
         }
+        if second.is_multiple_of(RSS_EVERY_SECONDS) {
+            rss_samples.push(rss_kib(pid).0);
+        }
         if settings.faults {
-            if second % 6 == 0 && faults < 20 {
+            if second.is_multiple_of(6) && faults < 20 {
                 // The Workload API goes away and comes back: streams end, the next calls fail.
                 dev.end_streams();
                 dev.fail_next_calls(tonic::Code::Unavailable, 2);
@@ -304,6 +310,7 @@ async fn run() -> Result<(), Error> {
         "revoked_peer_connections_left_open": counts.peer_open_after_revocation.load(Ordering::Relaxed),
         "rss_kib_start": rss_start,
         "rss_kib_after_10s": rss_settled,
+        "rss_kib_every_30s": rss_samples,
         "rss_kib_end": rss_end,
         "rss_kib_peak": hwm,
         "rotations": settings.rotations,
