@@ -266,7 +266,7 @@ async fn run() -> Result<(), Error> {
             rss_samples.push(rss_kib(pid).0);
         }
         if settings.faults {
-            if second.is_multiple_of(6) && faults < 20 {
+            if second.is_multiple_of(5) && faults < 20 {
                 // The Workload API goes away and comes back: streams end, the next calls fail.
                 dev.end_streams();
                 dev.fail_next_calls(tonic::Code::Unavailable, 2);

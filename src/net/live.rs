@@ -279,8 +279,9 @@ impl LiveConnections {
         self.recheck(|peer| check_peer(peer, trust))
     }
 
-    /// Keeps the live connections checked, in a task: after every change of `source` (new
-    /// bundles, a de-federation, a rotated SVID) and every reload of `policy`, each peer is
+    /// Keeps the live connections checked, in a task: after every change of `source`'s
+    /// bundles (a CA added or removed, a de-federation; an update that rotates only the
+    /// source's own SVID changes nothing a peer is checked by) and every reload of `policy`, each peer is
     /// checked again by [`check_peer`] against the source's current bundles, `authorizer`
     /// and the policy's `revoked` list, with `verifier`. Give it the rule the server's TLS
     /// config decides by (a [`WatchedPolicy::connect`] follows the file). The task ends when
@@ -296,6 +297,12 @@ impl LiveConnections {
         let mut updates = source.updates();
         let mut reloads = policy.as_ref().map(WatchedPolicy::changes);
         tokio::spawn(async move {
+            // The bundles the connections were last checked against: an update that changes
+            // only the source's own SVID changes nothing a peer's check depends on.
+            let mut checked: Option<Arc<crate::BundleSet>> = source
+                .x509_context()
+                .ok()
+                .map(|context| Arc::clone(context.shared_bundles()));
             loop {
                 let policy_reloaded = async {
                     let reloaded = match reloads.as_mut() {
@@ -306,13 +313,21 @@ impl LiveConnections {
                         std::future::pending::<()>().await;
                     }
                 };
-                tokio::select! {
-                    changed = updates.changed() => if changed.is_err() { return },
-                    () = policy_reloaded => {}
-                }
+                let reloaded = tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return } else { false },
+                    () = policy_reloaded => true,
+                };
                 let Ok(context) = source.x509_context() else {
                     continue;
                 };
+                let bundles = context.shared_bundles();
+                let unchanged = checked
+                    .as_ref()
+                    .is_some_and(|checked| same_roots(checked, bundles));
+                if unchanged && !reloaded {
+                    continue;
+                }
+                checked = Some(Arc::clone(bundles));
                 let current = policy.as_ref().map(WatchedPolicy::current);
                 let revoked = current.as_deref().map_or(&[][..], Policy::revoked);
                 live.recheck_trust(CurrentTrust {
@@ -345,6 +360,15 @@ impl LiveConnections {
     pub fn closed_count(&self, reason: CloseReason) -> u64 {
         self.inner.closed[reason.index()].load(Ordering::Relaxed)
     }
+}
+
+/// Whether two bundle sets hold the same roots for the same trust domains.
+fn same_roots(a: &crate::BundleSet, b: &crate::BundleSet) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|bundle| {
+            b.get(bundle.trust_domain())
+                .is_some_and(|other| bundle.roots().eq(other.roots()))
+        })
 }
 
 /// Closes `entry` for `reason` unless it is already closing; true when this call closed it.
@@ -598,6 +622,51 @@ mod tests {
             check_peer_at(&peer, trust(&world, &world.bundles, &any, &[]), later),
             Some(CloseReason::Expired)
         );
+    }
+
+    /// A rotation of the server's own SVID changes nothing a peer is checked by: no
+    /// re-check; a change of the bundles is re-checked (seen here through a rule that changed
+    /// its answer in between, which only a re-check can notice).
+    #[tokio::test]
+    async fn only_a_change_of_the_bundles_rechecks() {
+        use crate::source::{StaticSource, X509Context};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let world = World::new();
+        let own = |ca: &DevCa| {
+            ca.issue(&SvidRequest::new(
+                id("spiffe://example.org/server"),
+                Duration::from_secs(600),
+            ))
+            .unwrap()
+        };
+        let source = Arc::new(StaticSource::new(
+            X509Context::new(vec![own(&world.ca)], world.bundles.clone()).unwrap(),
+        ));
+        let allowed = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&allowed);
+        let rule = authorize::custom("allowed", move |_| flag.load(Ordering::SeqCst));
+        let live = LiveConnections::new();
+        let task = live.recheck_on_changes(
+            Arc::clone(&source) as Arc<dyn X509Source>,
+            SvidVerifier::new().unwrap(),
+            rule,
+            None,
+        );
+        let mut peer = live.register(world.peer("spiffe://example.org/a"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        allowed.store(false, Ordering::SeqCst);
+
+        source.replace(X509Context::new(vec![own(&world.ca)], world.bundles.clone()).unwrap());
+        let waiting = tokio::time::timeout(Duration::from_millis(200), peer.closed()).await;
+        assert!(waiting.is_err(), "an SVID rotation re-checked the peers");
+
+        let other = DevCa::new("other.org".parse().unwrap(), Duration::from_secs(3600)).unwrap();
+        let mut more = world.bundles.clone();
+        more.insert(other.bundle());
+        source.replace(X509Context::new(vec![own(&world.ca)], more).unwrap());
+        let reason = tokio::time::timeout(Duration::from_secs(2), peer.closed()).await;
+        assert_eq!(reason.unwrap(), CloseReason::Policy);
+        task.abort();
     }
 
     #[tokio::test]
