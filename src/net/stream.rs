@@ -172,7 +172,7 @@ where
         Ok((Ok(stream), _)) => {
             if resumed(stream.get_ref().1) {
                 let peer = PeerIdentity::from_connection(stream.get_ref().1);
-                crate::tls::accept_resumed(Side::Server, peer.as_ref())?;
+                crate::tls::accept_resumed(Side::Server, peer.as_ref(), None)?;
             }
             Ok(stream)
         }
@@ -310,7 +310,7 @@ where
     let peer = PeerIdentity::from_connection(stream.get_ref().1).ok_or_else(no_identity)?;
     if resumed(stream.get_ref().1) {
         // Refused before anything is sent on it: a resumed session skipped the verifier.
-        crate::tls::accept_resumed(Side::Client, Some(&peer))?;
+        crate::tls::accept_resumed(Side::Client, Some(&peer), Some(&config))?;
     }
     Ok(MtlsStream {
         stream: TlsStream::Client(stream),

@@ -424,7 +424,8 @@ impl ClientConfigBuilder {
     /// offered for `lifetime` at most and dropped when the config generation changes (a
     /// rotated SVID or bundle, a reloaded policy). A connection made with `net::connect`
     /// re-checks the server's chain of a resumed session (current bundle, validity,
-    /// authorizer) before it returns. See [`ServerConfigBuilder::resumption`].
+    /// authorizer) before it returns; used without `net::connect`, the config keeps the
+    /// generation and lifetime checks only. See [`ServerConfigBuilder::resumption`].
     #[must_use]
     pub fn resumption(mut self, lifetime: std::time::Duration) -> Self {
         self.resumption = Some(lifetime);
@@ -449,6 +450,8 @@ impl ClientConfigBuilder {
             .with_client_cert_resolver(self.settings.resolver());
         let mut config = self.settings.finish_client(config);
         if let Some(lifetime) = lifetime {
+            #[cfg(feature = "net")]
+            resumption::register_client(&config.client_auth_cert_resolver, &check);
             let cache = resumption::SessionCache::new(check, lifetime);
             config.resumption = rustls::client::Resumption::store(Arc::new(cache))
                 .tls12_resumption(rustls::client::Tls12Resumption::Disabled);

@@ -23,9 +23,11 @@
 //! On the client, tickets live in a cache of the config (two configs never share one), are
 //! dropped when the config generation changes (as above, with the client's source and
 //! authorizer) or their lifetime ends, and are TLS 1.3 only. rustls keeps the stored server
-//! chain out of reach of a session store, so the client's last check is made on the
+//! chain out of reach of a session store, so the client's full check is made on the
 //! connection: `net::connect` refuses a resumed connection whose server chain no longer
-//! verifies, has expired or is no longer allowed, before it returns the stream.
+//! verifies against the current bundle, has expired or is no longer allowed, before it
+//! returns the stream. A config used without `net::connect` keeps the generation and
+//! lifetime checks only.
 //!
 //! The stored chain is read from rustls' session encoding by hand (`client_chain`): rustls
 //! offers no hook that sees it on resumption. The reader fails closed: anything it does not
@@ -377,19 +379,65 @@ pub(crate) fn stored_chain_expired(chain: &[CertificateDer<'_>]) -> Option<Strin
     None
 }
 
-/// Records the acceptance of a resumed connection (its checks were made: by the ticket's
-/// opening on a server, by [`stored_chain_expired`] and the generation-bound cache on a
-/// client), or refuses it: the error to end the connection with.
+/// The checks of the client configs built with resumption on, found by their certificate
+/// resolver (a field of `ClientConfig` that every clone of a config shares): rustls gives a
+/// session store no way to see a ticket's server chain, so the full re-check of a resumed
+/// client connection is made on the connection, by `net::connect`, with the check of the
+/// config it was made with. Entries whose config is gone are pruned at each registration.
+#[cfg(feature = "net")]
+type ClientChecks = Vec<(
+    std::sync::Weak<dyn rustls::client::ResolvesClientCert>,
+    std::sync::Weak<PeerCheck>,
+)>;
+
+#[cfg(feature = "net")]
+static CLIENT_CHECKS: Mutex<ClientChecks> = Mutex::new(Vec::new());
+
+/// Registers the check of a client config with resumption on (see [`CLIENT_CHECKS`]).
+#[cfg(feature = "net")]
+pub(crate) fn register_client(
+    resolver: &Arc<dyn rustls::client::ResolvesClientCert>,
+    check: &Arc<PeerCheck>,
+) {
+    let mut checks = CLIENT_CHECKS.lock().unwrap_or_else(PoisonError::into_inner);
+    checks.retain(|(resolver, _)| resolver.strong_count() > 0);
+    checks.push((Arc::downgrade(resolver), Arc::downgrade(check)));
+}
+
+/// The check of `config`, if it was built by this crate with resumption on.
+#[cfg(feature = "net")]
+fn client_check(config: &rustls::ClientConfig) -> Option<Arc<PeerCheck>> {
+    let resolver = Arc::downgrade(&config.client_auth_cert_resolver);
+    let checks = CLIENT_CHECKS.lock().unwrap_or_else(PoisonError::into_inner);
+    checks
+        .iter()
+        .find(|(registered, _)| std::sync::Weak::ptr_eq(registered, &resolver))
+        .and_then(|(_, check)| check.upgrade())
+}
+
+/// Records the acceptance of a resumed connection, or refuses it: the error to end the
+/// connection with. On a server, the checks were made when the ticket was opened. On a
+/// client (`config` given), the stored server chain is checked here as a full handshake
+/// would check it now (current bundle, validity, the config's rule), or, for a config not
+/// built by this crate with resumption on, for expiry only.
 #[cfg(feature = "net")]
 pub(crate) fn accept_resumed(
     side: Side,
     peer: Option<&crate::tls::PeerIdentity>,
+    config: Option<&rustls::ClientConfig>,
 ) -> Result<(), std::io::Error> {
-    if side == Side::Client {
+    if let Some(config) = config {
         let chain = peer
             .map(crate::tls::PeerIdentity::chain)
             .unwrap_or_default();
-        if let Some(reason) = stored_chain_expired(chain) {
+        let refusal = match client_check(config) {
+            Some(check) => check
+                .recheck_stored(chain, UnixTime::now())
+                .err()
+                .map(|reason| format!("the stored server certificate no longer passes: {reason}")),
+            None => stored_chain_expired(chain),
+        };
+        if let Some(reason) = refusal {
             audit::resumption_refused(side, peer.map(crate::tls::PeerIdentity::spiffe_id), &reason);
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,

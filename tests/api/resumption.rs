@@ -635,10 +635,74 @@ async fn the_client_refuses_a_resumed_server_whose_certificate_expired() {
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let refused = connect(&client, address).await.unwrap_err();
     assert!(
-        refused.contains("the resumed session was refused: the server's leaf certificate expired"),
+        refused.contains(
+            "the resumed session was refused: the stored server certificate no longer passes"
+        ) && refused.to_lowercase().contains("expired"),
         "{refused}"
     );
     assert_eq!(events.declines().len(), 1);
+}
+
+/// The client's rule changes its answer with no policy reload (a rule of the caller's own),
+/// and a server that resumes anything takes the ticket: only the re-check of the stored
+/// server chain can see it, and `net::connect` refuses the connection.
+#[tokio::test]
+async fn the_client_refuses_a_resumed_server_its_rule_no_longer_allows() {
+    let cas = Cas::new();
+    let address = stubborn_server(&cas.svid(SERVER, HOUR)).await;
+    let allowed = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&allowed);
+    let rule = authorize::custom("a server still allowed", move |_| {
+        flag.load(Ordering::SeqCst)
+    });
+    let client = resuming_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()), rule);
+
+    assert_eq!(
+        connect(&client, address).await.unwrap().0,
+        HandshakeKind::Full
+    );
+    assert_eq!(
+        connect(&client, address).await.unwrap().0,
+        HandshakeKind::Resumed
+    );
+    allowed.store(false, Ordering::SeqCst);
+    let refused = connect(&client, address).await.unwrap_err();
+    assert!(
+        refused.contains("the stored server certificate no longer passes")
+            && refused.contains("a server still allowed"),
+        "{refused}"
+    );
+}
+
+/// A rustls client config of the caller's own (not built with `resumption`): a resumed
+/// session is still checked by `net::connect`, for expiry.
+#[tokio::test]
+async fn a_foreign_client_config_is_checked_for_expiry() {
+    let cas = Cas::new();
+    let now = SystemTime::now();
+    let short = cas
+        .example
+        .issue(
+            &SvidRequest::new(SERVER.parse().unwrap(), HOUR)
+                .valid_between(now - Duration::from_secs(60), now + Duration::from_secs(2)),
+        )
+        .unwrap();
+    let address = stubborn_server(&short).await;
+    let client = stubborn_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()));
+    assert_eq!(
+        connect(&client, address).await.unwrap().0,
+        HandshakeKind::Full
+    );
+    assert_eq!(
+        connect(&client, address).await.unwrap().0,
+        HandshakeKind::Resumed
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let refused = connect(&client, address).await.unwrap_err();
+    assert!(
+        refused.contains("the resumed session was refused: the server's leaf certificate expired"),
+        "{refused}"
+    );
 }
 
 /// The client's bundle loses the server's CA, or its reloaded policy drops the server: its
