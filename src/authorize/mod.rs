@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub use canonical_path::{PathError, canonical_path};
 pub use policy::{Policy, PolicyError};
+#[cfg(feature = "http")]
 pub(crate) use watched_policy::PolicyRef;
 pub use watched_policy::{POLICY_POLL_INTERVAL, WatchedPolicy};
 

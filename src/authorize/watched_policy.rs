@@ -176,12 +176,14 @@ impl WatchedPolicy {
 
 /// The policy a layer or interceptor decides by: one given once, or a watched file's as it
 /// is at each decision.
+#[cfg(feature = "http")]
 #[derive(Debug, Clone)]
 pub(crate) enum PolicyRef {
     Fixed(Arc<Policy>),
     Watched(WatchedPolicy),
 }
 
+#[cfg(feature = "http")]
 impl PolicyRef {
     /// The policy in force now.
     pub(crate) fn current(&self) -> Arc<Policy> {

@@ -45,7 +45,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ProducesTickets;
 
 use super::TlsConfigError;
-use super::audit::{self, Side};
+use super::audit;
+#[cfg(feature = "net")]
+use super::audit::Side;
 use super::verifier::PeerCheck;
 
 /// How long a ticket can be used after it was issued, unless the builder says otherwise.
