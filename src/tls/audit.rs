@@ -111,9 +111,11 @@ pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str) {
     );
 }
 
-/// A session ticket not used: the session no longer passes (`reason`); a full handshake
-/// follows, which checks the peer afresh.
-pub(crate) fn resumption_declined(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
+/// A resumed session denied: its stored peer chain, or its ticket, no longer passes
+/// (`reason`). When a ticket is declined a full handshake follows, which checks the peer
+/// afresh; when a resumed client connection is refused it is closed before any application
+/// data.
+pub(crate) fn resumption_denied(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
     let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,
@@ -123,7 +125,7 @@ pub(crate) fn resumption_declined(side: Side, peer: Option<&SpiffeId>, reason: &
         decision = "denied",
         rule = "resumed session re-checked",
         reason = %reason,
-        "session resumption declined: a full handshake follows"
+        "resumed session denied"
     );
 }
 
@@ -138,23 +140,6 @@ pub(crate) fn resumed(side: Side, peer: &SpiffeId) {
         decision = "accepted",
         rule = "resumed session re-checked",
         "mTLS peer accepted (resumed session)"
-    );
-}
-
-/// A resumed connection refused after its handshake: its stored peer chain no longer holds
-/// (`reason`); the connection is closed before any application data.
-#[cfg(feature = "net")]
-pub(crate) fn resumption_refused(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
-    let (peer, trust_domain) = peer_fields(peer);
-    tracing::warn!(
-        target: AUDIT_TARGET,
-        side = %side,
-        peer = %peer,
-        trust_domain = %trust_domain,
-        decision = "denied",
-        rule = "resumed session re-checked",
-        reason = %reason,
-        "resumed session refused"
     );
 }
 

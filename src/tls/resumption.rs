@@ -169,7 +169,11 @@ impl ProducesTickets for SessionTickets {
         if let Some(reason) = self.decline_reason(&opened, &session) {
             let peer = client_chain(&session)
                 .and_then(|chain| chain.first().and_then(super::identity::leaf_spiffe_id));
-            audit::resumption_declined(self.check.side(), peer.as_ref(), &reason);
+            audit::resumption_denied(
+                self.check.side(),
+                peer.as_ref(),
+                &format_args!("{reason}; a full handshake follows"),
+            );
             return None;
         }
         Some(session)
@@ -289,7 +293,7 @@ impl SessionCache {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.generation != now {
             if !state.issued.is_empty() {
-                audit::resumption_declined(
+                audit::resumption_denied(
                     self.check.side(),
                     None,
                     &"the config changed since the tickets were issued (a rotated SVID or \
@@ -440,7 +444,7 @@ pub(crate) fn accept_resumed(
             None => stored_chain_expired(chain),
         };
         if let Some(reason) = refusal {
-            audit::resumption_refused(side, peer.map(crate::tls::PeerIdentity::spiffe_id), &reason);
+            audit::resumption_denied(side, peer.map(crate::tls::PeerIdentity::spiffe_id), &reason);
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!("the resumed session was refused: {reason}"),

@@ -55,6 +55,14 @@ impl Cas {
             .unwrap()
     }
 
+    /// An SVID of example.org that expires in 2 s.
+    fn expiring_soon(&self, id: &str) -> X509Svid {
+        let now = SystemTime::now();
+        let request = SvidRequest::new(id.parse().unwrap(), HOUR)
+            .valid_between(now - Duration::from_secs(60), now + Duration::from_secs(2));
+        self.example.issue(&request).unwrap()
+    }
+
     fn both(&self) -> BundleSet {
         [self.example.bundle(), self.partner.bundle()]
             .into_iter()
@@ -373,14 +381,7 @@ async fn a_client_certificate_that_expired_since_the_ticket_is_refused() {
     let events = Events::default();
     let _guard = events.install();
     let cas = Cas::new();
-    let now = SystemTime::now();
-    let short = cas
-        .example
-        .issue(
-            &SvidRequest::new(CLIENT.parse().unwrap(), HOUR)
-                .valid_between(now - Duration::from_secs(60), now + Duration::from_secs(2)),
-        )
-        .unwrap();
+    let short = cas.expiring_soon(CLIENT);
     let server = cas.source(cas.svid(SERVER, HOUR), cas.both());
     let address = resuming_server(server, authorize::any()).await;
     let client = stubborn_client(cas.source(short, cas.both()));
@@ -574,6 +575,18 @@ async fn connect(
     read_line(stream).await.map(|line| (kind.unwrap(), line))
 }
 
+/// Through `net::connect`: a full handshake, then one that resumes its ticket.
+async fn full_then_resumed(client: &Arc<ClientConfig>, address: SocketAddr) {
+    assert_eq!(
+        connect(client, address).await.unwrap().0,
+        HandshakeKind::Full
+    );
+    assert_eq!(
+        connect(client, address).await.unwrap().0,
+        HandshakeKind::Resumed
+    );
+}
+
 #[tokio::test]
 async fn the_crate_client_resumes_with_the_crate_server() {
     let events = Events::default();
@@ -610,28 +623,14 @@ async fn the_client_refuses_a_resumed_server_whose_certificate_expired() {
     let events = Events::default();
     let _guard = events.install();
     let cas = Cas::new();
-    let now = SystemTime::now();
-    let short = cas
-        .example
-        .issue(
-            &SvidRequest::new(SERVER.parse().unwrap(), HOUR)
-                .valid_between(now - Duration::from_secs(60), now + Duration::from_secs(2)),
-        )
-        .unwrap();
+    let short = cas.expiring_soon(SERVER);
     let address = stubborn_server(&short).await;
     let client = resuming_client(
         cas.source(cas.svid(CLIENT, HOUR), cas.both()),
         authorize::any(),
     );
 
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Full
-    );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Resumed
-    );
+    full_then_resumed(&client, address).await;
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let refused = connect(&client, address).await.unwrap_err();
     assert!(
@@ -657,14 +656,7 @@ async fn the_client_refuses_a_resumed_server_its_rule_no_longer_allows() {
     });
     let client = resuming_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()), rule);
 
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Full
-    );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Resumed
-    );
+    full_then_resumed(&client, address).await;
     allowed.store(false, Ordering::SeqCst);
     let refused = connect(&client, address).await.unwrap_err();
     assert!(
@@ -679,24 +671,10 @@ async fn the_client_refuses_a_resumed_server_its_rule_no_longer_allows() {
 #[tokio::test]
 async fn a_foreign_client_config_is_checked_for_expiry() {
     let cas = Cas::new();
-    let now = SystemTime::now();
-    let short = cas
-        .example
-        .issue(
-            &SvidRequest::new(SERVER.parse().unwrap(), HOUR)
-                .valid_between(now - Duration::from_secs(60), now + Duration::from_secs(2)),
-        )
-        .unwrap();
+    let short = cas.expiring_soon(SERVER);
     let address = stubborn_server(&short).await;
     let client = stubborn_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()));
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Full
-    );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Resumed
-    );
+    full_then_resumed(&client, address).await;
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let refused = connect(&client, address).await.unwrap_err();
     assert!(
@@ -716,14 +694,7 @@ async fn the_client_drops_its_tickets_when_its_bundle_or_policy_changes() {
     // The bundle.
     let source = cas.source(cas.svid(CLIENT, HOUR), cas.both());
     let client = resuming_client(Arc::clone(&source), authorize::any());
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Full
-    );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Resumed
-    );
+    full_then_resumed(&client, address).await;
     let other_ca = DevCa::new("example.org".parse().unwrap(), HOUR).unwrap();
     let without: BundleSet = [other_ca.bundle(), cas.partner.bundle()]
         .into_iter()
@@ -743,14 +714,7 @@ async fn the_client_drops_its_tickets_when_its_bundle_or_policy_changes() {
         cas.source(cas.svid(CLIENT, HOUR), cas.both()),
         policy.connect(),
     );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Full
-    );
-    assert_eq!(
-        connect(&client, address).await.unwrap().0,
-        HandshakeKind::Resumed
-    );
+    full_then_resumed(&client, address).await;
     std::fs::write(&path, "[connect]\nids = [\"spiffe://example.org/other\"]\n").unwrap();
     assert!(policy.reload().unwrap());
     let refused = connect(&client, address).await.unwrap_err();
