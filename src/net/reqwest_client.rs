@@ -19,7 +19,9 @@ use crate::tls::PeerIdentity;
 /// empty, `h2` and `http/1.1` offered.
 ///
 /// The config must come from the rustls this crate re-exports (`spiffe_mtls::rustls`), which
-/// is the one reqwest 0.13 takes; another version is refused by `build()`.
+/// is the one reqwest 0.13 takes; another version is refused by `build()`. Session
+/// resumption is turned off here, whatever the config says: reqwest offers no point after a
+/// handshake where a resumed session could be checked again.
 ///
 /// # Example
 /// ```no_run
@@ -36,6 +38,10 @@ use crate::tls::PeerIdentity;
 /// # }
 /// ```
 pub fn reqwest_builder(mut config: ClientConfig) -> reqwest::ClientBuilder {
+    // reqwest gives no hook after a handshake, where a resumed session's server chain would be
+    // checked again (see `tls::ClientConfigBuilder::resumption`): every connection here makes
+    // a full handshake, verified by the config.
+    config.resumption = rustls::client::Resumption::disabled();
     if config.alpn_protocols.is_empty() {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }

@@ -10,7 +10,10 @@
 //! - at the same config generation: the source's update count plus the authorizer's
 //!   (a reloaded policy) — a rotated SVID or bundle, or a policy reload, retires every ticket
 //!   issued before;
-//! - within the ticket lifetime ([`DEFAULT_TICKET_LIFETIME`] by default);
+//! - within the ticket lifetime ([`DEFAULT_TICKET_LIFETIME`] by default), counted from the
+//!   ticket's issue: a resumed handshake gets new tickets, so a peer that keeps resuming keeps
+//!   its session past one lifetime, each time with every check below made again, until the
+//!   next generation change (the next rotation of the server's SVID, say);
 //! - and the stored client chain passes the full check again, now: verified against the
 //!   current bundle of its trust domain, within its validity, allowed by the current
 //!   authorizer.
@@ -88,6 +91,26 @@ pub(crate) struct SessionTickets {
     sealer: Arc<dyn ProducesTickets>,
     check: Arc<PeerCheck>,
     lifetime: Duration,
+    /// Digests of the tickets declined lately: a client may offer one ticket many times in
+    /// one ClientHello (rustls opens every identity offered), and each copy would cost a
+    /// re-check and an audit event. A copy is declined again silently.
+    declined: Mutex<Declined>,
+}
+
+/// A bounded ring of ticket digests (keyed hashes: a collision only costs a full handshake).
+struct Declined {
+    keys: std::hash::RandomState,
+    recent: std::collections::VecDeque<u64>,
+}
+
+/// How many declined tickets are remembered.
+const DECLINED_REMEMBERED: usize = 64;
+
+impl Declined {
+    fn digest(&self, ticket: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(ticket)
+    }
 }
 
 impl std::fmt::Debug for SessionTickets {
@@ -104,6 +127,10 @@ impl SessionTickets {
             sealer: sealer()?,
             check,
             lifetime,
+            declined: Mutex::new(Declined {
+                keys: std::hash::RandomState::new(),
+                recent: std::collections::VecDeque::with_capacity(DECLINED_REMEMBERED),
+            }),
         })
     }
 
@@ -159,6 +186,14 @@ impl ProducesTickets for SessionTickets {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let digest = {
+            let declined = self.declined.lock().unwrap_or_else(PoisonError::into_inner);
+            let digest = declined.digest(cipher);
+            if declined.recent.contains(&digest) {
+                return None;
+            }
+            digest
+        };
         // A ticket that does not open was sealed by another config or server, or forged: a
         // full handshake follows, as for a client that offers no ticket.
         let mut opened = self.sealer.decrypt(cipher)?;
@@ -167,6 +202,12 @@ impl ProducesTickets for SessionTickets {
         }
         let session = opened.split_off(HEADER_LEN);
         if let Some(reason) = self.decline_reason(&opened, &session) {
+            let mut declined = self.declined.lock().unwrap_or_else(PoisonError::into_inner);
+            if declined.recent.len() == DECLINED_REMEMBERED {
+                declined.recent.pop_front();
+            }
+            declined.recent.push_back(digest);
+            drop(declined);
             let peer = client_chain(&session)
                 .and_then(|chain| chain.first().and_then(super::identity::leaf_spiffe_id));
             audit::resumption_denied(
@@ -287,34 +328,36 @@ impl SessionCache {
         }
     }
 
-    /// The tickets of the current generation (a fresh cache when it changed).
-    fn current(&self) -> std::sync::MutexGuard<'_, CacheState> {
+    /// The tickets of the current generation (a fresh cache when it changed), and whether
+    /// this call found the generation changed.
+    fn current(&self) -> (std::sync::MutexGuard<'_, CacheState>, bool) {
         let now = generation(&self.check);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.generation != now {
+        let changed = state.generation != now;
+        if changed {
             if !state.issued.is_empty() {
                 audit::resumption_denied(
                     self.check.side(),
                     None,
                     &"the config changed since the tickets were issued (a rotated SVID or \
-                      bundle, or a policy reload); the next handshakes are full",
+                      bundle, or a policy reload): they are dropped",
                 );
             }
             state.generation = now;
             state.tickets = Arc::new(ClientSessionMemoryCache::new(CLIENT_CACHE_SERVERS));
             state.issued.clear();
         }
-        state
+        (state, changed)
     }
 }
 
 impl ClientSessionStore for SessionCache {
     fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
-        self.current().tickets.set_kx_hint(server_name, group);
+        self.current().0.tickets.set_kx_hint(server_name, group);
     }
 
     fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.current().tickets.kx_hint(server_name)
+        self.current().0.tickets.kx_hint(server_name)
     }
 
     fn set_tls12_session(
@@ -339,7 +382,13 @@ impl ClientSessionStore for SessionCache {
         server_name: ServerName<'static>,
         value: Tls13ClientSessionValue,
     ) {
-        let mut state = self.current();
+        let (mut state, changed) = self.current();
+        if changed {
+            // The session was verified under the generation that just ended: its ticket
+            // would outlive that check. (One verified under an older generation and arriving
+            // later still is caught by `net::connect`'s full re-check.)
+            return;
+        }
         if state.issued.len() >= CLIENT_CACHE_SERVERS && !state.issued.contains_key(&server_name) {
             // The ticket cache forgets servers beyond its size too; start over rather than
             // grow.
@@ -354,7 +403,7 @@ impl ClientSessionStore for SessionCache {
         &self,
         server_name: &ServerName<'static>,
     ) -> Option<Tls13ClientSessionValue> {
-        let state = self.current();
+        let (state, _) = self.current();
         let issued = *state.issued.get(server_name)?;
         let age = now_seconds().saturating_sub(issued);
         if age > self.lifetime.as_secs() {

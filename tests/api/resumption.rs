@@ -745,3 +745,490 @@ async fn a_ticket_of_another_client_config_is_not_offered() {
         HandshakeKind::Resumed
     );
 }
+
+// --- Hostile cases from an adversarial review: each asserts the documented guarantee. ---
+mod hostile {
+    use super::*;
+
+    /// `net::connect` without reading: the server's NewSessionTickets are still in flight.
+    async fn open(
+        config: &Arc<ClientConfig>,
+        address: SocketAddr,
+    ) -> Result<net::MtlsStream<TcpStream>, String> {
+        let tcp = TcpStream::connect(address).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        net::connect(Arc::clone(config), name, tcp)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    fn kind(stream: &net::MtlsStream<TcpStream>) -> HandshakeKind {
+        match stream.get_ref() {
+            spiffe_mtls::tokio_rustls::TlsStream::Client(client) => {
+                client.get_ref().1.handshake_kind().unwrap()
+            }
+            spiffe_mtls::tokio_rustls::TlsStream::Server(_) => unreachable!(),
+        }
+    }
+
+    /// a ticket that reaches the client after its policy reload revoked the server is
+    /// stored under the new generation and resumed: the revoked server gets in without any
+    /// check of the server chain against the new policy.
+    #[tokio::test]
+    async fn a_ticket_arriving_after_the_client_revoked_the_server_is_not_resumed() {
+        let cas = Cas::new();
+        let address = resuming_server(
+            cas.source(cas.svid(SERVER, HOUR), cas.both()),
+            authorize::any(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = policy_file(&dir, "[connect]\ntrust_domains = [\"example.org\"]\n");
+        let policy = WatchedPolicy::open(&path).unwrap();
+        let client = resuming_client(
+            cas.source(cas.svid(CLIENT, HOUR), cas.both()),
+            policy.connect(),
+        );
+
+        // A full handshake, verified under the old policy; its tickets not yet read.
+        let stream = open(&client, address).await.unwrap();
+        assert_eq!(kind(&stream), HandshakeKind::Full);
+        // The operator revokes the server.
+        std::fs::write(
+            &path,
+            "revoked = [\"spiffe://example.org/server\"]\n[connect]\ntrust_domains = [\"example.org\"]\n",
+        )
+        .unwrap();
+        assert!(policy.reload().unwrap());
+        // The tickets arrive now (first read), after the reload.
+        assert_eq!(read_line(stream).await.unwrap(), format!("hello {CLIENT}"));
+
+        // The good twin: a fresh client config with the same policy is refused.
+        let fresh = resuming_client(
+            cas.source(cas.svid(CLIENT, HOUR), cas.both()),
+            policy.connect(),
+        );
+        assert!(open(&fresh, address).await.is_err());
+
+        // The bypass: the revoked server is accepted on a resumed session.
+        match open(&client, address).await {
+            Ok(stream) => panic!(
+                "a revoked server accepted, handshake {:?}, peer {}",
+                kind(&stream),
+                stream.peer().spiffe_id()
+            ),
+            Err(error) => assert!(
+                error.contains("not authorized") || error.contains("no longer passes"),
+                "{error}"
+            ),
+        }
+    }
+
+    /// the server's CA leaves the client's bundle while the tickets of
+    /// a connection made before are in flight.
+    #[tokio::test]
+    async fn a_ticket_arriving_after_the_client_bundle_changed_is_not_resumed() {
+        let cas = Cas::new();
+        let address = resuming_server(
+            cas.source(cas.svid(SERVER, HOUR), cas.both()),
+            authorize::any(),
+        )
+        .await;
+        let source = cas.source(cas.svid(CLIENT, HOUR), cas.both());
+        let client = resuming_client(Arc::clone(&source), authorize::any());
+
+        let stream = open(&client, address).await.unwrap();
+        assert_eq!(kind(&stream), HandshakeKind::Full);
+        let other_ca = DevCa::new("example.org".parse().unwrap(), HOUR).unwrap();
+        let without: BundleSet = [other_ca.bundle(), cas.partner.bundle()]
+            .into_iter()
+            .collect();
+        source.replace(X509Context::new(vec![cas.svid(CLIENT, HOUR)], without).unwrap());
+        let _ = read_line(stream).await;
+
+        match open(&client, address).await {
+            Ok(stream) => panic!(
+                "a server of a removed CA accepted, handshake {:?}",
+                kind(&stream)
+            ),
+            // Refused: by a full handshake, or by the re-check of a resumed one.
+            Err(error) => assert!(
+                !error.contains("resumed") || error.contains("no longer passes"),
+                "{error}"
+            ),
+        }
+    }
+
+    /// the client records "the next handshakes are full", and the next
+    /// handshake resumes.
+    #[tokio::test]
+    async fn the_client_audit_of_dropped_tickets_holds() {
+        let events = Events::default();
+        let _guard = events.install();
+        let cas = Cas::new();
+        let address = resuming_server(
+            cas.source(cas.svid(SERVER, HOUR), cas.both()),
+            authorize::any(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = policy_file(&dir, "[connect]\ntrust_domains = [\"example.org\"]\n");
+        let policy = WatchedPolicy::open(&path).unwrap();
+        let client = resuming_client(
+            cas.source(cas.svid(CLIENT, HOUR), cas.both()),
+            policy.connect(),
+        );
+        let first = open(&client, address).await.unwrap();
+        let _ = read_line(first).await; // tickets stored: `issued` not empty
+        let second = open(&client, address).await.unwrap();
+        assert_eq!(kind(&second), HandshakeKind::Resumed);
+        std::fs::write(
+            &path,
+            "revoked = [\"spiffe://example.org/server\"]\n[connect]\ntrust_domains = [\"example.org\"]\n",
+        )
+        .unwrap();
+        assert!(policy.reload().unwrap());
+        let _ = read_line(second).await;
+        let said_full = events
+            .declines()
+            .iter()
+            .any(|reason| reason.contains("they are dropped"));
+        assert!(said_full, "{:?}", events.declines());
+        let third = open(&client, address).await;
+        assert!(
+            third.is_err(),
+            "the audit said the tickets were dropped, the next handshake resumed ({:?})",
+            third.as_ref().map(kind)
+        );
+    }
+
+    /// the client's rule changes its answer with no generation change (a custom rule,
+    /// the twin of the server test `an_authorizer_that_changed_its_answer_...`): the client
+    /// resumes with a server its rule now refuses, though `ClientConfigBuilder::resumption`
+    /// says `net::connect` re-checks the server chain against the authorizer.
+    #[tokio::test]
+    async fn a_client_rule_change_is_rechecked_on_a_crate_server() {
+        let cas = Cas::new();
+        let address = resuming_server(
+            cas.source(cas.svid(SERVER, HOUR), cas.both()),
+            authorize::any(),
+        )
+        .await;
+        let allowed = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&allowed);
+        let rule = authorize::custom("a server still allowed", move |_| {
+            flag.load(Ordering::SeqCst)
+        });
+        let client = resuming_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()), rule);
+        assert_eq!(
+            connect(&client, address).await.unwrap().0,
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            connect(&client, address).await.unwrap().0,
+            HandshakeKind::Resumed
+        );
+        allowed.store(false, Ordering::SeqCst);
+        match connect(&client, address).await {
+            Ok((kind, _)) => panic!("a server the rule refuses was accepted ({kind:?})"),
+            Err(error) => assert!(
+                error.contains("not authorized") || error.contains("no longer passes"),
+                "{error}"
+            ),
+        }
+    }
+
+    static TLS12_ONLY: &[&spiffe_mtls::rustls::SupportedProtocolVersion] =
+        &[&spiffe_mtls::rustls::version::TLS12];
+
+    /// TLS 1.2 client (tickets and session IDs) against a resumption server whose rule
+    /// flips: must not resume.
+    #[tokio::test]
+    async fn a_tls12_session_is_rechecked_too() {
+        let events = Events::default();
+        let _guard = events.install();
+        let cas = Cas::new();
+        let allowed = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&allowed);
+        let rule = authorize::custom("a client still allowed", move |_| {
+            flag.load(Ordering::SeqCst)
+        });
+        let address = resuming_server(cas.source(cas.svid(SERVER, HOUR), cas.both()), rule).await;
+        let mut config = tls::client_config(
+            cas.source(cas.svid(CLIENT, HOUR), cas.both()),
+            authorize::any(),
+        )
+        .protocol_versions(TLS12_ONLY)
+        .build()
+        .unwrap();
+        config.resumption = Resumption::in_memory_sessions(32);
+        let client = Arc::new(config);
+        first_call(&client, address).await;
+        assert_eq!(
+            call(&client, address).await.unwrap().0,
+            HandshakeKind::Resumed
+        );
+        allowed.store(false, Ordering::SeqCst);
+        assert!(call(&client, address).await.is_err());
+        assert!(
+            events
+                .declines()
+                .iter()
+                .any(|r| r.contains("no longer passes")),
+            "{:?}",
+            events.declines()
+        );
+    }
+
+    /// Anonymous sessions of a client_certificate_optional server: a ticket of an
+    /// anonymous session cannot be turned into an authenticated one, and an authenticated
+    /// client whose rule flips cannot resume.
+    #[tokio::test]
+    async fn an_optional_client_certificate_server_rechecks_certified_sessions() {
+        let cas = Cas::new();
+        let allowed = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&allowed);
+        let rule = authorize::custom("a client still allowed", move |_| {
+            flag.load(Ordering::SeqCst)
+        });
+        let config = tls::server_config(cas.source(cas.svid(SERVER, HOUR), cas.both()), rule)
+            .client_certificate_optional()
+            .resumption(LIFETIME)
+            .build()
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = Arc::clone(&config);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let config = Arc::clone(&server);
+                tokio::spawn(async move {
+                    let acceptor = spiffe_mtls::tokio_rustls::TlsAcceptor::from(config);
+                    if let Ok(mut stream) = acceptor.accept(tcp).await {
+                        let peer = if stream.get_ref().1.peer_certificates().is_some() {
+                            "certified"
+                        } else {
+                            "anonymous"
+                        };
+                        let _ = stream.write_all(format!("hello {peer}\n").as_bytes()).await;
+                        let _ = stream.flush().await;
+                        let mut rest = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+                    }
+                });
+            }
+        });
+        // Authenticated client, then the rule refuses it.
+        let client = stubborn_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()));
+        assert_eq!(
+            call(&client, address).await.unwrap(),
+            (HandshakeKind::Full, "hello certified".to_owned())
+        );
+        assert_eq!(
+            call(&client, address).await.unwrap().0,
+            HandshakeKind::Resumed
+        );
+        allowed.store(false, Ordering::SeqCst);
+        let after = call(&client, address).await;
+        assert!(after.is_err(), "{after:?}");
+    }
+
+    /// Rewrites a ClientHello (one record, as rustls sends it) so that its pre_shared_key
+    /// extension offers its first identity `copies` times.
+    fn repeat_psk_identity(record: &[u8], copies: usize) -> Vec<u8> {
+        assert_eq!(record[0], 0x16);
+        let hs = &record[5..];
+        assert_eq!(hs[0], 1);
+        let body = &hs[4..];
+        let mut at = 2 + 32;
+        at += 1 + body[at] as usize;
+        at += 2 + u16::from_be_bytes([body[at], body[at + 1]]) as usize;
+        at += 1 + body[at] as usize;
+        let extensions_at = at + 2;
+        let mut ext = extensions_at;
+        let mut psk_at = None;
+        while ext < body.len() {
+            let kind = u16::from_be_bytes([body[ext], body[ext + 1]]);
+            let len = u16::from_be_bytes([body[ext + 2], body[ext + 3]]) as usize;
+            if kind == 0x0029 {
+                psk_at = Some(ext);
+            }
+            ext += 4 + len;
+        }
+        let psk_at = psk_at.expect("a PSK offer");
+        let psk = &body[psk_at + 4..];
+        let id_len = u16::from_be_bytes([psk[2], psk[3]]) as usize;
+        let identity = &psk[2..2 + 2 + id_len + 4];
+        let ids_len = u16::from_be_bytes([psk[0], psk[1]]) as usize;
+        let binders = &psk[2 + ids_len..];
+        let binder_len = binders[2] as usize;
+        let binder = &binders[2..2 + 1 + binder_len];
+        let mut ids = Vec::new();
+        let mut bins = Vec::new();
+        for _ in 0..copies {
+            ids.extend_from_slice(identity);
+            bins.extend_from_slice(binder);
+        }
+        let mut new_psk = Vec::new();
+        new_psk.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+        new_psk.extend_from_slice(&ids);
+        new_psk.extend_from_slice(&(bins.len() as u16).to_be_bytes());
+        new_psk.extend_from_slice(&bins);
+        let mut new_body = body[..psk_at].to_vec();
+        new_body.extend_from_slice(&[0x00, 0x29]);
+        new_body.extend_from_slice(&(new_psk.len() as u16).to_be_bytes());
+        new_body.extend_from_slice(&new_psk);
+        let ext_total = (new_body.len() - extensions_at) as u16;
+        new_body[at..at + 2].copy_from_slice(&ext_total.to_be_bytes());
+        let mut message = vec![1];
+        let len = new_body.len();
+        message.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
+        message.extend_from_slice(&new_body);
+        let mut out = Vec::new();
+        for chunk in message.chunks(16384) {
+            out.extend_from_slice(&[0x16, record[1], record[2]]);
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    /// one ClientHello that repeats one retired ticket N times makes the server open
+    /// and re-check it N times, recording N `denied` audit events (and, for a ticket whose
+    /// chain fails, N chain verifications). Any client that ever got a ticket can do it; on
+    /// a client_certificate_optional server, anyone.
+    #[tokio::test]
+    async fn one_client_hello_repeating_a_ticket_is_declined_once() {
+        let events = Events::default();
+        let _guard = events.install();
+        let cas = Cas::new();
+        let server = cas.source(cas.svid(SERVER, HOUR), cas.both());
+        let address = resuming_server(Arc::clone(&server), authorize::any()).await;
+        let client = stubborn_client(cas.source(cas.svid(CLIENT, HOUR), cas.both()));
+        first_call(&client, address).await;
+        // Every ticket is retired (an SVID rotation of the server).
+        server.replace(X509Context::new(vec![cas.svid(SERVER, HOUR)], cas.both()).unwrap());
+
+        // A relay that rewrites the ClientHello.
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_address = relay.local_addr().unwrap();
+        let copies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&copies);
+        tokio::spawn(async move {
+            let (mut from_client, _) = relay.accept().await.unwrap();
+            let mut to_server = TcpStream::connect(address).await.unwrap();
+            let mut header = [0u8; 5];
+            tokio::io::AsyncReadExt::read_exact(&mut from_client, &mut header)
+                .await
+                .unwrap();
+            let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+            let mut record = header.to_vec();
+            record.resize(5 + len, 0);
+            tokio::io::AsyncReadExt::read_exact(&mut from_client, &mut record[5..])
+                .await
+                .unwrap();
+            // As many copies as fit a handshake message of 64 KiB.
+            let one = repeat_psk_identity(&record, 1).len();
+            let two = repeat_psk_identity(&record, 2).len();
+            let n = (60_000 - one) / (two - one) + 1;
+            counted.store(n, Ordering::SeqCst);
+            to_server
+                .write_all(&repeat_psk_identity(&record, n))
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut from_client, &mut to_server).await;
+        });
+        let _ = call(&client, relay_address).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n = copies.load(Ordering::SeqCst);
+        let declines = events.declines().len();
+        assert!(
+            declines <= 2,
+            "one ClientHello ({n} copies of one ticket) made {declines} `denied` audit events"
+        );
+    }
+
+    /// `net::reqwest_client` (and the A2A client built on it) takes a resumption config
+    /// as it is: a resumed session to a server whose certificate expired is used and the
+    /// request sent; only `net::connect` makes the client's last check.
+    #[tokio::test]
+    async fn the_reqwest_client_never_resumes() {
+        let cas = Cas::new();
+        let short = cas.expiring_soon(SERVER);
+        // A stubborn HTTPS server: rustls' own sealer, an SVID it presents even expired.
+        let provider = spiffe_mtls::crypto::default_provider().unwrap();
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(spiffe_mtls::rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(short.chain().to_vec(), short.private_key().clone_key())
+            .unwrap();
+        #[cfg(feature = "aws-lc-rs")]
+        let sealer = spiffe_mtls::rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        #[cfg(not(feature = "aws-lc-rs"))]
+        let sealer = spiffe_mtls::rustls::crypto::ring::Ticketer::new().unwrap();
+        config.ticketer = sealer;
+        config.send_tls13_tickets = 2;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = spiffe_mtls::tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        let mut reader = BufReader::new(stream);
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n"
+                            {
+                                break;
+                            }
+                        }
+                        let mut stream = reader.into_inner();
+                        let _ = stream
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                            )
+                            .await;
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        let client_config = || {
+            tls::client_config(
+                cas.source(cas.svid(CLIENT, HOUR), cas.both()),
+                authorize::id(SERVER.parse().unwrap()),
+            )
+            .resumption(LIFETIME)
+            .build()
+            .unwrap()
+        };
+        let client = net::reqwest_builder(client_config())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let url = format!("https://localhost:{port}/");
+        assert_eq!(
+            client.get(&url).send().await.unwrap().text().await.unwrap(),
+            "ok"
+        );
+        assert_eq!(
+            client.get(&url).send().await.unwrap().text().await.unwrap(),
+            "ok"
+        );
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+        // The good twin: a new client (full handshake) refuses the expired server.
+        let fresh = net::reqwest_builder(client_config()).build().unwrap();
+        assert!(fresh.get(&url).send().await.is_err());
+        let resumed = client.get(&url).send().await;
+        assert!(
+            resumed.is_err(),
+            "a request sent to a server whose certificate expired: {:?}",
+            resumed.map(|r| r.status())
+        );
+    }
+}
