@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The soak of issue 18 (not part of CI; about 12 minutes): live connections held open under
 # SVID rotation, through `net::HttpServer` (in the soak process) and through `spiffe-mtls proxy
-# server` (TCP mode), each run twice: plainly, then with faults (the Workload API broken and
-# back 20 times, CA rotations with overlap, one peer revoked at half time). Each run prints
+# server` (TCP mode), each run twice: plainly, then with faults (the Workload API killed and
+# restarted 20 times, CA rotations with overlap, one peer revoked at half time). Each run prints
 # one JSON line (bench/soak/soak.rs says what each field means); a run fails when a request
 # failed, a connection dropped, or a revoked peer's connection stayed open.
 #

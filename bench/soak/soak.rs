@@ -1,7 +1,9 @@
 //! The soak of issue 18 (`bench/soak/run.sh` runs it; not part of CI): many connections held
 //! open, with requests flowing on each, while the embedded dev server rotates SVIDs every
-//! second; then thousands of rotations more; and, with `--faults`, the Workload API broken and
-//! back 20 times, CA rotations with overlap, and one peer revoked mid-run.
+//! second; then thousands of rotations more; and, with `--faults`, the Workload API killed and
+//! restarted 20 times (its socket removed and every connection to it cut, back a second
+//! later with the same CA, as an agent that restarts), CA rotations with overlap, and one
+//! peer revoked mid-run.
 //!
 //! ```text
 //! soak --target http|proxy [--proxy BIN] [--connections N] [--seconds S]
@@ -173,6 +175,57 @@ fn write_policy(path: &std::path::Path, revoked: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The Workload API socket the workloads use: a relay to the dev server's own socket, which
+/// can be killed (its socket removed, every relayed connection cut) and restarted.
+struct Agent {
+    path: std::path::PathBuf,
+    upstream: std::path::PathBuf,
+    relay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(path: std::path::PathBuf, upstream: std::path::PathBuf) -> Result<Self, Error> {
+        let mut agent = Self {
+            path,
+            upstream,
+            relay: None,
+        };
+        agent.restart()?;
+        Ok(agent)
+    }
+
+    fn is_up(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            // Its connections are tasks of its own set: aborted with it.
+            relay.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    fn restart(&mut self) -> Result<(), Error> {
+        let listener = tokio::net::UnixListener::bind(&self.path)?;
+        let upstream = self.upstream.clone();
+        self.relay = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                // Finished relays are reaped as new ones come.
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+        Ok(())
+    }
+}
+
 /// VmRSS and VmHWM of `pid`, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -197,16 +250,29 @@ async fn run() -> Result<(), Error> {
         Duration::from_secs(3600),
     )?
     .with_federation("partner.org".parse()?);
-    let address = EndpointAddress::Unix(dir.path().join("agent.sock"));
+    let upstream = dir.path().join("dev.sock");
     let dev = Arc::new(
         DevServer::start(
             config,
-            address.clone(),
+            EndpointAddress::Unix(upstream.clone()),
             DevServerOptions::default().with_federated(partner.bundle()),
         )
         .await?,
     );
+    // The workloads reach the dev server through a relay that the faults kill and restart.
+    let mut agent = Agent::start(dir.path().join("agent.sock"), upstream)?;
+    let address = EndpointAddress::Unix(agent.path.clone());
     let source: Arc<dyn X509Source> = Arc::new(WorkloadApiSource::connect(address.clone()).await?);
+    // How many updates this process's source took: it must keep following the rotations
+    // through the Workload API's restarts.
+    let updates = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&updates);
+    let mut watch = source.updates();
+    tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
     let server = match settings.target.as_str() {
         "http" => start_http(Arc::clone(&source)).await?,
         _ => {
@@ -267,10 +333,12 @@ async fn run() -> Result<(), Error> {
         }
         if settings.faults {
             if second.is_multiple_of(5) && faults < 20 {
-                // The Workload API goes away and comes back: streams end, the next calls fail.
-                dev.end_streams();
-                dev.fail_next_calls(tonic::Code::Unavailable, 2);
+                // The Workload API is killed: its socket goes, its streams are cut.
+                agent.kill();
                 faults += 1;
+            } else if !agent.is_up() {
+                // And restarted a second later, with the same CA (as an agent that restarts).
+                agent.restart()?;
             }
             if second % 40 == 20 {
                 dev.rotate_ca().await;
@@ -283,6 +351,7 @@ async fn run() -> Result<(), Error> {
         }
     }
     let (rss_end, hwm) = rss_kib(pid);
+    let updates_during_run = updates.load(Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
 
     // Rotations without the timed pace, connections closed: memory must not grow.
@@ -306,6 +375,7 @@ async fn run() -> Result<(), Error> {
         "failed_requests": counts.failed.load(Ordering::Relaxed),
         "dropped_connections": counts.dropped.load(Ordering::Relaxed),
         "workload_api_outages": faults,
+        "source_updates_during_the_run": updates_during_run,
         "revoked_peer_connections_closed": counts.peer_closed.load(Ordering::Relaxed),
         "revoked_peer_connections_left_open": counts.peer_open_after_revocation.load(Ordering::Relaxed),
         "rss_kib_start": rss_start,
