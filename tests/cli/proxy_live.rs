@@ -214,13 +214,30 @@ fn a_connection_closes_when_a_certificate_of_its_handshake_expires() {
     // relay is open (the proxies take new SVIDs for new connections meanwhile).
     let world = World::with_settings("svid_ttl = \"3s\"\n");
     let backend = echo_backend();
-    let server = world.server(&backend, &["--allow-id", CLIENT_ID]);
-    let client = world.client("proxy-client", &server, &[]);
+    let server = world.server(
+        &backend,
+        &["--allow-id", CLIENT_ID, "--status", "127.0.0.1:0"],
+    );
+    let client = world.client("proxy-client", &server, &["--status", "127.0.0.1:0"]);
     let mut stream = connect(&client.listen);
     echo(&mut stream, b"hello");
+    // The certificates of the handshake expire at the earliest `svid_expires_at` the proxies
+    // report now, or sooner (a proxy that rotated since reports a later one: a looser
+    // bound, never a stricter one).
+    let expires = [&server, &client]
+        .iter()
+        .map(|proxy| svid_expires_at(proxy))
+        .min()
+        .unwrap();
     let took = closed_within(&mut stream, Duration::from_secs(10))
         .expect("the relay outlived its certificates");
+    let closed = std::time::SystemTime::now();
     assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    let late = closed.duration_since(expires).unwrap_or_default();
+    assert!(
+        late < WITHIN,
+        "closed {late:?} after the first certificate expired"
+    );
     // Whichever proxy saw its peer's certificate expire first closed it, naming the reason.
     crate::proxy_world::wait_until("an audit line closed (expired)", || {
         [&server, &client].iter().any(|proxy| {
@@ -235,6 +252,16 @@ fn a_connection_closes_when_a_certificate_of_its_handshake_expires() {
     // A new connection works with the new SVIDs.
     let mut again = connect(&client.listen);
     still_open(&mut again, b"with new SVIDs");
+}
+
+/// The `svid_expires_at` of a proxy's `/_status`.
+fn svid_expires_at(proxy: &crate::proxy_world::Proc) -> std::time::SystemTime {
+    let (_, body) = proxy.status_get("/_status");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = status["svid_expires_at"].as_str().unwrap();
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(at.unix_timestamp() as u64)
 }
 
 fn resumed_handshakes(proxy: &crate::proxy_world::Proc) -> u64 {
