@@ -320,10 +320,12 @@ impl LiveConnections {
                 let Ok(context) = source.x509_context() else {
                     continue;
                 };
+                // A source keeps one allocation of its bundles for as long as its updates
+                // leave them unchanged (what the verification cache is keyed on too).
                 let bundles = context.shared_bundles();
                 let unchanged = checked
                     .as_ref()
-                    .is_some_and(|checked| same_roots(checked, bundles));
+                    .is_some_and(|checked| Arc::ptr_eq(checked, bundles));
                 if unchanged && !reloaded {
                     continue;
                 }
@@ -360,15 +362,6 @@ impl LiveConnections {
     pub fn closed_count(&self, reason: CloseReason) -> u64 {
         self.inner.closed[reason.index()].load(Ordering::Relaxed)
     }
-}
-
-/// Whether two bundle sets hold the same roots for the same trust domains.
-fn same_roots(a: &crate::BundleSet, b: &crate::BundleSet) -> bool {
-    a.len() == b.len()
-        && a.iter().all(|bundle| {
-            b.get(bundle.trust_domain())
-                .is_some_and(|other| bundle.roots().eq(other.roots()))
-        })
 }
 
 /// Closes `entry` for `reason` unless it is already closing; true when this call closed it.
@@ -656,7 +649,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         allowed.store(false, Ordering::SeqCst);
 
-        source.replace(X509Context::new(vec![own(&world.ca)], world.bundles.clone()).unwrap());
+        // A rotation as the Workload API source makes one: the same bundles, shared.
+        let bundles = Arc::clone(source.x509_context().unwrap().shared_bundles());
+        source.replace(X509Context::with_shared_bundles(vec![own(&world.ca)], bundles).unwrap());
         let waiting = tokio::time::timeout(Duration::from_millis(200), peer.closed()).await;
         assert!(waiting.is_err(), "an SVID rotation re-checked the peers");
 

@@ -134,8 +134,13 @@ impl SessionTickets {
         })
     }
 
-    /// Why the ticket `plain` (opened) cannot be used now, if it cannot.
-    fn decline_reason(&self, header: &[u8], session: &[u8]) -> Option<String> {
+    /// Why an opened ticket (our `header`, the client `chain` read from rustls' session)
+    /// cannot be used now, if it cannot.
+    fn decline_reason(
+        &self,
+        header: &[u8],
+        chain: Option<&[CertificateDer<'static>]>,
+    ) -> Option<String> {
         let generation_then = u64::from_be_bytes(header[1..9].try_into().ok()?);
         let issued = u64::from_be_bytes(header[9..17].try_into().ok()?);
         if generation_then != generation(&self.check) {
@@ -152,7 +157,7 @@ impl SessionTickets {
                 self.lifetime.as_secs()
             ));
         }
-        let Some(chain) = client_chain(session) else {
+        let Some(chain) = chain else {
             return Some("the stored session could not be read".into());
         };
         // A session without a client certificate (a server that lets anonymous clients in)
@@ -161,7 +166,7 @@ impl SessionTickets {
             return None;
         }
         self.check
-            .recheck_stored(&chain, UnixTime::now())
+            .recheck_stored(chain, UnixTime::now())
             .err()
             .map(|reason| format!("the stored client certificate no longer passes: {reason}"))
     }
@@ -201,14 +206,16 @@ impl ProducesTickets for SessionTickets {
             return None;
         }
         let session = opened.split_off(HEADER_LEN);
-        if let Some(reason) = self.decline_reason(&opened, &session) {
+        let chain = client_chain(&session);
+        if let Some(reason) = self.decline_reason(&opened, chain.as_deref()) {
             let mut declined = self.declined.lock().unwrap_or_else(PoisonError::into_inner);
             if declined.recent.len() == DECLINED_REMEMBERED {
                 declined.recent.pop_front();
             }
             declined.recent.push_back(digest);
             drop(declined);
-            let peer = client_chain(&session)
+            let peer = chain
+                .as_ref()
                 .and_then(|chain| chain.first().and_then(super::identity::leaf_spiffe_id));
             audit::resumption_denied(
                 self.check.side(),

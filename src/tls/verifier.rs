@@ -75,8 +75,10 @@ impl PeerCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        match self.verify(end_entity, intermediates, now) {
-            Ok(id) => self.authorize(end_entity, &id),
+        match self.verify(end_entity, intermediates, now, |id| {
+            self.authorize(end_entity, id)
+        }) {
+            Ok(decision) => decision,
             Err(Unverified::NoBundles(error)) => {
                 audit::unverified(self.side, &format_args!("no trust bundles: {error}"));
                 Err(rustls::Error::General(format!(
@@ -101,16 +103,16 @@ impl PeerCheck {
         let (end_entity, intermediates) = chain
             .split_first()
             .ok_or("the session holds no certificate")?;
-        let id = self
-            .verify(end_entity, intermediates, now)
-            .map_err(|failure| match failure {
-                Unverified::NoBundles(error) => format!("no trust bundles: {error}"),
-                Unverified::Chain(error) => error.to_string(),
-            })?;
-        self.authorizer
-            .authorize(&id)
-            .map_err(|error| error.to_string())?;
-        Ok(id)
+        self.verify(end_entity, intermediates, now, |id| {
+            self.authorizer
+                .authorize(id)
+                .map(|()| id.clone())
+                .map_err(|error| error.to_string())
+        })
+        .map_err(|failure| match failure {
+            Unverified::NoBundles(error) => format!("no trust bundles: {error}"),
+            Unverified::Chain(error) => error.to_string(),
+        })?
     }
 
     /// The authorizer of the check.
@@ -129,13 +131,15 @@ impl PeerCheck {
     }
 
     /// Verifies the chain against the current bundle of its trust domain (or takes it from
-    /// the cache); records nothing.
-    fn verify(
+    /// the cache), then hands its SPIFFE ID to `then` (borrowed: no copy on the handshake
+    /// path); records nothing.
+    fn verify<R>(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<SpiffeId, Unverified> {
+        then: impl FnOnce(&SpiffeId) -> R,
+    ) -> Result<R, Unverified> {
         let context = self
             .source
             .x509_context()
@@ -146,7 +150,7 @@ impl PeerCheck {
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            return Ok(hit.spiffe_id().clone());
+            return Ok(then(hit.spiffe_id()));
         }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
@@ -162,7 +166,7 @@ impl PeerCheck {
         if let Some(cache) = &self.cache {
             cache.insert(&context, &verified, seconds);
         }
-        Ok(verified.spiffe_id().clone())
+        Ok(then(verified.spiffe_id()))
     }
 
     /// Applies the authorizer to the verified ID of `end_entity`; records a refusal, and
