@@ -255,6 +255,27 @@ mod tests {
         );
     }
 
+    /// A rule wrapped by `on_refusal` decides, describes itself and counts reloads as the
+    /// rule it wraps (session tickets are bound to that count), and notes only refusals.
+    #[test]
+    fn a_noted_rule_follows_the_policy_it_wraps() {
+        let (_dir, path, watched) = world(&policy_allowing(&[A, B], &[]));
+        let noted = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&noted);
+        let rule = watched
+            .connect()
+            .on_refusal(move |id| sink.lock().unwrap().push(id.to_string()));
+        assert_eq!(rule.generation(), 0);
+        assert!(rule.is_allowed(&sid(B)));
+        std::fs::write(&path, policy_allowing(&[A], &[])).unwrap();
+        assert!(watched.reload().unwrap());
+        assert_eq!(rule.generation(), 1);
+        assert!(!rule.is_allowed(&sid(B)));
+        assert!(rule.is_allowed(&sid(A)));
+        assert_eq!(*noted.lock().unwrap(), vec![B.to_owned()]);
+        assert_eq!(rule.to_string(), watched.connect().to_string());
+    }
+
     #[test]
     fn a_revoked_id_is_refused_by_the_connect_rule_and_every_route() {
         let (_dir, path, watched) = world(&policy_allowing(&[A, B], &[]));
