@@ -66,6 +66,7 @@
 #[cfg(feature = "a2a")]
 #[cfg_attr(docsrs, doc(cfg(feature = "a2a")))]
 pub mod a2a;
+pub mod audit;
 pub mod authorize;
 pub mod bundle;
 pub mod crypto;

@@ -5,8 +5,62 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, Decision, dispatch};
 use crate::spiffe_id::SpiffeId;
-use crate::tls::AUDIT_TARGET;
+use crate::tls::{AUDIT_TARGET, Side};
+
+/// What an A2A decision was made on besides the caller: the task it is about and the
+/// policy that decided.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CallEvidence<'a> {
+    /// The task the call names (`taskId` of a message, `id` of a task method).
+    pub(crate) task_id: Option<&'a str>,
+    /// The SHA-256 of the policy's text.
+    pub(crate) policy_sha256: Option<&'a str>,
+}
+
+impl<'a> CallEvidence<'a> {
+    /// The task named by `request` (the call's params) and the policy's digest.
+    pub(crate) fn of(request: &'a Value, policy_sha256: &'a str) -> Self {
+        let task_id = ["/message/taskId", "/taskId", "/id"]
+            .into_iter()
+            .find_map(|pointer| request.pointer(pointer).and_then(Value::as_str));
+        Self {
+            task_id,
+            policy_sha256: Some(policy_sha256),
+        }
+    }
+}
+
+/// Hands the call's event to the audit sinks, if any.
+#[allow(clippy::too_many_arguments)] // the fields of one event, each named at the call
+fn to_sinks(
+    decision: Decision,
+    peer: Option<&SpiffeId>,
+    method: &str,
+    skill: &str,
+    route: &str,
+    rule: &dyn fmt::Display,
+    reason: Option<&str>,
+    evidence: CallEvidence<'_>,
+) {
+    let known = |field: &str| (field != "-").then(|| field.to_owned());
+    dispatch(|| {
+        let mut event = AuditEvent::new(Side::Server, decision, peer, rule.to_string());
+        event.reason = reason.map(str::to_owned);
+        event.method = Some(method.to_owned());
+        event.skill = known(skill);
+        event.route = known(route);
+        event.task_id = evidence.task_id.map(str::to_owned);
+        event.policy_sha256 = evidence.policy_sha256.map(str::to_owned);
+        event
+    });
+}
+
+/// The reason of a refusal by a rule.
+const REFUSED_REASON: &str = "the rule does not allow this SPIFFE ID";
 
 /// A call `rule` (of `route`) allowed.
 pub(crate) fn allowed(
@@ -15,7 +69,18 @@ pub(crate) fn allowed(
     skill: &str,
     route: &str,
     rule: &dyn fmt::Display,
+    evidence: CallEvidence<'_>,
 ) {
+    to_sinks(
+        Decision::Accepted,
+        Some(peer),
+        method,
+        skill,
+        route,
+        rule,
+        None,
+        evidence,
+    );
     tracing::info!(
         target: AUDIT_TARGET,
         side = "server",
@@ -37,7 +102,18 @@ pub(crate) fn refused(
     skill: &str,
     route: &str,
     rule: &dyn fmt::Display,
+    evidence: CallEvidence<'_>,
 ) {
+    to_sinks(
+        Decision::Denied,
+        Some(peer),
+        method,
+        skill,
+        route,
+        rule,
+        Some(REFUSED_REASON),
+        evidence,
+    );
     tracing::warn!(
         target: AUDIT_TARGET,
         side = "server",
@@ -48,13 +124,23 @@ pub(crate) fn refused(
         method = method,
         skill = skill,
         route = route,
-        reason = "the rule does not allow this SPIFFE ID",
+        reason = REFUSED_REASON,
         "A2A call refused"
     );
 }
 
 /// A call without a verified SPIFFE ID.
 pub(crate) fn unauthenticated(method: &str) {
+    to_sinks(
+        Decision::Denied,
+        None,
+        method,
+        "-",
+        "-",
+        &"verified SPIFFE ID",
+        Some("the call carries no verified peer identity"),
+        CallEvidence::default(),
+    );
     tracing::warn!(
         target: AUDIT_TARGET,
         side = "server",

@@ -184,7 +184,17 @@ impl RequestAuthorizer for TaskOwners {
                     None => format!("task {task_id} has no known owner"),
                 };
                 match &id {
-                    Some(id) => super::audit::refused(id, "task", "-", "-", &rule),
+                    Some(id) => super::audit::refused(
+                        id,
+                        "task",
+                        "-",
+                        "-",
+                        &rule,
+                        super::audit::CallEvidence {
+                            task_id: Some(task_id),
+                            policy_sha256: None,
+                        },
+                    ),
                     None => super::audit::unauthenticated("task"),
                 }
                 Err(A2AError::task_not_found(task_id))

@@ -126,7 +126,14 @@ async fn jsonrpc<H: RequestHandler>(
         && peer.is_expired()
     {
         let caller = peer.spiffe_id();
-        super::audit::refused(caller, method, "-", "-", &"a certificate valid now");
+        super::audit::refused(
+            caller,
+            method,
+            "-",
+            "-",
+            &"a certificate valid now",
+            super::audit::CallEvidence::default(),
+        );
         let id = parsed
             .as_ref()
             .and_then(|v| v.get("id").cloned())

@@ -7,6 +7,7 @@ use a2a_server::{CallContext, CallInterceptor};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::audit::CallEvidence;
 use crate::authorize::{Policy, PolicyRef, WatchedPolicy};
 use crate::spiffe_id::SpiffeId;
 
@@ -192,11 +193,12 @@ impl SkillPolicy {
             // Methods over every task or over push configs: a route of their own name.
             _ => decide_route(&policy, id, method),
         };
+        let evidence = CallEvidence::of(request, policy.sha256());
         if decision.allowed {
-            super::audit::allowed(id, method, "-", &decision.route, &decision.rule);
+            super::audit::allowed(id, method, "-", &decision.route, &decision.rule, evidence);
             Ok(())
         } else {
-            super::audit::refused(id, method, "-", &decision.route, &decision.rule);
+            super::audit::refused(id, method, "-", &decision.route, &decision.rule, evidence);
             Err(refusal(method, id))
         }
     }
@@ -228,8 +230,10 @@ impl SkillPolicy {
                 rule: error.rule,
             },
         };
+        let evidence = CallEvidence::of(request, policy.sha256());
         if !by_skill.allowed {
-            super::audit::refused(id, method, &skill, &by_skill.route, &by_skill.rule);
+            let (route, rule) = (&by_skill.route, &by_skill.rule);
+            super::audit::refused(id, method, &skill, route, rule, evidence);
             return Err(A2AError::new(
                 REFUSED_CODE,
                 format!("skill {skill:?} does not allow {id}"),
@@ -238,11 +242,13 @@ impl SkillPolicy {
         let by_push =
             carries_push_config(request).then(|| decide_route(&policy, id, PUSH_CONFIG_ROUTE));
         if let Some(by_push) = by_push.as_ref().filter(|decision| !decision.allowed) {
-            super::audit::refused(id, method, &skill, &by_push.route, &by_push.rule);
+            let (route, rule) = (&by_push.route, &by_push.rule);
+            super::audit::refused(id, method, &skill, route, rule, evidence);
             return Err(refusal(PUSH_CONFIG_ROUTE, id));
         }
         for decision in std::iter::once(&by_skill).chain(&by_push) {
-            super::audit::allowed(id, method, &skill, &decision.route, &decision.rule);
+            let (route, rule) = (&decision.route, &decision.rule);
+            super::audit::allowed(id, method, &skill, route, rule, evidence);
         }
         Ok(())
     }

@@ -74,6 +74,8 @@ impl fmt::Debug for ServerNotAuthorized {
 #[derive(Clone)]
 pub struct Authorizer {
     rule: Arc<Rule>,
+    /// The SHA-256 (hex) of the policy file text the rule comes from.
+    policy_sha256: Option<Arc<str>>,
 }
 
 type Predicate = dyn Fn(&SpiffeId) -> bool + Send + Sync;
@@ -109,6 +111,7 @@ impl Authorizer {
     fn new(rule: Rule) -> Self {
         Self {
             rule: Arc::new(rule),
+            policy_sha256: None,
         }
     }
 
@@ -213,6 +216,29 @@ fn list_sorted(f: &mut fmt::Formatter<'_>, mut items: Vec<String>) -> fmt::Resul
 }
 
 impl Authorizer {
+    /// The same rule, marked as coming from the policy whose text has the SHA-256 `digest`
+    /// (hex).
+    pub(crate) fn with_policy_digest(mut self, digest: &Arc<str>) -> Self {
+        self.policy_sha256 = Some(Arc::clone(digest));
+        self
+    }
+
+    /// The SHA-256 (hex) of the text of the policy file the rule comes from (the current
+    /// one, for a rule that follows a reloaded policy); `None` for a rule made in code.
+    pub fn policy_sha256(&self) -> Option<Arc<str>> {
+        if let Some(digest) = &self.policy_sha256 {
+            return Some(Arc::clone(digest));
+        }
+        match &*self.rule {
+            Rule::Follow { current, .. } => current().policy_sha256(),
+            Rule::Noting { inner, .. } => inner.policy_sha256(),
+            Rule::AnyOf(rules) | Rule::AllOf(rules) => {
+                rules.iter().find_map(Authorizer::policy_sha256)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the description of the rule is a list of rules (written in parentheses when
     /// inside another list).
     fn is_compound(&self) -> bool {

@@ -109,6 +109,7 @@ impl RuleLists {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Policy {
+    sha256: Arc<str>,
     revoked: Arc<[SpiffeId]>,
     connect: Authorizer,
     routes: HashMap<String, Authorizer>,
@@ -137,15 +138,23 @@ impl Policy {
             (Some(not_revoked), None) => not_revoked,
             (Some(not_revoked), Some(lists)) => all_of([not_revoked, lists.into_authorizer()]),
         };
+        let sha256: Arc<str> = Arc::from(crate::audit::sha256_hex(text.as_bytes()));
         Ok(Self {
             revoked,
-            connect,
+            connect: connect.with_policy_digest(&sha256),
             routes: file
                 .routes
                 .into_iter()
-                .map(|(name, lists)| (name, lists.into_authorizer()))
+                .map(|(name, lists)| (name, lists.into_authorizer().with_policy_digest(&sha256)))
                 .collect(),
+            sha256,
         })
+    }
+
+    /// The SHA-256 (hex) of the policy's text: audit events name the policy that decided by
+    /// it.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// Reads and parses a policy file.

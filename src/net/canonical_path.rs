@@ -47,6 +47,7 @@ where
         &shown,
         &"canonical path",
         error,
+        &|event| tls::request_evidence(event, request.method().as_str(), peer, None),
     );
     let refusal = RouteRefusal {
         route: None,

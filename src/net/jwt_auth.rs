@@ -205,6 +205,7 @@ where
                         audience,
                         "a certificate valid now",
                         &"the peer's certificate expired after its handshake",
+                        &|event| tls::with_peer(event, peer),
                     );
                     return refuse(
                         StatusCode::UNAUTHORIZED,
@@ -217,7 +218,13 @@ where
                 }
                 return Box::pin(self.inner.call(request));
             }
-            tls::jwt_denied(None, audience, "token", &"no bearer token");
+            tls::jwt_denied(
+                None,
+                audience,
+                "token",
+                &"no bearer token",
+                &tls::no_evidence,
+            );
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 Some("Bearer realm=\"spiffe\"".to_owned()),
@@ -230,6 +237,7 @@ where
                 audience,
                 "token",
                 &"not an Authorization: Bearer <token> header",
+                &tls::no_evidence,
             );
             return refuse(
                 StatusCode::UNAUTHORIZED,
@@ -240,7 +248,7 @@ where
         let bundles = match settings.source.jwt_bundles() {
             Ok(bundles) => bundles,
             Err(error) => {
-                tls::jwt_denied(None, audience, "bundle", &error);
+                tls::jwt_denied(None, audience, "bundle", &error, &tls::no_evidence);
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     None,
@@ -253,21 +261,29 @@ where
                 if let Some(authorizer) = &settings.authorizer
                     && let Err(error) = authorizer.authorize(svid.spiffe_id())
                 {
-                    tls::jwt_denied(Some(svid.spiffe_id()), audience, "authorizer", &error);
+                    tls::jwt_denied(
+                        Some(svid.spiffe_id()),
+                        audience,
+                        "authorizer",
+                        &error,
+                        &|event| jwt_evidence(event, &svid, Some(authorizer)),
+                    );
                     return refuse(
                         StatusCode::FORBIDDEN,
                         None,
                         format!("forbidden: {} is not allowed here\n", svid.spiffe_id()),
                     );
                 }
-                tls::jwt_accepted(svid.spiffe_id(), audience);
+                tls::jwt_accepted(svid.spiffe_id(), audience, &|event| {
+                    jwt_evidence(event, &svid, settings.authorizer.as_ref())
+                });
                 request
                     .extensions_mut()
                     .insert(PeerIdentity::from_jwt_svid(svid));
                 Box::pin(self.inner.call(request))
             }
             Err(error) => {
-                tls::jwt_denied(None, audience, error.rule(), &error);
+                tls::jwt_denied(None, audience, error.rule(), &error, &tls::no_evidence);
                 refuse(
                     StatusCode::UNAUTHORIZED,
                     Some(format!(
@@ -282,6 +298,23 @@ where
             }
         }
     }
+}
+
+/// `event` with the token's `jti` and the digest of the policy of `authorizer`.
+fn jwt_evidence(
+    mut event: crate::audit::AuditEvent,
+    svid: &crate::jwt::JwtSvid,
+    authorizer: Option<&crate::Authorizer>,
+) -> crate::audit::AuditEvent {
+    event.jti = svid
+        .claims()
+        .get("jti")
+        .and_then(|jti| jti.as_str())
+        .map(str::to_owned);
+    event.policy_sha256 = authorizer
+        .and_then(crate::Authorizer::policy_sha256)
+        .map(|digest| digest.to_string());
+    event
 }
 
 #[cfg(test)]

@@ -375,7 +375,12 @@ fn close_entry(registry: &Registry, entry: &Entry, reason: CloseReason) -> bool 
     });
     if newly {
         registry.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
-        audit::closed(registry.side, entry.peer.spiffe_id(), reason.as_str());
+        audit::closed(
+            registry.side,
+            entry.peer.spiffe_id(),
+            reason.as_str(),
+            &|event| audit::with_peer(event, &entry.peer),
+        );
     }
     newly
 }

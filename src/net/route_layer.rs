@@ -359,7 +359,10 @@ where
                 "verified SPIFFE ID",
                 "the request carries no verified peer identity",
             );
-            tls::route_denied(None, &route, &rule, &reason);
+            let method = request.method().as_str();
+            tls::route_denied(None, &route, &rule, &reason, &|event| {
+                tls::request_evidence(event, method, None, None)
+            });
             let body = format!("forbidden: route {route:?} needs a verified SPIFFE ID\n");
             let refusal = refusal(rule.to_owned(), reason);
             return Box::pin(std::future::ready(Ok(refusal_response(
@@ -375,7 +378,10 @@ where
                 "a certificate valid now",
                 "the peer's certificate expired after its handshake",
             );
-            tls::route_denied(Some(id), &route, &rule, &reason);
+            let method = request.method().as_str();
+            tls::route_denied(Some(id), &route, &rule, &reason, &|event| {
+                tls::request_evidence(event, method, Some(peer), None)
+            });
             let body = format!(
                 "forbidden: route {route:?} needs a certificate valid now; {id}'s expired after the handshake\n"
             );
@@ -389,6 +395,9 @@ where
         // The policy in force for this request (a watched file's may have changed since the
         // connection's handshake).
         let policy = self.policy.current();
+        let method = request.method().as_str();
+        let evidence =
+            |event| tls::request_evidence(event, method, Some(peer), Some(policy.sha256()));
         match policy.authorize_route(&route, id) {
             Ok(()) => {
                 match policy.route(&route) {
@@ -396,14 +405,17 @@ where
                         id,
                         &route,
                         &format_args!("route {route:?} allows {rule}"),
+                        &evidence,
                     ),
-                    None => tls::route_allowed(id, &route, &format_args!("route {route:?}")),
+                    None => {
+                        tls::route_allowed(id, &route, &format_args!("route {route:?}"), &evidence)
+                    }
                 }
                 Box::pin(self.inner.call(request))
             }
             Err(error) => {
                 let reason = "the rule does not allow this SPIFFE ID";
-                tls::route_denied(Some(id), &route, &error.rule, &reason);
+                tls::route_denied(Some(id), &route, &error.rule, &reason, &evidence);
                 let body = format!("forbidden: route {route:?} does not allow {id}\n");
                 let refusal = refusal(error.rule.to_string(), reason);
                 Box::pin(std::future::ready(Ok(refusal_response(

@@ -38,8 +38,11 @@
 //! with an algorithm its cipher suite does not allow, which rustls refuses without asking the
 //! verifier.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 
+use crate::audit::{AuditEvent, Decision, dispatch, sha256_hex};
 use crate::spiffe_id::SpiffeId;
 
 /// The tracing target of audit events.
@@ -47,6 +50,66 @@ pub const AUDIT_TARGET: &str = "spiffe_mtls::audit";
 
 /// The rule named by a denial for a handshake signature that did not verify.
 const SIGNATURE_RULE: &str = "handshake signature";
+
+/// Adds what a decider knows to an event (the leaf's and root's digests, the bundles'
+/// generation, the policy); only called when an audit sink is registered.
+pub(crate) type Evidence<'a> = &'a dyn Fn(AuditEvent) -> AuditEvent;
+
+/// No evidence beyond the event's own fields.
+pub(crate) fn no_evidence(event: AuditEvent) -> AuditEvent {
+    event
+}
+
+/// Hands the event to the audit sinks, if any: `decision` about `peer` by `rule`, with
+/// `reason` and `evidence`.
+fn to_sinks(
+    side: Side,
+    decision: Decision,
+    peer: Option<&SpiffeId>,
+    rule: &dyn fmt::Display,
+    reason: Option<&dyn fmt::Display>,
+    evidence: Evidence<'_>,
+) {
+    dispatch(|| {
+        let mut event = AuditEvent::new(side, decision, peer, rule.to_string());
+        if let Some(reason) = reason {
+            event = event.reason(reason);
+        }
+        evidence(event)
+    });
+}
+
+/// The roots the chains of recently authorized leaves ended at (digests), for the event the
+/// handshake signature check records a moment later; filled only while an audit sink is
+/// registered.
+#[derive(Debug, Default)]
+pub(crate) struct RootMemo {
+    recent: Mutex<VecDeque<(String, String)>>,
+}
+
+/// The leaves a [`RootMemo`] remembers.
+const ROOT_MEMO_ENTRIES: usize = 256;
+
+impl RootMemo {
+    /// Notes that the chain of `leaf` ended at `root`.
+    pub(crate) fn note(&self, leaf: &[u8], root: &[u8]) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() >= ROOT_MEMO_ENTRIES {
+            recent.pop_front();
+        }
+        recent.push_back((sha256_hex(leaf), sha256_hex(root)));
+    }
+
+    /// The root digest noted for the leaf whose digest is `leaf`.
+    pub(crate) fn root_of(&self, leaf: &str) -> Option<String> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .find(|(noted, _)| noted == leaf)
+            .map(|(_, root)| root.clone())
+    }
+}
 
 /// Which end of the connection decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +132,12 @@ impl fmt::Display for Side {
 
 /// A peer that was verified, allowed by `rule`, and proved its key with its handshake
 /// signature.
-pub(crate) fn accepted(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
+pub(crate) fn accepted(
+    side: Side,
+    peer: &SpiffeId,
+    rule: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
     tracing::info!(
         target: AUDIT_TARGET,
         side = %side,
@@ -79,10 +147,16 @@ pub(crate) fn accepted(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
         rule = %rule,
         "mTLS peer accepted"
     );
+    to_sinks(side, Decision::Accepted, Some(peer), rule, None, evidence);
 }
 
 /// A peer that was verified but refused by `rule`.
-pub(crate) fn refused(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
+pub(crate) fn refused(
+    side: Side,
+    peer: &SpiffeId,
+    rule: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -93,12 +167,20 @@ pub(crate) fn refused(side: Side, peer: &SpiffeId, rule: &dyn fmt::Display) {
         reason = "the rule does not allow this SPIFFE ID",
         "mTLS peer not authorized"
     );
+    to_sinks(
+        side,
+        Decision::Denied,
+        Some(peer),
+        rule,
+        Some(&"the rule does not allow this SPIFFE ID"),
+        evidence,
+    );
 }
 
 /// A live connection closed because its peer no longer passes (`reason`: `expired`,
 /// `bundle`, `policy`, `revoked`) or reached its maximum lifetime (`lifetime`).
 #[cfg(feature = "net")]
-pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str) {
+pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str, evidence: Evidence<'_>) {
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -109,14 +191,27 @@ pub(crate) fn closed(side: Side, peer: &SpiffeId, reason: &str) {
         reason = reason,
         "live connection closed: its peer no longer passes"
     );
+    to_sinks(
+        side,
+        Decision::Closed,
+        Some(peer),
+        &"trust re-checked on a live connection",
+        Some(&reason),
+        evidence,
+    );
 }
 
 /// A resumed session denied: its stored peer chain, or its ticket, no longer passes
 /// (`reason`). When a ticket is declined a full handshake follows, which checks the peer
 /// afresh; when a resumed client connection is refused it is closed before any application
 /// data.
-pub(crate) fn resumption_denied(side: Side, peer: Option<&SpiffeId>, reason: &dyn fmt::Display) {
-    let (peer, trust_domain) = peer_fields(peer);
+pub(crate) fn resumption_denied(
+    side: Side,
+    id: Option<&SpiffeId>,
+    reason: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    let (peer, trust_domain) = peer_fields(id);
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -127,11 +222,19 @@ pub(crate) fn resumption_denied(side: Side, peer: Option<&SpiffeId>, reason: &dy
         reason = %reason,
         "resumed session denied"
     );
+    to_sinks(
+        side,
+        Decision::Denied,
+        id,
+        &"resumed session re-checked",
+        Some(reason),
+        evidence,
+    );
 }
 
 /// A resumed session accepted: its stored peer chain passed the checks again.
 #[cfg(feature = "net")]
-pub(crate) fn resumed(side: Side, peer: &SpiffeId) {
+pub(crate) fn resumed(side: Side, peer: &SpiffeId, evidence: Evidence<'_>) {
     tracing::info!(
         target: AUDIT_TARGET,
         side = %side,
@@ -140,6 +243,14 @@ pub(crate) fn resumed(side: Side, peer: &SpiffeId) {
         decision = "accepted",
         rule = "resumed session re-checked",
         "mTLS peer accepted (resumed session)"
+    );
+    to_sinks(
+        side,
+        Decision::Accepted,
+        Some(peer),
+        &"resumed session re-checked",
+        None,
+        evidence,
     );
 }
 
@@ -152,7 +263,7 @@ fn peer_fields(peer: Option<&SpiffeId>) -> (&dyn fmt::Display, &dyn fmt::Display
 }
 
 /// A peer without a verified identity: its chain failed, or there was nothing to check it by.
-pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display) {
+pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display, evidence: Evidence<'_>) {
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -163,13 +274,26 @@ pub(crate) fn unverified(side: Side, reason: &dyn fmt::Display) {
         reason = %reason,
         "mTLS peer has no verified SPIFFE ID"
     );
+    to_sinks(
+        side,
+        Decision::Denied,
+        None,
+        &"X.509-SVID verification",
+        Some(reason),
+        evidence,
+    );
 }
 
 /// A peer whose certificate passed but whose handshake signature did not verify: it did not
 /// prove it holds the certificate's key. `peer` is the certificate's ID (`None` only if it
 /// could not be read again, which a certificate that passed does not allow).
-pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Display) {
-    let (peer, trust_domain) = peer_fields(peer);
+pub(crate) fn unproven(
+    side: Side,
+    id: Option<&SpiffeId>,
+    error: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    let (peer, trust_domain) = peer_fields(id);
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -180,14 +304,49 @@ pub(crate) fn unproven(side: Side, peer: Option<&SpiffeId>, error: &dyn fmt::Dis
         reason = %format_args!("handshake signature did not verify: {error}"),
         "mTLS peer did not prove its key"
     );
+    to_sinks(
+        side,
+        Decision::Denied,
+        id,
+        &SIGNATURE_RULE,
+        Some(&format_args!("handshake signature did not verify: {error}")),
+        evidence,
+    );
 }
 
 /// The rule of the web-PKI client mode: the server's chain ends at one of the configured
 /// web roots and its certificate is valid for the server name dialed.
 const WEB_RULE: &str = "web PKI certificate for the server name";
 
+/// The event of a web-PKI decision: the peer is the server name.
+fn web_to_sinks(
+    side: Side,
+    decision: Decision,
+    server_name: &str,
+    rule: &str,
+    reason: Option<&dyn fmt::Display>,
+    evidence: Evidence<'_>,
+) {
+    dispatch(|| {
+        let mut event = AuditEvent::new(side, decision, None, rule);
+        event.peer = Some(server_name.to_owned());
+        if let Some(reason) = reason {
+            event = event.reason(reason);
+        }
+        evidence(event)
+    });
+}
+
 /// A web-PKI server whose certificate is valid for `server_name` and which proved its key.
-pub(crate) fn web_accepted(side: Side, server_name: &str) {
+pub(crate) fn web_accepted(side: Side, server_name: &str, evidence: Evidence<'_>) {
+    web_to_sinks(
+        side,
+        Decision::Accepted,
+        server_name,
+        WEB_RULE,
+        None,
+        evidence,
+    );
     tracing::info!(
         target: AUDIT_TARGET,
         side = %side,
@@ -200,7 +359,20 @@ pub(crate) fn web_accepted(side: Side, server_name: &str) {
 }
 
 /// A web-PKI server whose certificate was refused (unknown issuer, wrong name, expired...).
-pub(crate) fn web_denied(side: Side, server_name: &str, reason: &dyn fmt::Display) {
+pub(crate) fn web_denied(
+    side: Side,
+    server_name: &str,
+    reason: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    web_to_sinks(
+        side,
+        Decision::Denied,
+        server_name,
+        WEB_RULE,
+        Some(reason),
+        evidence,
+    );
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -214,7 +386,21 @@ pub(crate) fn web_denied(side: Side, server_name: &str, reason: &dyn fmt::Displa
 }
 
 /// A web-PKI server whose certificate passed but whose handshake signature did not verify.
-pub(crate) fn web_unproven(side: Side, server_name: &str, error: &dyn fmt::Display) {
+pub(crate) fn web_unproven(
+    side: Side,
+    server_name: &str,
+    error: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    let reason = format_args!("handshake signature did not verify: {error}");
+    web_to_sinks(
+        side,
+        Decision::Denied,
+        server_name,
+        SIGNATURE_RULE,
+        Some(&reason),
+        evidence,
+    );
     tracing::warn!(
         target: AUDIT_TARGET,
         side = %side,
@@ -229,7 +415,20 @@ pub(crate) fn web_unproven(side: Side, server_name: &str, error: &dyn fmt::Displ
 
 #[cfg(feature = "http")]
 /// A request allowed on `route` by `rule`.
-pub(crate) fn route_allowed(peer: &SpiffeId, route: &str, rule: &dyn fmt::Display) {
+pub(crate) fn route_allowed(
+    peer: &SpiffeId,
+    route: &str,
+    rule: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    to_sinks(
+        Side::Server,
+        Decision::Accepted,
+        Some(peer),
+        rule,
+        None,
+        &|event| with_route(evidence(event), route),
+    );
     tracing::info!(
         target: AUDIT_TARGET,
         side = %Side::Server,
@@ -249,7 +448,16 @@ pub(crate) fn route_denied(
     route: &str,
     rule: &dyn fmt::Display,
     reason: &dyn fmt::Display,
+    evidence: Evidence<'_>,
 ) {
+    to_sinks(
+        Side::Server,
+        Decision::Denied,
+        peer,
+        rule,
+        Some(reason),
+        &|event| with_route(evidence(event), route),
+    );
     let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,
@@ -264,9 +472,62 @@ pub(crate) fn route_denied(
     );
 }
 
+#[cfg(feature = "http")]
+/// `event` with the evidence of a request: its method, the peer's leaf (an mTLS peer) or
+/// token `jti` (a JWT-SVID), and the digest of the policy that decided.
+pub(crate) fn request_evidence(
+    mut event: AuditEvent,
+    method: &str,
+    peer: Option<&super::PeerIdentity>,
+    policy_sha256: Option<&str>,
+) -> AuditEvent {
+    event.method = Some(method.to_owned());
+    if let Some(peer) = peer {
+        event = with_peer(event, peer);
+    }
+    event.policy_sha256 = policy_sha256.map(str::to_owned);
+    event
+}
+
+#[cfg(feature = "net")]
+/// `event` with the peer's leaf digest (an mTLS peer) or token `jti` (a JWT-SVID).
+pub(crate) fn with_peer(event: AuditEvent, peer: &super::PeerIdentity) -> AuditEvent {
+    #[cfg(feature = "jwt")]
+    if let Some(svid) = peer.jwt_svid() {
+        let mut event = event;
+        event.jti = svid
+            .claims()
+            .get("jti")
+            .and_then(|jti| jti.as_str())
+            .map(str::to_owned);
+        return event;
+    }
+    match peer.chain().first() {
+        Some(leaf) => event.leaf(leaf),
+        None => event,
+    }
+}
+
+#[cfg(feature = "http")]
+/// `event` with its route (`-` is no route).
+fn with_route(mut event: AuditEvent, route: &str) -> AuditEvent {
+    if route != "-" {
+        event.route = Some(route.to_owned());
+    }
+    event
+}
+
 #[cfg(all(feature = "http", feature = "jwt"))]
 /// A JWT-SVID accepted for `audience`.
-pub(crate) fn jwt_accepted(peer: &SpiffeId, audience: &str) {
+pub(crate) fn jwt_accepted(peer: &SpiffeId, audience: &str, evidence: Evidence<'_>) {
+    to_sinks(
+        Side::Server,
+        Decision::Accepted,
+        Some(peer),
+        &format_args!("JWT-SVID for audience {audience}"),
+        None,
+        evidence,
+    );
     tracing::info!(
         target: AUDIT_TARGET,
         side = %Side::Server,
@@ -286,7 +547,16 @@ pub(crate) fn jwt_denied(
     audience: &str,
     rule: &str,
     reason: &dyn fmt::Display,
+    evidence: Evidence<'_>,
 ) {
+    to_sinks(
+        Side::Server,
+        Decision::Denied,
+        peer,
+        &format_args!("JWT-SVID for audience {audience}: {rule}"),
+        Some(reason),
+        evidence,
+    );
     let (peer, trust_domain) = peer_fields(peer);
     tracing::warn!(
         target: AUDIT_TARGET,

@@ -64,6 +64,8 @@ pub(crate) struct Entry {
     /// Where each certificate ends in `der`; the first `count` are used.
     ends: [u16; MAX_CACHED_CERTS],
     count: u8,
+    /// The position of the root the chain ended at among its bundle's roots.
+    root_index: u16,
 }
 
 const _: () = assert!(
@@ -75,6 +77,12 @@ impl Entry {
     /// The verified SPIFFE ID of the chain.
     pub(crate) fn spiffe_id(&self) -> &SpiffeId {
         &self.id
+    }
+
+    /// The position of the root the chain ended at among the roots of its trust domain's
+    /// bundle (in the bundles of the context the entry was found for).
+    pub(crate) fn root_index(&self) -> usize {
+        usize::from(self.root_index)
     }
 
     /// The chain's certificates, leaf first.
@@ -146,6 +154,7 @@ impl VerificationCache {
             &chain,
             verified.spiffe_id(),
             verified.path_validity(),
+            verified.root_index(),
             now,
         );
     }
@@ -156,9 +165,13 @@ impl VerificationCache {
         chain: &[&[u8]],
         id: &SpiffeId,
         validity: RangeInclusive<i64>,
+        root_index: usize,
         now: i64,
     ) {
         let Some((&leaf, rest)) = chain.split_first() else {
+            return;
+        };
+        let Ok(root_index) = u16::try_from(root_index) else {
             return;
         };
         let size: usize = chain.iter().map(|cert| cert.len()).sum();
@@ -180,6 +193,7 @@ impl VerificationCache {
             der: chain.concat().into_boxed_slice(),
             ends,
             count: u8::try_from(chain.len()).unwrap_or(u8::MAX),
+            root_index,
         };
         let key = self.table.key(leaf);
         self.table.insert(
@@ -296,7 +310,7 @@ mod tests {
         let leaves: Vec<CertificateDer<'static>> =
             (0..1000).map(|n| CertificateDer::from(leaf(n))).collect();
         for leaf in &leaves {
-            cache.put(&context, &[leaf.as_ref()], &id(), VALIDITY, NOW);
+            cache.put(&context, &[leaf.as_ref()], &id(), VALIDITY, 0, NOW);
         }
         // in turn, several rounds: every lookup hits, none evicts another
         for _ in 0..3 {
@@ -312,7 +326,7 @@ mod tests {
         let context = context();
         let cache = VerificationCache::new(DEFAULT_VERIFICATION_CACHE_ENTRIES);
         for n in 0..100_000 {
-            cache.put(&context, &[&leaf(n)], &id(), VALIDITY, NOW);
+            cache.put(&context, &[&leaf(n)], &id(), VALIDITY, 0, NOW);
         }
         assert_eq!(cache.table.capacity(), DEFAULT_VERIFICATION_CACHE_ENTRIES);
         assert!(cache.table.len() <= DEFAULT_VERIFICATION_CACHE_ENTRIES);
@@ -326,17 +340,17 @@ mod tests {
         let context = context();
         let cache = VerificationCache::new(8);
         let big = vec![0x30; MAX_CACHED_ENTRY_BYTES];
-        cache.put(&context, &[&big], &id(), VALIDITY, NOW);
+        cache.put(&context, &[&big], &id(), VALIDITY, 0, NOW);
         assert!(
             cache.get(&context, &big.into(), &[], NOW).is_none(),
             "too big"
         );
         let nine: Vec<Vec<u8>> = (0..9).map(leaf).collect();
         let chain: Vec<&[u8]> = nine.iter().map(Vec::as_slice).collect();
-        cache.put(&context, &chain, &id(), VALIDITY, NOW);
+        cache.put(&context, &chain, &id(), VALIDITY, 0, NOW);
         assert_eq!(cache.table.len(), 0, "too long");
         let fits = vec![0x30; MAX_CACHED_ENTRY_BYTES - id_bytes(&id())];
-        cache.put(&context, &[&fits], &id(), VALIDITY, NOW);
+        cache.put(&context, &[&fits], &id(), VALIDITY, 0, NOW);
         assert!(cache.get(&context, &fits.into(), &[], NOW).is_some());
     }
 
@@ -345,7 +359,7 @@ mod tests {
         let context = context();
         let cache = VerificationCache::new(64);
         let (a, b, c) = (leaf(1), leaf(2), leaf(3));
-        cache.put(&context, &[&a, &b, &c], &id(), VALIDITY, NOW);
+        cache.put(&context, &[&a, &b, &c], &id(), VALIDITY, 0, NOW);
         fn der(bytes: &[u8]) -> CertificateDer<'_> {
             CertificateDer::from(bytes)
         }
@@ -386,7 +400,7 @@ mod tests {
                         let leaf = CertificateDer::from(leaf(key));
                         match cache.get(context, &leaf, &[], NOW) {
                             Some(entry) => assert!(entry.holds(&leaf, [].into_iter())),
-                            None => cache.put(context, &[&leaf], &id(), VALIDITY, NOW),
+                            None => cache.put(context, &[&leaf], &id(), VALIDITY, 0, NOW),
                         }
                     }
                 });

@@ -62,8 +62,10 @@ use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 pub use audit::{AUDIT_TARGET, Side};
 #[cfg(all(feature = "http", feature = "jwt"))]
 pub(crate) use audit::{jwt_accepted, jwt_denied};
+#[cfg(all(feature = "http", feature = "jwt"))]
+pub(crate) use audit::{no_evidence, with_peer};
 #[cfg(feature = "http")]
-pub(crate) use audit::{route_allowed, route_denied};
+pub(crate) use audit::{request_evidence, route_allowed, route_denied};
 pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};
 pub use identity::PeerIdentity;
 pub use key_exchange::{ParsePostQuantumError, PostQuantum};

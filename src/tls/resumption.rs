@@ -217,10 +217,15 @@ impl ProducesTickets for SessionTickets {
             let peer = chain
                 .as_ref()
                 .and_then(|chain| chain.first().and_then(super::identity::leaf_spiffe_id));
+            let leaf = chain.as_ref().and_then(|chain| chain.first());
             audit::resumption_denied(
                 self.check.side(),
                 peer.as_ref(),
                 &format_args!("{reason}; a full handshake follows"),
+                &|event| match leaf {
+                    Some(leaf) => self.check.evidence(event, leaf, None),
+                    None => event,
+                },
             );
             return None;
         }
@@ -348,6 +353,7 @@ impl SessionCache {
                     None,
                     &"the config changed since the tickets were issued (a rotated SVID or \
                       bundle, or a policy reload): they are dropped",
+                    &audit::no_evidence,
                 );
             }
             state.generation = now;
@@ -500,7 +506,15 @@ pub(crate) fn accept_resumed(
             None => stored_chain_expired(chain),
         };
         if let Some(reason) = refusal {
-            audit::resumption_denied(side, peer.map(crate::tls::PeerIdentity::spiffe_id), &reason);
+            audit::resumption_denied(
+                side,
+                peer.map(crate::tls::PeerIdentity::spiffe_id),
+                &reason,
+                &|event| match peer {
+                    Some(peer) => audit::with_peer(event, peer),
+                    None => event,
+                },
+            );
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!("the resumed session was refused: {reason}"),
@@ -508,7 +522,9 @@ pub(crate) fn accept_resumed(
         }
     }
     if let Some(peer) = peer {
-        audit::resumed(side, peer.spiffe_id());
+        audit::resumed(side, peer.spiffe_id(), &|event| {
+            audit::with_peer(event, peer)
+        });
     }
     Ok(())
 }

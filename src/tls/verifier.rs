@@ -25,10 +25,11 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::audit::{self, Side};
+use super::audit::{self, RootMemo, Side};
 use super::authorized::AuthorizedLeaves;
 use super::cache::VerificationCache;
 use super::identity::leaf_spiffe_id;
+use crate::audit::{AuditEvent, sha256_hex};
 use crate::authorize::{Authorizer, ServerNotAuthorized};
 use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
@@ -45,6 +46,9 @@ pub(crate) struct PeerCheck {
     cache: Option<VerificationCache>,
     /// The leaves that passed the certificate check, for the signature check that follows.
     authorized: AuthorizedLeaves,
+    /// The roots their chains ended at, for the audit event of the signature check (kept
+    /// only while an audit sink is registered).
+    roots: RootMemo,
 }
 
 impl PeerCheck {
@@ -64,6 +68,7 @@ impl PeerCheck {
             side,
             cache: cache.then(|| VerificationCache::new(entries)),
             authorized: AuthorizedLeaves::new(entries),
+            roots: RootMemo::default(),
         }
     }
 
@@ -75,18 +80,24 @@ impl PeerCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        match self.verify(end_entity, intermediates, now, |id| {
-            self.authorize(end_entity, id)
+        match self.verify(end_entity, intermediates, now, |id, root| {
+            self.authorize(end_entity, id, root)
         }) {
             Ok(decision) => decision,
             Err(Unverified::NoBundles(error)) => {
-                audit::unverified(self.side, &format_args!("no trust bundles: {error}"));
+                audit::unverified(
+                    self.side,
+                    &format_args!("no trust bundles: {error}"),
+                    &|event| self.evidence(event, end_entity, None),
+                );
                 Err(rustls::Error::General(format!(
                     "no trust bundles to verify the peer: {error}"
                 )))
             }
             Err(Unverified::Chain(error)) => {
-                audit::unverified(self.side, &error);
+                audit::unverified(self.side, &error, &|event| {
+                    self.evidence(event, end_entity, None)
+                });
                 Err(certificate_error(error))
             }
         }
@@ -103,7 +114,7 @@ impl PeerCheck {
         let (end_entity, intermediates) = chain
             .split_first()
             .ok_or("the session holds no certificate")?;
-        self.verify(end_entity, intermediates, now, |id| {
+        self.verify(end_entity, intermediates, now, |id, _| {
             self.authorizer
                 .authorize(id)
                 .map(|()| id.clone())
@@ -113,6 +124,24 @@ impl PeerCheck {
             Unverified::NoBundles(error) => format!("no trust bundles: {error}"),
             Unverified::Chain(error) => error.to_string(),
         })?
+    }
+
+    /// `event` with what the check decided on: the digests of the peer's `leaf` and of the
+    /// `root` its chain ended at (a digest), the source's generation, the policy's digest.
+    pub(crate) fn evidence(
+        &self,
+        event: AuditEvent,
+        leaf: &[u8],
+        root: Option<String>,
+    ) -> AuditEvent {
+        let mut event = event.leaf(leaf);
+        event.root_sha256 = root;
+        event.bundle_generation = Some(self.source.updates().generation());
+        event.policy_sha256 = self
+            .authorizer
+            .policy_sha256()
+            .map(|digest| digest.to_string());
+        event
     }
 
     /// The authorizer of the check.
@@ -131,14 +160,14 @@ impl PeerCheck {
     }
 
     /// Verifies the chain against the current bundle of its trust domain (or takes it from
-    /// the cache), then hands its SPIFFE ID to `then` (borrowed: no copy on the handshake
-    /// path); records nothing.
+    /// the cache), then hands its SPIFFE ID and the root it ended at to `then` (borrowed:
+    /// no copy on the handshake path); records nothing.
     fn verify<R>(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-        then: impl FnOnce(&SpiffeId) -> R,
+        then: impl FnOnce(&SpiffeId, Option<&[u8]>) -> R,
     ) -> Result<R, Unverified> {
         let context = self
             .source
@@ -150,7 +179,11 @@ impl PeerCheck {
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            return Ok(then(hit.spiffe_id()));
+            let root = context
+                .bundles()
+                .get(hit.spiffe_id().trust_domain())
+                .and_then(|bundle| bundle.roots().nth(hit.root_index()));
+            return Ok(then(hit.spiffe_id(), root.map(AsRef::as_ref)));
         }
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(CertificateDer::from(end_entity.as_ref()));
@@ -166,7 +199,7 @@ impl PeerCheck {
         if let Some(cache) = &self.cache {
             cache.insert(&context, &verified, seconds);
         }
-        Ok(then(verified.spiffe_id()))
+        Ok(then(verified.spiffe_id(), Some(verified.root().as_ref())))
     }
 
     /// Applies the authorizer to the verified ID of `end_entity`; records a refusal, and
@@ -179,12 +212,24 @@ impl PeerCheck {
     /// alert `access_denied`; the [`AuthorizeError`](crate::authorize::AuthorizeError) is
     /// noted for the server's own error (see
     /// [`take_refusal`]).
-    fn authorize(&self, end_entity: &[u8], id: &SpiffeId) -> Result<(), rustls::Error> {
+    fn authorize(
+        &self,
+        end_entity: &[u8],
+        id: &SpiffeId,
+        root: Option<&[u8]>,
+    ) -> Result<(), rustls::Error> {
         let Err(error) = self.authorizer.authorize(id) else {
             self.authorized.insert(end_entity, id);
+            if let Some(root) = root
+                && crate::audit::enabled()
+            {
+                self.roots.note(end_entity, root);
+            }
             return Ok(());
         };
-        audit::refused(self.side, id, &self.authorizer);
+        audit::refused(self.side, id, &self.authorizer, &|event| {
+            self.evidence(event, end_entity, root.map(sha256_hex))
+        });
         let certificate = match self.side {
             Side::Client => {
                 CertificateError::Other(rustls::OtherError(Arc::new(ServerNotAuthorized(error))))
@@ -240,20 +285,28 @@ impl PeerCheck {
                 read.as_ref()
             }
         };
+        let evidence = |event| {
+            let root = self.roots.root_of(&sha256_hex(cert));
+            self.evidence(event, cert, root)
+        };
         match (result, id) {
             (Ok(valid), Some(id)) => {
-                audit::accepted(self.side, id, &self.authorizer);
+                audit::accepted(self.side, id, &self.authorizer, &evidence);
                 Ok(valid)
             }
             // Not after a passed certificate check; fail closed all the same.
             (Ok(_), None) => {
-                audit::unverified(self.side, &"the signing certificate has no SPIFFE ID");
+                audit::unverified(
+                    self.side,
+                    &"the signing certificate has no SPIFFE ID",
+                    &evidence,
+                );
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::BadEncoding,
                 ))
             }
             (Err(error), id) => {
-                audit::unproven(self.side, id, &error);
+                audit::unproven(self.side, id, &error, &evidence);
                 Err(error)
             }
         }

@@ -43,11 +43,11 @@ impl WebServerVerifier {
         let name = entry.as_ref().map_or("-", |entry| entry.id().as_str());
         match result {
             Ok(valid) => {
-                audit::web_accepted(Side::Client, name);
+                audit::web_accepted(Side::Client, name, &|event| event.leaf(cert));
                 Ok(valid)
             }
             Err(error) => {
-                audit::web_unproven(Side::Client, name, &error);
+                audit::web_unproven(Side::Client, name, &error, &|event| event.leaf(cert));
                 Err(error)
             }
         }
@@ -76,7 +76,7 @@ impl ServerCertVerifier for WebServerVerifier {
                 Ok(verified)
             }
             Err(error) => {
-                audit::web_denied(Side::Client, &name, &error);
+                audit::web_denied(Side::Client, &name, &error, &|event| event.leaf(end_entity));
                 Err(error)
             }
         }

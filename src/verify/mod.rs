@@ -77,6 +77,8 @@ pub struct VerifiedSvid {
     chain: Vec<CertificateDer<'static>>,
     not_after: i64,
     path_validity: path::PathValidity,
+    root: CertificateDer<'static>,
+    root_index: usize,
 }
 
 impl VerifiedSvid {
@@ -98,6 +100,16 @@ impl VerifiedSvid {
     /// When the leaf expires (its notAfter).
     pub fn expires_at(&self) -> SystemTime {
         system_time_from_unix(self.not_after)
+    }
+
+    /// The bundle root the chain ended at.
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// The position of [`Self::root`] among its bundle's roots.
+    pub(crate) fn root_index(&self) -> usize {
+        self.root_index
     }
 
     /// The times (Unix seconds) at which every certificate of the validated path, root
@@ -199,7 +211,7 @@ impl SvidVerifier {
             }
         }
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let path_validity = path::validate(
+        let (path_validity, root_index) = path::validate(
             &parsed,
             bundle.anchors(),
             trust_domain,
@@ -212,6 +224,8 @@ impl SvidVerifier {
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
             not_after,
             path_validity,
+            root: bundle.anchors()[root_index].der.clone(),
+            root_index,
         })
     }
 }

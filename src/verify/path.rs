@@ -24,14 +24,15 @@ pub(crate) struct PathValidity {
 }
 
 /// Searches a path from `chain[0]` to one of `anchors` that passes every check; returns the
-/// window in which that path's validity periods all hold.
+/// window in which that path's validity periods all hold, and the index in `anchors` of the
+/// anchor it ends at.
 pub(crate) fn validate(
     chain: &[ParsedCert<'_>],
     anchors: &[Anchor],
     trust_domain: &TrustDomain,
     now: i64,
     algorithms: &[&dyn SignatureVerificationAlgorithm],
-) -> Result<PathValidity, VerifyError> {
+) -> Result<(PathValidity, usize), VerifyError> {
     let mut search = Search {
         chain,
         anchors,
@@ -61,7 +62,7 @@ struct Search<'s, 'c> {
     algorithms: &'s [&'s dyn SignatureVerificationAlgorithm],
     budget: u32,
     first_error: Option<VerifyError>,
-    found: Option<PathValidity>,
+    found: Option<(PathValidity, usize)>,
 }
 
 impl Search<'_, '_> {
@@ -73,13 +74,18 @@ impl Search<'_, '_> {
         };
         let cert = &self.chain[current];
         let issuer = cert.x509.issuer().as_raw();
-        for anchor in self.anchors.iter().filter(|a| a.subject == issuer) {
+        let anchors = self.anchors;
+        for (index, anchor) in anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.subject == issuer)
+        {
             if !self.signature_holds(cert, &anchor.spki) {
                 continue;
             }
             match self.check_complete(path, anchor) {
                 Ok(validity) => {
-                    self.found = Some(validity);
+                    self.found = Some((validity, index));
                     return true;
                 }
                 Err(e) => self.note(e),

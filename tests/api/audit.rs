@@ -624,3 +624,186 @@ fn a_tls_only_server_records_nothing_and_its_client_one_decision() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(field(one_event(&events, "client"), "peer"), SERVER);
 }
+
+/// Decision-grade evidence: the structured events the audit sinks receive.
+mod evidence {
+    use spiffe_mtls::Policy;
+    use spiffe_mtls::audit::{self, AuditEvent, AuditLog, AuditSink, Decision, sha256_hex};
+
+    use super::*;
+
+    /// Keeps the events about the peers of one trust domain (each test has its own: the
+    /// sink registry is process-wide), or about one leaf.
+    struct Collected {
+        domain: String,
+        leaf: Option<String>,
+        events: Mutex<Vec<AuditEvent>>,
+    }
+
+    impl AuditSink for Collected {
+        fn record(&self, event: &AuditEvent) {
+            let ours = event.trust_domain.as_deref() == Some(&self.domain)
+                || (self.leaf.is_some() && event.leaf_sha256 == self.leaf);
+            if ours {
+                self.events.lock().unwrap().push(event.clone());
+            }
+        }
+    }
+
+    /// A handshake between a client `client` (a path) with an SVID of `client_ca` and a
+    /// server of `ca` deciding by `policy`; whether it completed, and the events about
+    /// `ca`'s trust domain or the client's leaf.
+    fn decide(
+        ca: &DevCa,
+        client_ca: &DevCa,
+        client: &str,
+        policy: &Policy,
+    ) -> (bool, Vec<AuditEvent>) {
+        let domain = ca.bundle().trust_domain().to_string();
+        let id = |path: &str| format!("spiffe://{domain}/{path}");
+        let client_svid = svid(client_ca, &id(client));
+        let sink = Arc::new(Collected {
+            domain: domain.clone(),
+            leaf: Some(sha256_hex(client_svid.leaf())),
+            events: Mutex::default(),
+        });
+        let registration = audit::register(sink.clone());
+        let server_source = source("server", svid(ca, &id("server")), &[ca.bundle()]);
+        let server = tls::server_config(server_source, policy.connect().clone())
+            .build()
+            .unwrap();
+        let client = tls::client_config(
+            source("client", client_svid, &[ca.bundle()]),
+            authorize::id(id("server").parse().unwrap()),
+        )
+        .build()
+        .unwrap();
+        let done = handshake(&Arc::new(server), &Arc::new(client));
+        drop(registration);
+        let events = sink.events.lock().unwrap().clone();
+        (done, events)
+    }
+
+    fn on_side(events: &[AuditEvent], side: &str) -> AuditEvent {
+        let found: Vec<_> = events
+            .iter()
+            .filter(|event| event.side.to_string() == side)
+            .collect();
+        assert_eq!(found.len(), 1, "one {side} event: {events:?}");
+        found[0].clone()
+    }
+
+    fn policy(domain: &str) -> (Policy, String) {
+        let text = format!("[connect]\nids = [\"spiffe://{domain}/client\"]\n");
+        (Policy::from_toml(&text).unwrap(), text)
+    }
+
+    #[test]
+    fn an_acceptance_names_the_leaf_the_root_the_bundles_and_the_policy() {
+        let ca = ca("accepted.evidence.example");
+        let (policy, text) = policy("accepted.evidence.example");
+        let (done, events) = decide(&ca, &ca, "client", &policy);
+        assert!(done);
+        let server = on_side(&events, "server");
+        assert_eq!(server.decision, Decision::Accepted);
+        assert_eq!(
+            server.peer.as_deref(),
+            Some("spiffe://accepted.evidence.example/client")
+        );
+        assert_eq!(server.leaf_sha256.as_ref().map(String::len), Some(64));
+        assert_eq!(server.root_sha256, Some(sha256_hex(ca.root())));
+        assert!(server.bundle_generation.is_some());
+        assert_eq!(server.policy_sha256, Some(sha256_hex(text.as_bytes())));
+        assert_eq!(server.reason, None);
+
+        let client = on_side(&events, "client");
+        assert_eq!(client.decision, Decision::Accepted);
+        assert_eq!(client.root_sha256, Some(sha256_hex(ca.root())));
+        assert_ne!(
+            client.leaf_sha256, server.leaf_sha256,
+            "each side names its peer's leaf"
+        );
+        assert_eq!(
+            client.policy_sha256, None,
+            "a rule made in code has no policy"
+        );
+    }
+
+    #[test]
+    fn a_refusal_by_the_rule_names_the_same_evidence() {
+        let ca = ca("refused.evidence.example");
+        let (policy, text) = policy("refused.evidence.example");
+        let (done, events) = decide(&ca, &ca, "rogue", &policy);
+        assert!(!done);
+        let server = on_side(&events, "server");
+        assert_eq!(server.decision, Decision::Denied);
+        assert_eq!(
+            server.peer.as_deref(),
+            Some("spiffe://refused.evidence.example/rogue")
+        );
+        assert_eq!(server.root_sha256, Some(sha256_hex(ca.root())));
+        assert_eq!(server.policy_sha256, Some(sha256_hex(text.as_bytes())));
+        assert!(server.leaf_sha256.is_some());
+        assert_eq!(
+            server.reason.as_deref(),
+            Some("the rule does not allow this SPIFFE ID")
+        );
+    }
+
+    #[test]
+    fn an_unverified_chain_names_its_leaf_and_no_root() {
+        let ca = ca("unverified.evidence.example");
+        let stranger = super::ca("unverified.evidence.example");
+        let (policy, _) = policy("unverified.evidence.example");
+        let (done, events) = decide(&ca, &stranger, "client", &policy);
+        assert!(!done);
+        let server = on_side(&events, "server");
+        assert_eq!(server.decision, Decision::Denied);
+        assert_eq!(server.peer, None, "no chain verified");
+        assert_eq!(server.rule, "X.509-SVID verification");
+        assert!(server.leaf_sha256.is_some(), "found by its leaf");
+        assert_eq!(server.root_sha256, None);
+    }
+
+    #[test]
+    fn the_log_file_is_a_chain_that_verifies_and_continues_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let ca = ca("log.evidence.example");
+        let (policy, _) = policy("log.evidence.example");
+        for _ in 0..2 {
+            let log = Arc::new(AuditLog::open(&path, true).unwrap());
+            let registration = audit::register(log.clone());
+            decide(&ca, &ca, "client", &policy);
+            decide(&ca, &ca, "rogue", &policy);
+            log.flush();
+            drop(registration);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ours: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .filter(|event: &serde_json::Value| event["trust_domain"] == "log.evidence.example")
+            .collect();
+        assert!(ours.len() >= 6, "two runs of two handshakes: {text}");
+        let denied = ours.iter().find(|e| e["decision"] == "denied").unwrap();
+        for field in [
+            "time",
+            "side",
+            "reason",
+            "peer",
+            "leaf_sha256",
+            "root_sha256",
+            "bundle_generation",
+            "policy_sha256",
+            "rule",
+        ] {
+            assert!(!denied[field].is_null(), "{field} in {denied}");
+        }
+        assert_eq!(
+            audit::verify_chain(text.as_bytes()).unwrap(),
+            text.lines().count(),
+            "the second run continued the first's chain"
+        );
+    }
+}
