@@ -58,6 +58,7 @@
 //! | `reqwest` (default) | `net::reqwest_client`: an mTLS reqwest 0.13 client |
 //! | `dev-server` | `dev_server`: the SPIRE-compatible development Workload API server |
 //! | `a2a` (default) | `a2a`: A2A agents over SPIFFE mutual TLS with the official A2A SDK (per-skill policy, audit, agent cards in both dialects) |
+//! | `dashboard` (with `cli`) | `health`: the identity-health dashboard, `/_status` JSON and per-peer metrics as an `axum::Router` |
 //! | `cli` (default) | the `spiffe-mtls` command (with `dev-server`, `workload-api`, `net`, `http`, `jwt`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -75,6 +76,9 @@ mod deadline;
 #[cfg(all(unix, feature = "dev-server"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "dev-server"))))]
 pub mod dev_server;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod health;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;

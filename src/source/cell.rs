@@ -1,13 +1,13 @@
 //! The state every source shares: the last good context behind an atomic pointer, and a
 //! change counter that wakes subscribers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{SourceError, X509Context};
+use super::{SourceError, StreamState, X509Context};
 
 /// Why a source has no context to hand out, besides expiry (only the Workload API source
 /// withdraws or closes).
@@ -47,6 +47,8 @@ impl State {
 pub(crate) struct SourceCell {
     state: ArcSwap<State>,
     changes: watch::Sender<u64>,
+    /// The stream a streaming source follows (`None` for the others).
+    stream: Mutex<Option<StreamState>>,
 }
 
 impl SourceCell {
@@ -55,6 +57,36 @@ impl SourceCell {
         Self {
             state: ArcSwap::from_pointee(State::new(Arc::new(context), None)),
             changes: watch::Sender::new(0),
+            stream: Mutex::new(None),
+        }
+    }
+
+    /// The state of the stream the source follows, if it streams.
+    pub(crate) fn stream_state(&self) -> Option<StreamState> {
+        *self.stream.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that the stream is `connected` (an update arrived on it) or not (it ended or
+    /// failed); a change of state starts a new `since`, a reconnection counts.
+    #[cfg(feature = "workload-api")]
+    pub(crate) fn set_stream(&self, connected: bool) {
+        let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        match stream.as_mut() {
+            Some(state) if state.connected == connected => {}
+            Some(state) => {
+                if connected {
+                    state.reconnects += 1;
+                }
+                state.connected = connected;
+                state.since = SystemTime::now();
+            }
+            None => {
+                *stream = Some(StreamState {
+                    connected,
+                    since: SystemTime::now(),
+                    reconnects: 0,
+                });
+            }
         }
     }
 

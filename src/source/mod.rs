@@ -58,6 +58,24 @@ pub trait X509Source: std::fmt::Debug + Send + Sync {
 
     /// A handle that wakes on every change of the context or of its availability.
     fn updates(&self) -> Updates;
+
+    /// The state of the stream the source follows: `Some` for a source that streams from
+    /// the Workload API on this crate's client, `None` for the others (files, memory, a
+    /// `spiffe` crate source).
+    fn stream_state(&self) -> Option<StreamState> {
+        None
+    }
+}
+
+/// The state of a Workload API stream (see [`X509Source::stream_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    /// An update arrived on the current stream; `false` while reconnecting.
+    pub connected: bool,
+    /// When the stream entered this state.
+    pub since: std::time::SystemTime,
+    /// How many times the stream came back after it ended or failed.
+    pub reconnects: u64,
 }
 
 impl<S: X509Source + ?Sized> X509Source for Arc<S> {
@@ -67,5 +85,9 @@ impl<S: X509Source + ?Sized> X509Source for Arc<S> {
 
     fn updates(&self) -> Updates {
         (**self).updates()
+    }
+
+    fn stream_state(&self) -> Option<StreamState> {
+        (**self).stream_state()
     }
 }

@@ -229,6 +229,10 @@ impl X509Source for WorkloadApiSource {
     fn updates(&self) -> Updates {
         self.cell.updates()
     }
+
+    fn stream_state(&self) -> Option<crate::source::StreamState> {
+        self.cell.stream_state()
+    }
 }
 
 /// The `spiffe` source's current context, checked by this crate; what is unchanged since

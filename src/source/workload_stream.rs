@@ -148,8 +148,10 @@ pub(super) async fn follow(
     settings: StreamSettings,
 ) {
     let mut backoff = MIN_BACKOFF;
+    cell.set_stream(true);
     loop {
         let ended = read(&mut responses, &cell, &settings.limits, &mut backoff).await;
+        cell.set_stream(false);
         match ended {
             Some(status) => on_status(&cell, &status),
             None => tracing::debug!("the Workload API closed the stream; reconnecting"),
@@ -177,6 +179,7 @@ async fn read(
         match responses.message().await {
             Ok(Some(response)) => {
                 *backoff = MIN_BACKOFF;
+                cell.set_stream(true);
                 let previous = cell.last();
                 match X509Context::from_response_after(response, limits, Some(&previous)) {
                     Ok(context) => cell.publish(context),

@@ -10,6 +10,7 @@
 //! - `jwt validate`: checks a JWT-SVID for an audience against JWT bundles.
 //! - `proxy server`, `proxy client`: a SPIFFE mTLS sidecar in front of, or out of, a plain
 //!   service.
+//! - `audit verify`: checks the hash chain of a JSON-lines audit log.
 #![forbid(unsafe_code)]
 
 // The dev server attests callers by their Unix credentials and `fetch --write` sets Unix file
@@ -17,6 +18,7 @@
 #[cfg(not(unix))]
 compile_error!("the spiffe-mtls command needs a Unix platform");
 
+mod audit;
 mod demo;
 mod dev_server;
 mod fetch;
@@ -48,6 +50,7 @@ enum Command {
     Watch(fetch::WatchArgs),
     Jwt(jwt::Args),
     Proxy(proxy::Args),
+    Audit(audit::Args),
 }
 
 /// Why a command failed, which decides its exit status (the README's "Exit codes"): 1 when
@@ -109,5 +112,6 @@ fn main() -> ExitCode {
         Command::Watch(args) => fetch::watch(&args),
         Command::Jwt(args) => jwt::run(&args),
         Command::Proxy(args) => proxy::run(&args),
+        Command::Audit(args) => audit::run(&args),
     }
 }

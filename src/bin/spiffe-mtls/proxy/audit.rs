@@ -69,6 +69,8 @@ pub struct Record {
     pub requests: Option<Arc<(AtomicU64, AtomicU64)>>,
     /// Where the bytes are counted too.
     pub metrics: Arc<Metrics>,
+    /// The connection counted open on the dashboard, once its peer is accepted.
+    pub open: Option<spiffe_mtls::health::OpenConnection>,
 }
 
 /// Writes `value` as a logfmt value.
@@ -120,6 +122,25 @@ impl Record {
         out.push_str(" end=");
         value(&mut out, self.end.as_deref().unwrap_or("drained"));
         out
+    }
+}
+
+/// The `--audit-log` file, receiving every decision of the process while this lives.
+pub struct DecisionLog {
+    _registration: spiffe_mtls::audit::Registration,
+}
+
+impl DecisionLog {
+    /// Opens `--audit-log` (chained with `--audit-chain`), if given.
+    pub fn open(common: &super::CommonArgs) -> Result<Option<Self>, crate::Failure> {
+        let Some(path) = &common.audit_log else {
+            return Ok(None);
+        };
+        let log = spiffe_mtls::audit::AuditLog::open(path, common.audit_chain)
+            .map_err(|e| crate::Failure::Usage(format!("--audit-log {}: {e}", path.display())))?;
+        Ok(Some(Self {
+            _registration: spiffe_mtls::audit::register(Arc::new(log)),
+        }))
     }
 }
 

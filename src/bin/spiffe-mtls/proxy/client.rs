@@ -102,7 +102,8 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     };
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| Failure::Usage(format!("--target {}: {e}", args.target)))?;
-    let metrics = Arc::new(Metrics::new());
+    let _decisions = super::audit::DecisionLog::open(&args.common)?;
+    let metrics = Arc::new(Metrics::new(status::monitor(&args.common, "client")));
     let identity = Identity::open(&args.identity, &metrics).await?;
     let rule = authorize::id(args.server_id.clone());
     let mut builder =
@@ -126,7 +127,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         .listen
         .bind_with(args.common.socket_mode, args.common.backlog)
         .await?;
-    let me = status::start(&args.common, &identity, &metrics, "client").await?;
+    let me = status::start(&args.common, &identity, &metrics).await?;
     println!(
         "spiffe-mtls proxy client listening on {} as {me}, connecting to {} (server: {})",
         listener.local(),
@@ -173,6 +174,7 @@ async fn connection(client: Arc<Client>, accepted: Accepted) {
         started,
         end: None,
         requests: None,
+        open: None,
         metrics: Arc::clone(&client.metrics),
     };
     let _gauge = Gauge(Arc::clone(&client.metrics));

@@ -140,5 +140,9 @@ pub fn finish<IO>(
     }
     record.peer = Some(peer.spiffe_id().to_string());
     record.decision = "accepted";
+    record.open = metrics
+        .monitor
+        .as_ref()
+        .map(|monitor| monitor.connection_opened(peer.spiffe_id()));
     Some((tls, peer))
 }

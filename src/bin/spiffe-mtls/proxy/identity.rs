@@ -2,15 +2,15 @@
 //! status port says about them.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use spiffe_mtls::source::{
     FilePaths, FileSource, UpdateLimits, WorkloadApiSource, X509Context, X509Source,
 };
 use spiffe_mtls::workload::EndpointAddress;
 
-use super::metrics::{Metrics, WorkloadApiRecorder};
+use super::metrics::Metrics;
 use crate::Failure;
 
 /// How long to wait for the first Workload API update before refusing to start.
@@ -34,8 +34,6 @@ pub struct IdentityArgs {
 pub struct Identity {
     /// The SVIDs and bundles.
     pub source: Arc<dyn X509Source>,
-    /// When the SVID last changed (`None`: not since start).
-    pub last_rotation: Mutex<Option<SystemTime>>,
     /// Where the source reads from, for `/_status`.
     pub origin: String,
 }
@@ -52,7 +50,7 @@ impl Identity {
                 (Arc::new(source), format!("files {}", dir.display()))
             }
             (Some(address), None) => (
-                Arc::new(workload_api(address.clone(), metrics).await?),
+                Arc::new(workload_api(address.clone()).await?),
                 format!("Workload API {address}"),
             ),
             (None, None) => {
@@ -62,7 +60,7 @@ impl Identity {
                     ))
                 })?;
                 (
-                    Arc::new(workload_api(address.clone(), metrics).await?),
+                    Arc::new(workload_api(address.clone()).await?),
                     format!("Workload API {address}"),
                 )
             }
@@ -70,11 +68,7 @@ impl Identity {
         source
             .x509_context()
             .map_err(|e| format!("no usable SVID: {e}"))?;
-        let identity = Arc::new(Self {
-            source,
-            last_rotation: Mutex::new(None),
-            origin,
-        });
+        let identity = Arc::new(Self { source, origin });
         tokio::spawn(watch_rotations(Arc::clone(&identity), Arc::clone(metrics)));
         Ok(identity)
     }
@@ -83,21 +77,11 @@ impl Identity {
     pub fn context(&self) -> Option<Arc<X509Context>> {
         self.source.x509_context().ok()
     }
-
-    /// When the SVID last changed since start.
-    pub fn last_rotation(&self) -> Option<SystemTime> {
-        *self
-            .last_rotation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
-/// A Workload API source whose reconnections are counted.
-async fn workload_api(
-    address: EndpointAddress,
-    metrics: &Arc<Metrics>,
-) -> Result<WorkloadApiSource, String> {
+/// A Workload API source on the crate's own client (its stream's state and reconnections
+/// are on the status port), reconnecting within a second.
+async fn workload_api(address: EndpointAddress) -> Result<WorkloadApiSource, String> {
     if let EndpointAddress::Unix(path) = &address
         && !path.exists()
     {
@@ -106,29 +90,15 @@ async fn workload_api(
             path.display()
         ));
     }
-    let inner = spiffe::X509Source::builder()
-        .endpoint(address.to_string())
-        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
-        .initial_sync_timeout(START_TIMEOUT)
-        .metrics(Arc::new(WorkloadApiRecorder(Arc::clone(metrics))))
+    WorkloadApiSource::builder()
+        .address(address)
+        .max_backoff(Duration::from_secs(1))
+        .limits(UpdateLimits::default())
+        .start_timeout(START_TIMEOUT)
         .build()
-        .await;
-    match inner {
-        Ok(inner) => WorkloadApiSource::from_spiffe(inner, UpdateLimits::default(), START_TIMEOUT)
-            .await
-            .map_err(|e| format!("the Workload API at {address} gave no usable SVID: {e}")),
-        // The library's own client says why (no socket, refused, no identity, ...).
-        Err(first) => match WorkloadApiSource::builder()
-            .address(address.clone())
-            .start_timeout(Duration::from_secs(2))
-            .build()
-            .await
-        {
-            // Its own words: no socket, unreachable, no identity for this process, ...
-            Err(reason) => Err(reason.to_string()),
-            Ok(_) => Err(format!("the Workload API at {address} failed: {first}")),
-        },
-    }
+        .await
+        // Its own words: unreachable, no identity for this process, an invalid update...
+        .map_err(|reason| reason.to_string())
 }
 
 /// Counts SVID changes (a new serial or ID of the default SVID).
@@ -144,10 +114,6 @@ async fn watch_rotations(identity: Arc<Identity>, metrics: Arc<Metrics>) {
         let now = leaf(&identity);
         if now.is_some() && now != last {
             metrics.rotations.inc();
-            *identity
-                .last_rotation
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(SystemTime::now());
             last = now;
         }
     }

@@ -13,6 +13,10 @@
 //! | `spiffe_proxy_svid_expiry_seconds` | gauge | seconds until the current SVID expires |
 //! | `spiffe_proxy_svid_rotations_total` | counter | |
 //! | `spiffe_proxy_workload_api_reconnects_total` | counter | |
+//!
+//! With `--status`, also the dashboard's per-peer and per-SVID metrics
+//! (`spiffe_peer_decisions_total`, `spiffe_peer_connections_open`,
+//! `spiffe_svid_expiry_seconds`; see `spiffe_mtls::health`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
@@ -22,6 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use spiffe_mtls::health::HealthMonitor;
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -46,11 +51,13 @@ pub struct Metrics {
     pub rotations: Counter,
     /// Workload API reconnections.
     pub reconnects: Counter,
+    /// The dashboard's monitor (with `--status`).
+    pub monitor: Option<HealthMonitor>,
 }
 
 impl Metrics {
-    /// The metrics, registered.
-    pub fn new() -> Self {
+    /// The metrics, registered, with those of `monitor` if any.
+    pub fn new(monitor: Option<HealthMonitor>) -> Self {
         let mut registry = Registry::default();
         let accepted = Counter::default();
         let refused = Family::<Labels, Counter>::default();
@@ -119,6 +126,9 @@ impl Metrics {
             "Reconnections to the Workload API after its stream failed",
             reconnects.clone(),
         );
+        if let Some(monitor) = &monitor {
+            monitor.register_metrics(&mut registry);
+        }
         Self {
             registry,
             accepted,
@@ -132,6 +142,7 @@ impl Metrics {
             expiry_seconds,
             rotations,
             reconnects,
+            monitor,
         }
     }
 
@@ -177,18 +188,12 @@ impl Metrics {
         }
         text
     }
-}
 
-/// Feeds the `spiffe` crate's Workload API client events into the metrics.
-#[derive(Debug)]
-pub struct WorkloadApiRecorder(pub std::sync::Arc<Metrics>);
-
-impl spiffe::x509_source::MetricsRecorder for WorkloadApiRecorder {
-    fn record_update(&self) {}
-
-    fn record_reconnect(&self) {
-        self.0.reconnects.inc();
+    /// Brings the reconnection counter up to `reconnects`, the source's own count.
+    pub fn sync_reconnects(&self, reconnects: u64) {
+        let counted = self.reconnects.get();
+        if reconnects > counted {
+            self.reconnects.inc_by(reconnects - counted);
+        }
     }
-
-    fn record_error(&self, _kind: spiffe::x509_source::MetricsErrorKind) {}
 }

@@ -56,6 +56,15 @@ pub struct CommonArgs {
     /// (HOST:PORT or unix:/path).
     #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
     status: Option<Address>,
+    /// Append every authentication and authorization decision to FILE as a JSON line, with
+    /// its evidence (the peer's leaf and root digests, the bundles' generation, the policy's
+    /// digest, the rule, the route); created with mode 0600.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<std::path::PathBuf>,
+    /// Chain the --audit-log lines: each carries the SHA-256 of the line before it, which
+    /// `spiffe-mtls audit verify FILE` checks (a chain in FILE is continued).
+    #[arg(long, requires = "audit_log")]
+    audit_chain: bool,
     /// Permission bits of the Unix sockets this proxy creates (--listen unix:PATH, --status
     /// unix:PATH), in octal. Their directory must not be writable by group or others.
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = address::parse_socket_mode)]

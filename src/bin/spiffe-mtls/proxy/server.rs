@@ -159,7 +159,8 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     } else {
         None
     };
-    let metrics = Arc::new(Metrics::new());
+    let _decisions = super::audit::DecisionLog::open(&args.common)?;
+    let metrics = Arc::new(Metrics::new(status::monitor(&args.common, "server")));
     let identity = Identity::open(&args.identity, &metrics).await?;
     let mut builder =
         tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))
@@ -185,7 +186,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         .listen
         .bind_with(args.common.socket_mode, args.common.backlog)
         .await?;
-    let me = status::start(&args.common, &identity, &metrics, "server").await?;
+    let me = status::start(&args.common, &identity, &metrics).await?;
     println!(
         "spiffe-mtls proxy server listening on {} as {me}, forwarding {} to {} (allow: {rule})",
         listener.local(),
@@ -271,6 +272,7 @@ async fn connection(server: Arc<Server>, accepted: Accepted) {
         started,
         end: None,
         requests: None,
+        open: None,
         metrics: Arc::clone(&server.metrics),
     };
     let (handshake, denied) = watched(net::accept_within(

@@ -1,13 +1,15 @@
-//! `--status ADDR`: plain HTTP/1.1 with three endpoints.
+//! `--status ADDR`: plain HTTP/1.1, the endpoints of `spiffe_mtls::health`.
 //!
+//! - `GET /`: the identity-health dashboard, a view of `/_status`.
 //! - `GET /healthz`: `200 ok` while an SVID is current (unexpired, not withdrawn), else `503`.
-//! - `GET /_status`: JSON: `mode`, `spiffe_id`, `svid_serial` (hex), `svid_expires_at`
-//!   (RFC 3339), `svid_seconds_left`, `trust_domains` (of the bundles), `source`,
-//!   `connections` (`active`, `accepted`, `refused`), `rotations`, `last_rotation`
-//!   (RFC 3339 or `null`), `workload_api_reconnects`; `healthy`.
+//! - `GET /_status`: the monitor's JSON (the README's "Dashboard" section), plus
+//!   `connections` (`active`, `accepted`, `refused`, `route_denied`).
 //! - `GET /metrics`: the [`Metrics`](super::metrics) in the Prometheus text format
-//!   (OpenMetrics 1.0).
+//!   (OpenMetrics 1.0), the monitor's per-peer and per-SVID metrics among them.
 //!
+//! A request head larger than [`MAX_REQUEST_HEAD`] is refused; a request body is never read.
+//! The page polls `/_status` (no server-sent events), so a viewer holds no connection open
+//! between polls.
 //! # Slow and silent clients
 //! Liveness probes must get their answer while anyone who can reach the port holds
 //! connections open to it:
@@ -31,14 +33,15 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use spiffe_mtls::health::HealthMonitor;
 use tokio::sync::{Notify, oneshot};
 
 use super::CommonArgs;
-use super::address::{Address, Listener, Stream};
+use super::address::{Listener, Stream};
 use super::forward::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
@@ -53,6 +56,12 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// has not sent its request head.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// What answers each request of a status listener.
+pub type Respond = Arc<dyn Fn(&Request<Incoming>) -> Response<ProxyBody> + Send + Sync>;
+
+/// The largest request head read (hyper's smallest buffer): a longer one is refused.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+
 /// Connections the kernel queues on the status port before they are accepted: accepting never
 /// waits, so a short queue is enough.
 const STATUS_BACKLOG: u32 = 256;
@@ -63,37 +72,20 @@ pub async fn start(
     common: &CommonArgs,
     identity: &Arc<Identity>,
     metrics: &Arc<Metrics>,
-    mode: &'static str,
 ) -> Result<String, String> {
-    start_at(
-        common.status.as_ref(),
-        common.socket_mode,
-        identity,
-        metrics,
-        mode,
-    )
-    .await
-}
-
-/// Serves `address`, if any, in the background; the proxy's own SPIFFE ID.
-async fn start_at(
-    address: Option<&Address>,
-    socket_mode: u32,
-    identity: &Arc<Identity>,
-    metrics: &Arc<Metrics>,
-    mode: &'static str,
-) -> Result<String, String> {
-    if let Some(address) = address {
+    if let (Some(address), Some(monitor)) = (&common.status, &metrics.monitor) {
         let listener = address
-            .bind_with(socket_mode, STATUS_BACKLOG)
+            .bind_with(common.socket_mode, STATUS_BACKLOG)
             .await
             .map_err(|e| format!("--status: {e}"))?;
         println!("status on http://{}", listener.local());
+        monitor.watch(Arc::clone(&identity.source), identity.origin.clone());
+        let counts = Arc::clone(metrics);
+        monitor.section("connections", move || connections(&counts));
+        let (identity, metrics) = (Arc::clone(identity), Arc::clone(metrics));
         tokio::spawn(serve(
             listener,
-            Arc::clone(identity),
-            Arc::clone(metrics),
-            mode,
+            Arc::new(move |request: &Request<Incoming>| respond(request, &identity, &metrics)),
         ));
     }
     Ok(identity
@@ -102,13 +94,14 @@ async fn start_at(
         .unwrap_or_default())
 }
 
+/// The dashboard's monitor of a proxy in `mode` (`server` or `client`), when `--status`
+/// serves it.
+pub fn monitor(common: &CommonArgs, mode: &str) -> Option<HealthMonitor> {
+    common.status.as_ref().map(|_| HealthMonitor::new(mode))
+}
+
 /// Accepts for the life of the process; never waits for a free slot (see the module docs).
-async fn serve(
-    listener: Listener,
-    identity: Arc<Identity>,
-    metrics: Arc<Metrics>,
-    mode: &'static str,
-) {
+pub async fn serve(listener: Listener, respond: Respond) {
     let open = Arc::new(Mutex::new(Open::default()));
     loop {
         let stream = match listener.accept().await {
@@ -120,25 +113,13 @@ async fn serve(
             }
         };
         let admitted = Admitted::new(&open);
-        tokio::spawn(connection(
-            stream,
-            admitted,
-            Arc::clone(&identity),
-            Arc::clone(&metrics),
-            mode,
-        ));
+        tokio::spawn(connection(stream, admitted, Arc::clone(&respond)));
     }
 }
 
 /// One connection: its request head within [`HEAD_TIMEOUT`], one answer, closed within
 /// [`CONNECTION_TIMEOUT`] or when a newer connection pushes it out.
-async fn connection(
-    stream: Stream,
-    mut admitted: Admitted,
-    identity: Arc<Identity>,
-    metrics: Arc<Metrics>,
-    mode: &'static str,
-) {
+async fn connection(stream: Stream, mut admitted: Admitted, respond: Respond) {
     let head = Arc::new(Notify::new());
     let Some(pushed_out) = admitted.pushed_out.take() else {
         return;
@@ -148,7 +129,7 @@ async fn connection(
         hyper::service::service_fn(move |request| {
             head.notify_one();
             lock(&open).head_received(id);
-            let response = respond(&request, &identity, &metrics, mode);
+            let response = respond(&request);
             async move { Ok::<_, Infallible>(response) }
         })
     };
@@ -156,6 +137,7 @@ async fn connection(
     // starts at the connection.
     let serving = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .header_read_timeout(None)
         .serve_connection(TokioIo::new(stream), service);
     let head_deadline = async {
@@ -262,22 +244,17 @@ fn lock(open: &Mutex<Open>) -> MutexGuard<'_, Open> {
     open.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The answer to one request.
+/// The answer to one request: `/metrics` from the proxy's registry, every other path from
+/// the monitor.
 fn respond(
     request: &Request<Incoming>,
     identity: &Identity,
     metrics: &Metrics,
-    mode: &str,
 ) -> Response<ProxyBody> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        );
+    if let Some(stream) = identity.source.stream_state() {
+        metrics.sync_reconnects(stream.reconnects);
     }
-    let context = identity.context();
-    let seconds_left = context.as_ref().map(|c| {
+    let seconds_left = identity.context().map(|c| {
         match c
             .default_svid()
             .expires_at()
@@ -288,72 +265,56 @@ fn respond(
         }
     });
     metrics.expiry_seconds.set(seconds_left.unwrap_or(0.0));
-    match request.uri().path() {
-        "/healthz" => match &context {
-            Some(_) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-            None => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "no current SVID\n".into(),
-            ),
-        },
-        "/_status" => {
-            let svid = context.as_ref().map(|c| c.default_svid());
-            let mut trust_domains: Vec<String> = context
-                .as_ref()
-                .map(|c| {
-                    c.bundles()
-                        .iter()
-                        .map(|b| b.trust_domain().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            trust_domains.sort_unstable();
-            let refused: u64 = [
-                "unauthorized",
-                "untrusted_certificate",
-                "no_certificate",
-                "handshake_timeout",
-                "handshake_failed",
-                "target_unreachable",
-            ]
-            .into_iter()
-            .map(|reason| metrics.refused_count(reason))
-            .sum();
-            let body = serde_json::json!({
-                "mode": mode,
-                "healthy": context.is_some(),
-                "spiffe_id": svid.map(|s| s.spiffe_id().to_string()),
-                "svid_serial": svid.map(crate::fetch::serial),
-                "svid_expires_at": svid.map(|s| crate::fetch::rfc3339(s.expires_at())),
-                "svid_seconds_left": seconds_left.map(f64::floor),
-                "trust_domains": trust_domains,
-                "source": identity.origin,
-                "connections": {
-                    "active": metrics.active.get(),
-                    "accepted": metrics.accepted.get(),
-                    "refused": refused,
-                    "route_denied": metrics.refused_count("route_denied"),
-                },
-                "rotations": metrics.rotations.get(),
-                "last_rotation": identity.last_rotation().map(crate::fetch::rfc3339),
-                "workload_api_reconnects": metrics.reconnects.get(),
-            });
-            let mut text = serde_json::to_string_pretty(&body).unwrap_or_default();
-            text.push('\n');
-            reply(StatusCode::OK, "application/json", text)
-        }
-        "/metrics" => reply(
+    let Some(monitor) = &metrics.monitor else {
+        return reply(StatusCode::NOT_FOUND, "text/plain", String::new());
+    };
+    let get = request.method() == Method::GET || request.method() == Method::HEAD;
+    if get && request.uri().path() == "/metrics" {
+        monitor.refresh_metrics();
+        return reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
-        ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: try /healthz, /_status, /metrics\n".into(),
-        ),
+        );
     }
+    from_answer(monitor, request)
+}
+
+/// The monitor's answer to `request`.
+pub fn from_answer(monitor: &HealthMonitor, request: &Request<Incoming>) -> Response<ProxyBody> {
+    let answer = monitor.answer(request.method().as_str(), request.uri().path());
+    let mut response = Response::new(ProxyBody::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}
+
+/// The `connections` member of `/_status`.
+fn connections(metrics: &Metrics) -> serde_json::Value {
+    let refused: u64 = [
+        "unauthorized",
+        "untrusted_certificate",
+        "no_certificate",
+        "handshake_timeout",
+        "handshake_failed",
+        "target_unreachable",
+    ]
+    .into_iter()
+    .map(|reason| metrics.refused_count(reason))
+    .sum();
+    serde_json::json!({
+        "active": metrics.active.get(),
+        "accepted": metrics.accepted.get(),
+        "refused": refused,
+        "route_denied": metrics.refused_count("route_denied"),
+    })
 }
 
 /// A response with a body of `content_type`.
