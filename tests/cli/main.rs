@@ -24,6 +24,7 @@ mod cli_errors;
 mod cli_jwt;
 mod cli_verify;
 mod cli_workload;
+mod dashboard;
 mod examples;
 mod proxy;
 mod proxy_errors;

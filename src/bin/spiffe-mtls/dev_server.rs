@@ -1,16 +1,20 @@
 //! `spiffe-mtls dev-server`: a SPIRE-compatible Workload API for development and tests.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use spiffe_mtls::dev_server::{
-    DEFAULT_SOCKET_NAME, DevServer, DevServerConfig, DevServerOptions, default_socket_dir,
+    DEFAULT_SOCKET_NAME, DevServer, DevServerConfig, DevServerOptions, Entry, default_socket_dir,
     ensure_private_dir, parse_duration,
 };
+use spiffe_mtls::health::HealthMonitor;
 use spiffe_mtls::pem;
+use spiffe_mtls::source::{StaticSource, X509Context};
 use spiffe_mtls::workload::EndpointAddress;
-use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle};
+use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, X509Svid};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
@@ -54,6 +58,8 @@ pub struct Args {
     /// Write the local bundle as PEM here, and again at every CA change.
     #[arg(long, value_name = "FILE")]
     write_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    status: crate::proxy::StatusArgs,
 }
 
 /// The address to serve: --socket, or the private default directory (created or checked).
@@ -146,12 +152,17 @@ pub fn run(args: &Args) -> ExitCode {
     };
     crate::runtime(async move {
         let trust_domain = config.trust_domain.clone();
+        let entries = config.entries.clone();
         let server = DevServer::start(config, address(args)?, options)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(path) = &args.write_bundle {
             write_bundle(&server, path)?;
         }
+        let dashboard = match args.status.monitor("dev-server") {
+            Some(monitor) => Some(Dashboard::start(monitor, &server, entries, args).await?),
+            None => None,
+        };
         println!(
             "spiffe-mtls dev server for trust domain {trust_domain} listening on {}",
             server.address()
@@ -195,14 +206,24 @@ pub fn run(args: &Args) -> ExitCode {
                 _ = usr1.recv() => {
                     server.rotate_svids().await;
                     println!("rotated every SVID");
+                    // Its push may come before the next `next_push` below waits.
+                    if let Some(dashboard) = &dashboard {
+                        dashboard.update(&server);
+                    }
                 }
                 _ = usr2.recv() => {
                     server.rotate_ca().await;
                     println!("rotating the CA: new root published");
+                    if let Some(dashboard) = &dashboard {
+                        dashboard.update(&server);
+                    }
                 }
-                () = server.next_push(), if args.write_bundle.is_some() => {
+                () = server.next_push(), if args.write_bundle.is_some() || dashboard.is_some() => {
                     if let Some(path) = &args.write_bundle {
                         write_bundle(&server, path)?;
+                    }
+                    if let Some(dashboard) = &dashboard {
+                        dashboard.update(&server);
                     }
                 }
                 _ = term.recv() => break,
@@ -213,4 +234,125 @@ pub fn run(args: &Args) -> ExitCode {
         println!("dev server stopped");
         Ok(())
     })
+}
+
+/// The SVIDs the dev server issued, newest first, for its dashboard.
+const ISSUED_SHOWN: usize = 200;
+
+/// The dev server's dashboard: its current SVIDs and bundle as the "workload" shown, its
+/// entries, and the SVIDs it issued.
+struct Dashboard {
+    /// The current SVIDs and local bundle, replaced at each push.
+    view: Arc<StaticSource>,
+    /// The SVIDs issued since start, newest first.
+    issued: Arc<Mutex<VecDeque<serde_json::Value>>>,
+}
+
+impl Dashboard {
+    /// Serves `monitor` on `--status`.
+    async fn start(
+        monitor: HealthMonitor,
+        server: &DevServer,
+        entries: Vec<Entry>,
+        args: &Args,
+    ) -> Result<Self, String> {
+        let context = current(server).ok_or("the dev server issued no SVID")?;
+        let view = Arc::new(StaticSource::new(context));
+        monitor.watch(view.clone(), format!("dev server {}", server.address()));
+        let dashboard = Self {
+            view,
+            issued: Arc::default(),
+        };
+        dashboard.note_issued(server);
+        let (issued, trust_domain) = (Arc::clone(&dashboard.issued), server_trust_domain(server));
+        let entries: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+        monitor.section("dev_server", move || {
+            let issued: Vec<serde_json::Value> = lock(&issued).iter().cloned().collect();
+            serde_json::json!({
+                "trust_domain": trust_domain,
+                "entries": entries,
+                "issued": issued,
+            })
+        });
+        let answering = monitor.clone();
+        args.status
+            .serve(
+                args.socket_mode,
+                Arc::new(move |request| crate::proxy::from_answer(&answering, request)),
+            )
+            .await?;
+        Ok(dashboard)
+    }
+
+    /// Follows a push: the new SVIDs and bundle.
+    fn update(&self, server: &DevServer) {
+        if let Some(context) = current(server) {
+            self.view.replace(context);
+        }
+        self.note_issued(server);
+    }
+
+    /// Adds the SVIDs not seen yet to the issued list.
+    fn note_issued(&self, server: &DevServer) {
+        let mut issued = lock(&self.issued);
+        for svid in server.svids() {
+            let serial = crate::fetch::serial(&svid);
+            if issued.iter().any(|row| row["serial"] == serial.as_str()) {
+                continue;
+            }
+            issued.push_front(serde_json::json!({
+                "spiffe_id": svid.spiffe_id().to_string(),
+                "serial": serial,
+                "issued_at": rfc3339(not_before(&svid)),
+                "expires_at": rfc3339(svid.expires_at()),
+            }));
+            issued.truncate(ISSUED_SHOWN);
+        }
+    }
+}
+
+/// The issued list, even after a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The dev server's current SVIDs and local bundle as a context.
+fn current(server: &DevServer) -> Option<X509Context> {
+    let svids: Vec<X509Svid> = server.svids().iter().map(|svid| (**svid).clone()).collect();
+    let trust_domain = svids.first()?.spiffe_id().trust_domain().clone();
+    let bundle = X509Bundle::new(trust_domain, server.roots()).ok()?;
+    X509Context::new(svids, [bundle].into_iter().collect()).ok()
+}
+
+/// The trust domain of the dev server's SVIDs.
+fn server_trust_domain(server: &DevServer) -> String {
+    server
+        .svids()
+        .first()
+        .map(|svid| svid.spiffe_id().trust_domain().to_string())
+        .unwrap_or_default()
+}
+
+/// One entry of the `dev_server` section.
+fn entry_json(entry: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "spiffe_id": entry.spiffe_id.to_string(),
+        "selectors": entry.selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "hint": entry.hint,
+        "ttl_seconds": entry.ttl.as_secs(),
+    })
+}
+
+/// An SVID's notBefore.
+fn not_before(svid: &X509Svid) -> SystemTime {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(svid.leaf())
+        .ok()
+        .and_then(|(_, cert)| u64::try_from(cert.validity().not_before.timestamp()).ok())
+        .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A time as RFC 3339 with milliseconds.
+fn rfc3339(time: SystemTime) -> String {
+    spiffe_mtls::audit::rfc3339_millis(time)
 }

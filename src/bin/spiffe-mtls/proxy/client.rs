@@ -103,7 +103,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| Failure::Usage(format!("--target {}: {e}", args.target)))?;
     let _decisions = super::audit::DecisionLog::open(&args.common)?;
-    let metrics = Arc::new(Metrics::new(status::monitor(&args.common, "client")));
+    let metrics = Arc::new(Metrics::new(args.common.status.monitor("client")));
     let identity = Identity::open(&args.identity, &metrics).await?;
     let rule = authorize::id(args.server_id.clone());
     let mut builder =

@@ -33,7 +33,8 @@ use clap::builder::TypedValueParser as _;
 use spiffe_mtls::dev_server::parse_duration;
 use spiffe_mtls::tls::PostQuantum;
 
-pub use address::{Address, parse_socket_mode};
+pub use address::parse_socket_mode;
+pub use status::{StatusArgs, from_answer};
 
 /// SPIFFE mTLS sidecar: in front of a plain service (`server`), or out of a plain client
 /// (`client`).
@@ -52,10 +53,8 @@ enum Command {
 /// Settings both modes share.
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
-    /// Serve /healthz, /_status (JSON) and /metrics (Prometheus) over plain HTTP here
-    /// (HOST:PORT or unix:/path).
-    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
-    status: Option<Address>,
+    #[command(flatten)]
+    status: status::StatusArgs,
     /// Append every authentication and authorization decision to FILE as a JSON line, with
     /// its evidence (the peer's leaf and root digests, the bundles' generation, the policy's
     /// digest, the rule, the route); created with mode 0600.

@@ -160,7 +160,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         None
     };
     let _decisions = super::audit::DecisionLog::open(&args.common)?;
-    let metrics = Arc::new(Metrics::new(status::monitor(&args.common, "server")));
+    let metrics = Arc::new(Metrics::new(args.common.status.monitor("server")));
     let identity = Identity::open(&args.identity, &metrics).await?;
     let mut builder =
         tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))

@@ -37,11 +37,12 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use spiffe_mtls::health::HealthMonitor;
+use spiffe_mtls::dev_server::parse_duration;
+use spiffe_mtls::health::{HealthMonitor, Thresholds};
 use tokio::sync::{Notify, oneshot};
 
 use super::CommonArgs;
-use super::address::{Listener, Stream};
+use super::address::{Address, Listener, Stream};
 use super::forward::ProxyBody;
 use super::identity::Identity;
 use super::metrics::Metrics;
@@ -66,38 +67,120 @@ pub const MAX_REQUEST_HEAD: usize = 8192;
 /// waits, so a short queue is enough.
 const STATUS_BACKLOG: u32 = 256;
 
-/// Starts the status port when `--status` was given (a Unix socket with `--socket-mode`);
-/// the proxy's own SPIFFE ID, for its start line (empty while it has no SVID).
+/// The status listener's options, shared by `proxy` and `dev-server`: where, and when the
+/// dashboard raises its alerts.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Serve the dashboard (/), /_status (JSON), /healthz and /metrics (Prometheus) over
+    /// plain HTTP here: 127.0.0.1:PORT, [::1]:PORT or unix:/path. Loopback only, unless
+    /// --status-allow-remote.
+    #[arg(long, value_name = "ADDR", value_parser = Address::parse)]
+    pub status: Option<Address>,
+    /// Let --status listen on an address other than loopback (it names the workload's
+    /// peers and decisions: keep it to operators).
+    #[arg(long, requires = "status")]
+    pub status_allow_remote: bool,
+    /// Alert (svid_not_rotated) when an SVID is past this fraction of its lifetime.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.75, value_parser = parse_fraction)]
+    pub alert_rotation_fraction: f64,
+    /// Alert (workload_api_unreachable) when the Workload API stream is down this long.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub alert_unreachable: Duration,
+    /// Alert (peer_denials) when one peer is denied more than N times in a minute.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub alert_denials_per_minute: u32,
+    /// Alert (peer_call_spike) when a peer's calls in the last minute are above F times its
+    /// own moving average...
+    #[arg(long, value_name = "F", default_value_t = 5.0, value_parser = parse_factor)]
+    pub alert_spike_factor: f64,
+    /// ... and at least N.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub alert_spike_min_calls: u32,
+    /// Alert (root_expiring) when a bundle root expires within this long. With SPIRE's
+    /// default CA TTL (24h) every root does: set it below the CA TTL there.
+    #[arg(long, value_name = "DUR", default_value = "7d", value_parser = parse_duration)]
+    pub alert_root_expiry: Duration,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
+fn parse_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 1.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a factor of at least 1")),
+    }
+}
+
+impl StatusArgs {
+    /// The dashboard's monitor of a workload in `mode`, when `--status` serves it.
+    pub fn monitor(&self, mode: &str) -> Option<HealthMonitor> {
+        self.status.as_ref().map(|_| {
+            let mut thresholds = Thresholds::default();
+            thresholds.svid_rotation_fraction = self.alert_rotation_fraction;
+            thresholds.workload_api_unreachable = self.alert_unreachable;
+            thresholds.peer_denials_per_minute = self.alert_denials_per_minute;
+            thresholds.peer_spike_factor = self.alert_spike_factor;
+            thresholds.peer_spike_min_calls = self.alert_spike_min_calls;
+            thresholds.root_expiry = self.alert_root_expiry;
+            HealthMonitor::new(mode).with_thresholds(thresholds)
+        })
+    }
+
+    /// Binds `--status` (a Unix socket with `socket_mode`) and serves `respond` on it in the
+    /// background; refuses an address other than loopback without `--status-allow-remote`.
+    pub async fn serve(&self, socket_mode: u32, respond: Respond) -> Result<(), String> {
+        let Some(address) = &self.status else {
+            return Ok(());
+        };
+        let listener = address
+            .bind_with(socket_mode, STATUS_BACKLOG)
+            .await
+            .map_err(|e| format!("--status: {e}"))?;
+        if let Some(local) = listener.tcp_address()
+            && !local.ip().is_loopback()
+            && !self.status_allow_remote
+        {
+            return Err(format!(
+                "--status {address}: {} is not a loopback address; the status port names this \
+                 workload's peers and decisions (add --status-allow-remote to serve it there)",
+                local.ip()
+            ));
+        }
+        println!("status on http://{}", listener.local());
+        tokio::spawn(serve(listener, respond));
+        Ok(())
+    }
+}
+
+/// Starts the status port when `--status` was given; the proxy's own SPIFFE ID, for its
+/// start line (empty while it has no SVID).
 pub async fn start(
     common: &CommonArgs,
     identity: &Arc<Identity>,
     metrics: &Arc<Metrics>,
 ) -> Result<String, String> {
-    if let (Some(address), Some(monitor)) = (&common.status, &metrics.monitor) {
-        let listener = address
-            .bind_with(common.socket_mode, STATUS_BACKLOG)
-            .await
-            .map_err(|e| format!("--status: {e}"))?;
-        println!("status on http://{}", listener.local());
+    if let Some(monitor) = &metrics.monitor {
         monitor.watch(Arc::clone(&identity.source), identity.origin.clone());
         let counts = Arc::clone(metrics);
         monitor.section("connections", move || connections(&counts));
         let (identity, metrics) = (Arc::clone(identity), Arc::clone(metrics));
-        tokio::spawn(serve(
-            listener,
-            Arc::new(move |request: &Request<Incoming>| respond(request, &identity, &metrics)),
-        ));
+        common
+            .status
+            .serve(
+                common.socket_mode,
+                Arc::new(move |request: &Request<Incoming>| respond(request, &identity, &metrics)),
+            )
+            .await?;
     }
     Ok(identity
         .context()
         .map(|c| c.default_svid().spiffe_id().to_string())
         .unwrap_or_default())
-}
-
-/// The dashboard's monitor of a proxy in `mode` (`server` or `client`), when `--status`
-/// serves it.
-pub fn monitor(common: &CommonArgs, mode: &str) -> Option<HealthMonitor> {
-    common.status.as_ref().map(|_| HealthMonitor::new(mode))
 }
 
 /// Accepts for the life of the process; never waits for a free slot (see the module docs).
