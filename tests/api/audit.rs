@@ -69,7 +69,7 @@ impl Recorder {
 /// A source that marks each read in the trail: the verifier reads its source exactly once per
 /// certificate check, so a read marks the moment the check ran.
 #[derive(Debug)]
-struct Marked {
+pub(crate) struct Marked {
     side: &'static str,
     inner: StaticSource,
 }
@@ -92,11 +92,11 @@ const ATTACKER: &str = "spiffe://example.org/attacker";
 const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
-fn ca(trust_domain: &str) -> DevCa {
+pub(crate) fn ca(trust_domain: &str) -> DevCa {
     DevCa::new(trust_domain.parse().unwrap(), Duration::from_secs(3600)).unwrap()
 }
 
-fn svid(ca: &DevCa, id: &str) -> X509Svid {
+pub(crate) fn svid(ca: &DevCa, id: &str) -> X509Svid {
     ca.issue(&SvidRequest::new(
         id.parse().unwrap(),
         Duration::from_secs(600),
@@ -104,7 +104,7 @@ fn svid(ca: &DevCa, id: &str) -> X509Svid {
     .unwrap()
 }
 
-fn source(side: &'static str, svid: X509Svid, bundles: &[X509Bundle]) -> Marked {
+pub(crate) fn source(side: &'static str, svid: X509Svid, bundles: &[X509Bundle]) -> Marked {
     let context = X509Context::new(vec![svid], bundles.iter().cloned().collect()).unwrap();
     Marked {
         side,
@@ -155,7 +155,7 @@ fn records(mut bytes: &[u8]) -> Vec<&[u8]> {
 /// the server one TLS record at a time, each record marked in the trail; with a small client
 /// `max_fragment_size` the client's Certificate and CertificateVerify arrive in different
 /// records, so the trail shows which one a server-side event followed.
-fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> bool {
+pub(crate) fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> bool {
     let name = ServerName::try_from("server").unwrap();
     let mut client = ClientConnection::new(Arc::clone(client), name).unwrap();
     let mut server = ServerConnection::new(Arc::clone(server)).unwrap();

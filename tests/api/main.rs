@@ -21,6 +21,7 @@ mod a2a_jwt;
 mod agents_demo;
 mod audit;
 mod conformance;
+mod dashboard;
 mod dev_server;
 mod dev_server_jwt;
 mod errors;

@@ -287,6 +287,20 @@ fn the_dev_server_page_lists_its_entries_and_the_svids_it_issued() {
 
 #[test]
 fn the_status_port_is_loopback_only_unless_asked() {
+    let world = World::new();
+    let backend = http_backend();
+    let allowed = world.server(
+        &backend,
+        &[
+            "--allow-id",
+            CLIENT_ID,
+            "--status",
+            "0.0.0.0:0",
+            "--status-allow-remote",
+        ],
+    );
+    assert!(allowed.status.as_deref().unwrap().starts_with("0.0.0.0:"));
+
     let output = Command::new(BIN)
         .args([
             "dev-server",
@@ -304,7 +318,7 @@ fn the_status_port_is_loopback_only_unless_asked() {
         ])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("is not a loopback address") && stderr.contains("--status-allow-remote"),

@@ -150,7 +150,8 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::runtime(async move {
+    crate::runtime_with(async move {
+        args.status.check().await.map_err(crate::Failure::Usage)?;
         let trust_domain = config.trust_domain.clone();
         let entries = config.entries.clone();
         let server = DevServer::start(config, address(args)?, options)

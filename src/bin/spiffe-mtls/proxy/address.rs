@@ -329,14 +329,6 @@ impl Listener {
         }
     }
 
-    /// The bound TCP address (`None` for a Unix socket).
-    pub fn tcp_address(&self) -> Option<SocketAddr> {
-        match self {
-            Self::Tcp(listener) => listener.local_addr().ok(),
-            Self::Unix(..) => None,
-        }
-    }
-
     /// The address actually bound (the port chosen for port 0), as shown.
     pub fn local(&self) -> String {
         match self {

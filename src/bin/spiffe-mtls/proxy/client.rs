@@ -93,6 +93,7 @@ async fn check_listen(args: &Args) -> Result<(), String> {
 /// (a usage error for an unusable option).
 pub async fn run(args: &Args) -> Result<(), Failure> {
     let signals = Signals::watch()?;
+    args.common.status.check().await.map_err(Failure::Usage)?;
     check_listen(args).await.map_err(Failure::Usage)?;
     let Address::Tcp { host, .. } = &args.target else {
         return Err(Failure::Usage(format!(

@@ -138,6 +138,7 @@ fn authorization(args: &Args) -> Result<(Authorizer, Option<WatchedPolicy>), Str
 /// (a usage error for an unusable option or file).
 pub async fn run(args: &Args) -> Result<(), Failure> {
     let signals = Signals::watch()?;
+    args.common.status.check().await.map_err(Failure::Usage)?;
     let (rule, policy) = authorization(args).map_err(Failure::Usage)?;
     let http = if args.http {
         Some(

@@ -131,8 +131,31 @@ impl StatusArgs {
         })
     }
 
+    /// Refuses a TCP `--status` that is not loopback without `--status-allow-remote` (a
+    /// usage error, checked before anything starts).
+    pub async fn check(&self) -> Result<(), String> {
+        let Some(address @ Address::Tcp { .. }) = &self.status else {
+            return Ok(());
+        };
+        if self.status_allow_remote {
+            return Ok(());
+        }
+        let addresses = address
+            .resolve()
+            .await
+            .map_err(|e| format!("cannot resolve --status {address}: {e}"))?;
+        if addresses.is_empty() || addresses.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(format!(
+                "--status {address} is not a loopback address: the status port names this \
+                 workload's peers and decisions; use 127.0.0.1 or [::1], or add \
+                 --status-allow-remote"
+            ));
+        }
+        Ok(())
+    }
+
     /// Binds `--status` (a Unix socket with `socket_mode`) and serves `respond` on it in the
-    /// background; refuses an address other than loopback without `--status-allow-remote`.
+    /// background (after [`StatusArgs::check`]).
     pub async fn serve(&self, socket_mode: u32, respond: Respond) -> Result<(), String> {
         let Some(address) = &self.status else {
             return Ok(());
@@ -141,16 +164,6 @@ impl StatusArgs {
             .bind_with(socket_mode, STATUS_BACKLOG)
             .await
             .map_err(|e| format!("--status: {e}"))?;
-        if let Some(local) = listener.tcp_address()
-            && !local.ip().is_loopback()
-            && !self.status_allow_remote
-        {
-            return Err(format!(
-                "--status {address}: {} is not a loopback address; the status port names this \
-                 workload's peers and decisions (add --status-allow-remote to serve it there)",
-                local.ip()
-            ));
-        }
         println!("status on http://{}", listener.local());
         tokio::spawn(serve(listener, respond));
         Ok(())

@@ -1,0 +1,130 @@
+//! The library's identity-health monitor: its peers and decisions from real handshakes, its
+//! alerts by thresholds, and its `axum::Router`.
+#![cfg(all(unix, feature = "dev-server", feature = "dashboard"))]
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use spiffe_mtls::health::{HealthMonitor, Thresholds};
+use spiffe_mtls::source::X509Source;
+use spiffe_mtls::{authorize, tls};
+use tower::ServiceExt;
+
+use crate::audit::{ca, handshake, source, svid};
+
+/// A handshake of `client` (a path in `domain`) with a server of `domain` allowing only
+/// `.../client`; whether it completed.
+fn handshake_as(ca: &spiffe_mtls::dev_server::DevCa, domain: &str, client: &str) -> bool {
+    let id = |path: &str| format!("spiffe://{domain}/{path}");
+    let server = tls::server_config(
+        source("server", svid(ca, &id("server")), &[ca.bundle()]),
+        authorize::id(id("client").parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    let client = tls::client_config(
+        source("client", svid(ca, &id(client)), &[ca.bundle()]),
+        authorize::id(id("server").parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    handshake(&Arc::new(server), &Arc::new(client))
+}
+
+fn peer<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|peer| peer["spiffe_id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {status}"))
+}
+
+async fn get(router: &axum::Router, path: &str) -> (u16, http::HeaderMap, String) {
+    let request = http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn peers_decisions_alerts_and_the_router_follow_real_handshakes() {
+    let domain = "dashboard.example";
+    let ca = ca(domain);
+    let mut thresholds = Thresholds::default();
+    thresholds.peer_denials_per_minute = 1;
+    let monitor = HealthMonitor::new("agent server").with_thresholds(thresholds);
+    let own: Arc<dyn X509Source> = Arc::new(source(
+        "server",
+        svid(&ca, &format!("spiffe://{domain}/server")),
+        &[ca.bundle()],
+    ));
+    monitor.watch(own, "static");
+
+    assert!(handshake_as(&ca, domain, "client"));
+    for _ in 0..2 {
+        assert!(!handshake_as(&ca, domain, "rogue"));
+    }
+    let client = format!("spiffe://{domain}/client");
+    let opened = monitor.connection_opened(&client.parse().unwrap());
+
+    let status = monitor.status();
+    let rogue = peer(&status, &format!("spiffe://{domain}/rogue"));
+    assert_eq!(
+        (rogue["denied"].as_u64(), rogue["accepted"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(rogue["denials_last_minute"], 2);
+    assert_eq!(peer(&status, &client)["open"], 1);
+    assert_eq!(status["mode"], "agent server");
+    assert_eq!(status["workload_api"]["state"], "not streamed");
+    let alerts = status["alerts"].as_array().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "peer_denials"
+                && a["subject"] == format!("spiffe://{domain}/rogue")),
+        "{alerts:?}"
+    );
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "peer_denials" && a["subject"] == client),
+        "the good twin raises nothing"
+    );
+    let newest = &status["decisions"][0];
+    assert_eq!(newest["decision"], "denied", "newest first: {newest}");
+    drop(opened);
+    assert_eq!(peer(&monitor.status(), &client)["open"], 0);
+
+    let router = monitor.router();
+    let (code, headers, page) = get(&router, "/").await;
+    assert_eq!(code, 200);
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("connect-src 'self'")
+    );
+    assert!(page.contains("fetch('_status'"), "the page polls /_status");
+    let (code, _, body) = get(&router, "/_status").await;
+    assert_eq!(code, 200);
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(served["mode"], "agent server");
+    let (_, _, metrics) = get(&router, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "spiffe_peer_decisions_total{{peer=\"spiffe://{domain}/rogue\",decision=\"denied\"}} 2"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(get(&router, "/healthz").await.0, 200);
+    assert_eq!(get(&router, "/nothing").await.0, 404);
+}
