@@ -108,7 +108,15 @@ pub struct HttpServer {
     timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
     live: Option<LiveConnections>,
+    health: Health,
 }
+
+/// The dashboard's monitor a server counts its open connections in, if any.
+#[cfg(feature = "dashboard")]
+type Health = Option<crate::health::HealthMonitor>;
+/// Without the `dashboard` feature, nothing.
+#[cfg(not(feature = "dashboard"))]
+type Health = ();
 
 impl HttpServer {
     /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
@@ -127,7 +135,18 @@ impl HttpServer {
             timeouts: ConnectionTimeouts::new(),
             anonymous_clients: false,
             live: Some(LiveConnections::new()),
+            health: Health::default(),
         }
+    }
+
+    /// Counts each open connection in `monitor`'s peer table (the dashboard's `open`
+    /// column), for as long as it is served.
+    #[cfg(feature = "dashboard")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+    #[must_use]
+    pub fn health_monitor(mut self, monitor: crate::health::HealthMonitor) -> Self {
+        self.health = Some(monitor);
+        self
     }
 
     /// Registers every connection's peer in `live`, and closes a connection as soon as `live`
@@ -336,6 +355,7 @@ impl HttpServer {
                 self.timeouts,
                 self.anonymous_clients,
                 self.live.clone(),
+                self.health.clone(),
             ));
             while connections.try_join_next().is_some() {}
         }
@@ -428,6 +448,7 @@ async fn serve_connection<S, B>(
     timeouts: ConnectionTimeouts,
     anonymous_clients: bool,
     live: Option<LiveConnections>,
+    health: Health,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -458,6 +479,14 @@ async fn serve_connection<S, B>(
         .as_ref()
         .zip(peer.as_ref())
         .map(|(live, peer)| live.register(peer.clone()));
+    // Held (and so counted open) for as long as the connection is served.
+    #[cfg(feature = "dashboard")]
+    let _open = health
+        .as_ref()
+        .zip(peer.as_ref())
+        .map(|(monitor, peer)| monitor.connection_opened(peer.spiffe_id()));
+    #[cfg(not(feature = "dashboard"))]
+    let () = health;
     let service = service.map_request(move |mut request: Request<Incoming>| {
         if let Some(peer) = &peer {
             request.extensions_mut().insert(peer.clone());

@@ -1,13 +1,17 @@
 //! The state every source shares: the last good context behind an atomic pointer, and a
 //! change counter that wakes subscribers.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+#[cfg(feature = "workload-api")]
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{SourceError, StreamState, X509Context};
+#[cfg(feature = "workload-api")]
+use super::StreamState;
+use super::{SourceError, X509Context};
 
 /// Why a source has no context to hand out, besides expiry (only the Workload API source
 /// withdraws or closes).
@@ -48,6 +52,7 @@ pub(crate) struct SourceCell {
     state: ArcSwap<State>,
     changes: watch::Sender<u64>,
     /// The stream a streaming source follows (`None` for the others).
+    #[cfg(feature = "workload-api")]
     stream: Mutex<Option<StreamState>>,
 }
 
@@ -57,11 +62,13 @@ impl SourceCell {
         Self {
             state: ArcSwap::from_pointee(State::new(Arc::new(context), None)),
             changes: watch::Sender::new(0),
+            #[cfg(feature = "workload-api")]
             stream: Mutex::new(None),
         }
     }
 
     /// The state of the stream the source follows, if it streams.
+    #[cfg(feature = "workload-api")]
     pub(crate) fn stream_state(&self) -> Option<StreamState> {
         *self.stream.lock().unwrap_or_else(PoisonError::into_inner)
     }

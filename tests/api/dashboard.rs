@@ -128,3 +128,67 @@ async fn peers_decisions_alerts_and_the_router_follow_real_handshakes() {
     assert_eq!(get(&router, "/healthz").await.0, 200);
     assert_eq!(get(&router, "/nothing").await.0, 404);
 }
+
+#[tokio::test]
+async fn an_http_server_counts_its_open_connections_per_peer() {
+    let domain = "open.dashboard.example";
+    let ca = ca(domain);
+    let id = |path: &str| format!("spiffe://{domain}/{path}");
+    let server_config = tls::server_config(
+        source("server", svid(&ca, &id("server")), &[ca.bundle()]),
+        authorize::id(id("client").parse().unwrap()),
+    )
+    .alpn_protocols([b"http/1.1".to_vec()])
+    .build()
+    .unwrap();
+    let client_config = Arc::new(
+        tls::client_config(
+            source("client", svid(&ca, &id("client")), &[ca.bundle()]),
+            authorize::id(id("server").parse().unwrap()),
+        )
+        .build()
+        .unwrap(),
+    );
+    let monitor = HealthMonitor::new("http server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = spiffe_mtls::net::HttpServer::new(listener, Arc::new(server_config))
+        .health_monitor(monitor.clone());
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let task = tokio::spawn(server.serve(app));
+
+    let open = |monitor: &HealthMonitor| {
+        monitor.status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["spiffe_id"] == id("client"))
+            .map_or(0, |p| p["open"].as_u64().unwrap())
+    };
+    let name = spiffe_mtls::rustls::pki_types::ServerName::try_from("server").unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let stream = spiffe_mtls::net::connect(Arc::clone(&client_config), name.clone(), tcp)
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open(&monitor) != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two open connections"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(streams);
+    while open(&monitor) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "none open after they closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+}
