@@ -23,13 +23,13 @@ pub(crate) struct CallEvidence<'a> {
 
 impl<'a> CallEvidence<'a> {
     /// The task named by `request` (the call's params) and the policy's digest.
-    pub(crate) fn of(request: &'a Value, policy_sha256: &'a str) -> Self {
+    pub(crate) fn of(request: &'a Value, policy_sha256: Option<&'a str>) -> Self {
         let task_id = ["/message/taskId", "/taskId", "/id"]
             .into_iter()
             .find_map(|pointer| request.pointer(pointer).and_then(Value::as_str));
         Self {
             task_id,
-            policy_sha256: Some(policy_sha256),
+            policy_sha256,
         }
     }
 }

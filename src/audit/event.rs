@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::spiffe_id::SpiffeId;
 use crate::tls::Side;
@@ -121,14 +120,14 @@ impl AuditEvent {
     /// With the digest of the peer's leaf certificate (`der`).
     #[must_use]
     pub fn leaf(mut self, der: &[u8]) -> Self {
-        self.leaf_sha256 = Some(sha256_hex(der));
+        self.leaf_sha256 = sha256_hex(der);
         self
     }
 
     /// With the digest of the bundle root the chain ended at (`der`).
     #[must_use]
     pub fn root(mut self, der: &[u8]) -> Self {
-        self.root_sha256 = Some(sha256_hex(der));
+        self.root_sha256 = sha256_hex(der);
         self
     }
 
@@ -148,9 +147,10 @@ impl AuditEvent {
     }
 }
 
-/// The lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+/// The lowercase hex SHA-256 of `bytes` (see [`crate::crypto::sha256`]; `None` without a
+/// crypto provider).
+pub fn sha256_hex(bytes: &[u8]) -> Option<String> {
+    crate::crypto::sha256(bytes).map(|digest| hex(&digest))
 }
 
 /// Lowercase hex.
@@ -212,7 +212,7 @@ mod tests {
             "{line}"
         );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(parsed["leaf_sha256"], sha256_hex(b"leaf"));
+        assert_eq!(parsed["leaf_sha256"], sha256_hex(b"leaf").unwrap());
         let chained = event.to_json_line(Some(Some("ab")));
         assert!(chained.ends_with(r#""prev_sha256":"ab"}"#));
         assert!(!event.to_json_line(None).contains("prev_sha256"));

@@ -145,7 +145,9 @@ fn last_line_digest(file: &mut File) -> io::Result<Option<String>> {
             "the last line of the audit log is longer than {MAX_LAST_LINE} bytes: cannot continue its chain"
         )));
     }
-    Ok(Some(sha256_hex(&tail[line_start..])))
+    sha256_hex(&tail[line_start..]).map(Some).ok_or_else(|| {
+        io::Error::other("no SHA-256 to chain the audit log with: no crypto provider")
+    })
 }
 
 /// The writer thread: appends each event's line until the log is dropped.
@@ -159,7 +161,7 @@ fn write_lines(jobs: &Receiver<Job>, file: File, mut previous: Option<Option<Str
                 Job::Write(event) if !failed => {
                     let line = event.to_json_line(previous.as_ref().map(Option::as_deref));
                     if previous.is_some() {
-                        previous = Some(Some(sha256_hex(line.as_bytes())));
+                        previous = Some(sha256_hex(line.as_bytes()));
                     }
                     if let Err(error) = out
                         .write_all(line.as_bytes())

@@ -218,8 +218,8 @@ fn list_sorted(f: &mut fmt::Formatter<'_>, mut items: Vec<String>) -> fmt::Resul
 impl Authorizer {
     /// The same rule, marked as coming from the policy whose text has the SHA-256 `digest`
     /// (hex).
-    pub(crate) fn with_policy_digest(mut self, digest: &Arc<str>) -> Self {
-        self.policy_sha256 = Some(Arc::clone(digest));
+    pub(crate) fn with_policy_digest(mut self, digest: Option<&Arc<str>>) -> Self {
+        self.policy_sha256 = digest.cloned();
         self
     }
 

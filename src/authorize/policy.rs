@@ -109,7 +109,7 @@ impl RuleLists {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Policy {
-    sha256: Arc<str>,
+    sha256: Option<Arc<str>>,
     revoked: Arc<[SpiffeId]>,
     connect: Authorizer,
     routes: HashMap<String, Authorizer>,
@@ -138,23 +138,26 @@ impl Policy {
             (Some(not_revoked), None) => not_revoked,
             (Some(not_revoked), Some(lists)) => all_of([not_revoked, lists.into_authorizer()]),
         };
-        let sha256: Arc<str> = Arc::from(crate::audit::sha256_hex(text.as_bytes()));
+        let sha256: Option<Arc<str>> = crate::audit::sha256_hex(text.as_bytes()).map(Arc::from);
         Ok(Self {
             revoked,
-            connect: connect.with_policy_digest(&sha256),
+            connect: connect.with_policy_digest(sha256.as_ref()),
             routes: file
                 .routes
                 .into_iter()
-                .map(|(name, lists)| (name, lists.into_authorizer().with_policy_digest(&sha256)))
+                .map(|(name, lists)| {
+                    let rule = lists.into_authorizer();
+                    (name, rule.with_policy_digest(sha256.as_ref()))
+                })
                 .collect(),
             sha256,
         })
     }
 
     /// The SHA-256 (hex) of the policy's text: audit events name the policy that decided by
-    /// it.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
+    /// it (`None` without a crypto provider to hash with).
+    pub fn sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
     }
 
     /// Reads and parses a policy file.

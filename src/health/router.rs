@@ -3,7 +3,6 @@
 use std::sync::LazyLock;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use super::HealthMonitor;
 
@@ -31,11 +30,14 @@ fn inline_hashes(page: &str, tag: &str) -> String {
         let Some(end) = body.find(&close) else {
             break;
         };
-        let digest = Sha256::digest(&body.as_bytes()[..end]);
-        sources.push(format!(
-            "'sha256-{}'",
-            base64::engine::general_purpose::STANDARD.encode(digest)
-        ));
+        // Without a hash (no crypto provider) the element is not allowed: the page shows no
+        // data rather than run without its policy.
+        if let Some(digest) = crate::crypto::sha256(&body.as_bytes()[..end]) {
+            sources.push(format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            ));
+        }
         rest = &body[end..];
     }
     if sources.is_empty() {

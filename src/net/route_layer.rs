@@ -396,8 +396,7 @@ where
         // connection's handshake).
         let policy = self.policy.current();
         let method = request.method().as_str();
-        let evidence =
-            |event| tls::request_evidence(event, method, Some(peer), Some(policy.sha256()));
+        let evidence = |event| tls::request_evidence(event, method, Some(peer), policy.sha256());
         match policy.authorize_route(&route, id) {
             Ok(()) => {
                 match policy.route(&route) {

@@ -97,7 +97,9 @@ impl RootMemo {
         if recent.len() >= ROOT_MEMO_ENTRIES {
             recent.pop_front();
         }
-        recent.push_back((sha256_hex(leaf), sha256_hex(root)));
+        if let (Some(leaf), Some(root)) = (sha256_hex(leaf), sha256_hex(root)) {
+            recent.push_back((leaf, root));
+        }
     }
 
     /// The root digest noted for the leaf whose digest is `leaf`.

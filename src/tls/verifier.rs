@@ -228,7 +228,7 @@ impl PeerCheck {
             return Ok(());
         };
         audit::refused(self.side, id, &self.authorizer, &|event| {
-            self.evidence(event, end_entity, root.map(sha256_hex))
+            self.evidence(event, end_entity, root.and_then(sha256_hex))
         });
         let certificate = match self.side {
             Side::Client => {
@@ -286,7 +286,7 @@ impl PeerCheck {
             }
         };
         let evidence = |event| {
-            let root = self.roots.root_of(&sha256_hex(cert));
+            let root = sha256_hex(cert).and_then(|leaf| self.roots.root_of(&leaf));
             self.evidence(event, cert, root)
         };
         match (result, id) {

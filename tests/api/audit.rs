@@ -627,10 +627,21 @@ fn a_tls_only_server_records_nothing_and_its_client_one_decision() {
 
 /// Decision-grade evidence: the structured events the audit sinks receive.
 mod evidence {
+    use sha2::Digest as _;
     use spiffe_mtls::Policy;
-    use spiffe_mtls::audit::{self, AuditEvent, AuditLog, AuditSink, Decision, sha256_hex};
+    use spiffe_mtls::audit::{self, AuditEvent, AuditLog, AuditSink, Decision};
 
     use super::*;
+
+    /// The SHA-256 (hex) of `bytes`, by the `sha2` crate: not the crate's own hashing.
+    fn digest(bytes: &[u8]) -> Option<String> {
+        Some(
+            sha2::Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
 
     /// Keeps the events about the peers of one trust domain (each test has its own: the
     /// sink registry is process-wide), or about one leaf.
@@ -664,7 +675,7 @@ mod evidence {
         let client_svid = svid(client_ca, &id(client));
         let sink = Arc::new(Collected {
             domain: domain.clone(),
-            leaf: Some(sha256_hex(client_svid.leaf())),
+            leaf: digest(client_svid.leaf()),
             events: Mutex::default(),
         });
         let registration = audit::register(sink.clone());
@@ -711,14 +722,14 @@ mod evidence {
             Some("spiffe://accepted.evidence.example/client")
         );
         assert_eq!(server.leaf_sha256.as_ref().map(String::len), Some(64));
-        assert_eq!(server.root_sha256, Some(sha256_hex(ca.root())));
+        assert_eq!(server.root_sha256, digest(ca.root()));
         assert!(server.bundle_generation.is_some());
-        assert_eq!(server.policy_sha256, Some(sha256_hex(text.as_bytes())));
+        assert_eq!(server.policy_sha256, digest(text.as_bytes()));
         assert_eq!(server.reason, None);
 
         let client = on_side(&events, "client");
         assert_eq!(client.decision, Decision::Accepted);
-        assert_eq!(client.root_sha256, Some(sha256_hex(ca.root())));
+        assert_eq!(client.root_sha256, digest(ca.root()));
         assert_ne!(
             client.leaf_sha256, server.leaf_sha256,
             "each side names its peer's leaf"
@@ -741,8 +752,8 @@ mod evidence {
             server.peer.as_deref(),
             Some("spiffe://refused.evidence.example/rogue")
         );
-        assert_eq!(server.root_sha256, Some(sha256_hex(ca.root())));
-        assert_eq!(server.policy_sha256, Some(sha256_hex(text.as_bytes())));
+        assert_eq!(server.root_sha256, digest(ca.root()));
+        assert_eq!(server.policy_sha256, digest(text.as_bytes()));
         assert!(server.leaf_sha256.is_some());
         assert_eq!(
             server.reason.as_deref(),
