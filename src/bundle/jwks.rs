@@ -10,6 +10,7 @@ use super::BundleError;
 #[derive(Deserialize)]
 struct Document {
     keys: Option<Vec<Key>>,
+    spiffe_sequence: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -20,12 +21,14 @@ struct Key {
     x5c: Option<Vec<String>>,
 }
 
-/// The X.509 roots of a SPIFFE bundle document.
+/// The X.509 roots of a SPIFFE bundle document, and its `spiffe_sequence` if it has one.
 ///
 /// Keys whose `use` is `x509-svid` give their single `x5c` certificate; `jwt-svid` keys must
 /// have a `kid`; keys of any other `use` are ignored. `"keys": []` is a valid bundle that
 /// trusts nothing; a document without `keys` is not a bundle.
-pub(crate) fn x509_roots(json: &[u8]) -> Result<Vec<CertificateDer<'static>>, BundleError> {
+pub(crate) fn x509_roots(
+    json: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, Option<u64>), BundleError> {
     let document: Document =
         serde_json::from_slice(json).map_err(|e| BundleError::Json(e.to_string()))?;
     let keys = document.keys.ok_or(BundleError::JwksWithoutKeys)?;
@@ -54,5 +57,5 @@ pub(crate) fn x509_roots(json: &[u8]) -> Result<Vec<CertificateDer<'static>>, Bu
             _ => {}
         }
     }
-    Ok(roots)
+    Ok((roots, document.spiffe_sequence))
 }

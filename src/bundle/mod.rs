@@ -104,6 +104,7 @@ pub enum BundleError {
 pub struct X509Bundle {
     trust_domain: TrustDomain,
     anchors: Arc<[Anchor]>,
+    sequence: Option<u64>,
 }
 
 impl X509Bundle {
@@ -130,6 +131,7 @@ impl X509Bundle {
         Ok(Self {
             trust_domain,
             anchors,
+            sequence: None,
         })
     }
 
@@ -138,6 +140,7 @@ impl X509Bundle {
         Self {
             trust_domain,
             anchors: Arc::new([]),
+            sequence: None,
         }
     }
 
@@ -187,7 +190,16 @@ impl X509Bundle {
     /// [`BundleError`] for invalid JSON, a missing `keys` member, an `x509-svid` key without
     /// exactly one certificate, a `jwt-svid` key without `kid`, or a corrupt certificate.
     pub fn from_jwks(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
-        Self::new(trust_domain, jwks::x509_roots(json)?)
+        let (roots, sequence) = jwks::x509_roots(json)?;
+        let mut bundle = Self::new(trust_domain, roots)?;
+        bundle.sequence = sequence;
+        Ok(bundle)
+    }
+
+    /// The `spiffe_sequence` of the SPIFFE bundle document the bundle was read from, if it
+    /// had one (audit events name it).
+    pub fn spiffe_sequence(&self) -> Option<u64> {
+        self.sequence
     }
 
     /// Checks that no root names another trust domain than this bundle's in its `spiffe://`

@@ -127,7 +127,8 @@ impl PeerCheck {
     }
 
     /// `event` with what the check decided on: the digests of the peer's `leaf` and of the
-    /// `root` its chain ended at (a digest), the source's generation, the policy's digest.
+    /// `root` its chain ended at (a digest), the source's generation and the `spiffe_sequence`
+    /// of the peer's trust-domain bundle, the policy's digest.
     pub(crate) fn evidence(
         &self,
         event: AuditEvent,
@@ -137,6 +138,12 @@ impl PeerCheck {
         let mut event = event.leaf(leaf);
         event.root_sha256 = root;
         event.bundle_generation = Some(self.source.updates().generation());
+        event.spiffe_sequence = event
+            .trust_domain
+            .as_deref()
+            .and_then(|name| name.parse::<crate::TrustDomain>().ok())
+            .zip(self.source.x509_context().ok())
+            .and_then(|(domain, context)| context.bundles().get(&domain)?.spiffe_sequence());
         event.policy_sha256 = self
             .authorizer
             .policy_sha256()

@@ -777,6 +777,45 @@ mod evidence {
     }
 
     #[test]
+    fn a_bundle_document_names_its_spiffe_sequence_and_a_pem_bundle_none() {
+        use base64::Engine as _;
+        let domain = "sequence.evidence.example";
+        let ca = ca(domain);
+        let id = |path: &str| format!("spiffe://{domain}/{path}");
+        let root = base64::engine::general_purpose::STANDARD.encode(ca.root());
+        let document = format!(
+            r#"{{"spiffe_sequence": 42, "keys": [{{"use": "x509-svid", "kty": "EC", "x5c": ["{root}"]}}]}}"#
+        );
+        let sequenced =
+            X509Bundle::from_jwks(domain.parse().unwrap(), document.as_bytes()).unwrap();
+        assert_eq!(sequenced.spiffe_sequence(), Some(42));
+        for (bundle, expected) in [(sequenced, Some(42)), (ca.bundle(), None)] {
+            let sink = Arc::new(Collected {
+                domain: domain.to_owned(),
+                leaf: None,
+                events: Mutex::default(),
+            });
+            let registration = audit::register(sink.clone());
+            let server = tls::server_config(
+                source("server", svid(&ca, &id("server")), &[bundle]),
+                authorize::id(id("client").parse().unwrap()),
+            )
+            .build()
+            .unwrap();
+            let client = tls::client_config(
+                source("client", svid(&ca, &id("client")), &[ca.bundle()]),
+                authorize::id(id("server").parse().unwrap()),
+            )
+            .build()
+            .unwrap();
+            assert!(handshake(&Arc::new(server), &Arc::new(client)));
+            drop(registration);
+            let events = sink.events.lock().unwrap().clone();
+            assert_eq!(on_side(&events, "server").spiffe_sequence, expected);
+        }
+    }
+
+    #[test]
     fn the_log_file_is_a_chain_that_verifies_and_continues_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
