@@ -14,11 +14,15 @@ mod common;
 #[path = "../proxy_world/mod.rs"]
 mod proxy_world;
 
+#[path = "../common/webdriver.rs"]
+mod webdriver;
+
 #[cfg(all(feature = "a2a", feature = "workload-api"))]
 #[path = "../../examples/support/agents.rs"]
 mod agents;
 
 mod a2a_security;
+mod browser;
 mod cli_demo;
 mod cli_errors;
 mod cli_jwt;
