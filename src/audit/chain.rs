@@ -1,8 +1,20 @@
 //! Checking the hash chain of a JSON-lines audit log (see [`AuditLog`](super::AuditLog)).
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 use super::event::sha256_hex;
+use super::log_file::MAX_LINE;
+
+/// A chain that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChainSummary {
+    /// Its lines.
+    pub lines: usize,
+    /// The SHA-256 (hex) of its last line: keep it elsewhere to detect a later truncation
+    /// or an edit of the last line (`spiffe-mtls audit verify --last`).
+    pub last_sha256: Option<String>,
+}
 
 /// Where a chain breaks: the first line that does not follow the one before it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +36,16 @@ pub enum ChainError {
     /// Its chain is broken.
     #[error(transparent)]
     Broken(#[from] ChainBreak),
+    /// The chain is whole, but no line of it has the digest kept from an earlier check: that
+    /// line was edited, or cut from the end with the lines after it.
+    #[error(
+        "the chain is whole, but no line has the SHA-256 kept from an earlier check ({kept}): \
+         that line was edited, or lines were cut from the end"
+    )]
+    KeptLineMissing {
+        /// The digest looked for.
+        kept: String,
+    },
     /// There is no SHA-256 to check it with (no crypto provider).
     #[error(
         "no SHA-256 to check the chain with: no crypto provider (enable `ring` or `aws-lc-rs`)"
@@ -37,28 +59,55 @@ pub enum ChainError {
 /// deleted, inserted or moved line breaks the link where it was or where it now is; a
 /// deleted first line leaves a first line whose `prev_sha256` is not `null`.
 ///
-/// Returns the number of lines.
+/// A line longer than 1 MiB is refused as such (a log's lines are far shorter: their fields
+/// are bounded). What the chain cannot show: the last line edited or lines cut from the end,
+/// which [`ChainSummary::last_sha256`] kept elsewhere shows.
 ///
 /// # Errors
 /// [`ChainError::Broken`] naming the first line that breaks the chain,
 /// [`ChainError::Read`] when reading fails.
-pub fn verify_chain(mut reader: impl BufRead) -> Result<usize, ChainError> {
+pub fn verify_chain(reader: impl BufRead) -> Result<ChainSummary, ChainError> {
+    verify_chain_holding(reader, None)
+}
+
+/// As [`verify_chain`], and the chain must hold a line whose SHA-256 is `kept` (the
+/// [`ChainSummary::last_sha256`] of an earlier check, kept elsewhere): the log may have grown
+/// since, but what was there then is still there, unchanged.
+///
+/// # Errors
+/// As [`verify_chain`], and [`ChainError::KeptLineMissing`].
+pub fn verify_chain_holding(
+    mut reader: impl BufRead,
+    kept: Option<&str>,
+) -> Result<ChainSummary, ChainError> {
+    let mut found = kept.is_none();
     let mut line = Vec::new();
     let mut previous: Option<String> = None;
     let mut number = 0;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            return Ok(number);
+        let limit = MAX_LINE as u64 + 1;
+        if (&mut reader).take(limit).read_until(b'\n', &mut line)? == 0 {
+            if !found {
+                return Err(ChainError::KeptLineMissing {
+                    kept: kept.unwrap_or_default().to_owned(),
+                });
+            }
+            return Ok(ChainSummary {
+                lines: number,
+                last_sha256: previous,
+            });
         }
         number += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
         let broken = |reason: String| ChainBreak {
             line: number,
             reason,
         };
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > MAX_LINE {
+            return Err(broken(format!("longer than {MAX_LINE} bytes: not an audit event")).into());
+        }
         let value: serde_json::Value = serde_json::from_slice(&line)
             .map_err(|e| broken(format!("not a JSON audit event ({e})")))?;
         let link = match value.get("prev_sha256") {
@@ -93,7 +142,9 @@ pub fn verify_chain(mut reader: impl BufRead) -> Result<usize, ChainError> {
             }
             (Some(_), Some(_)) => {}
         }
-        previous = Some(sha256_hex(&line).ok_or(ChainError::NoHash)?);
+        let digest = sha256_hex(&line).ok_or(ChainError::NoHash)?;
+        found = found || kept.is_some_and(|kept| kept.trim().eq_ignore_ascii_case(&digest));
+        previous = Some(digest);
     }
 }
 
@@ -118,7 +169,7 @@ mod tests {
 
     fn check(lines: &[String]) -> Result<usize, ChainError> {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        verify_chain(text.as_bytes())
+        verify_chain(text.as_bytes()).map(|summary| summary.lines)
     }
 
     fn broken_at(lines: &[String]) -> usize {
@@ -157,5 +208,21 @@ mod tests {
         let mut garbage = lines.clone();
         garbage.insert(2, "not json".into());
         assert_eq!(broken_at(&garbage), 3);
+
+        let mut huge = lines.clone();
+        huge[1] = "x".repeat(MAX_LINE + 10);
+        assert_eq!(broken_at(&huge), 2);
+
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let summary = verify_chain(text.as_bytes()).unwrap();
+        assert_eq!(summary.last_sha256, sha256_hex(lines[4].as_bytes()));
+        // A digest kept after line 3: found while the log grows; gone when cut back.
+        let kept = sha256_hex(lines[2].as_bytes()).unwrap();
+        assert!(verify_chain_holding(text.as_bytes(), Some(&kept)).is_ok());
+        let cut: String = lines[..2].iter().map(|l| format!("{l}\n")).collect();
+        assert!(matches!(
+            verify_chain_holding(cut.as_bytes(), Some(&kept)),
+            Err(ChainError::KeptLineMissing { .. })
+        ));
     }
 }

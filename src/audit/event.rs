@@ -131,6 +131,30 @@ impl AuditEvent {
         self
     }
 
+    /// Cuts every text field to [`MAX_FIELD_BYTES`] (on a character boundary, marked with
+    /// `…`): fields a peer chooses (a task id, a skill, a route, a reason quoting what it
+    /// presented) cannot make an event, a log line or the dashboard large.
+    #[must_use]
+    pub fn bounded(mut self) -> Self {
+        for field in [
+            &mut self.reason,
+            &mut self.peer,
+            &mut self.trust_domain,
+            &mut self.method,
+            &mut self.route,
+            &mut self.skill,
+            &mut self.task_id,
+            &mut self.jti,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(field);
+        }
+        cut(&mut self.rule);
+        self
+    }
+
     /// The line of the JSON-lines audit log (no newline): the fields in order, then
     /// `prev_sha256` when `previous` is given (`Some(None)`: the first line of a chain).
     pub fn to_json_line(&self, previous: Option<Option<&str>>) -> String {
@@ -145,6 +169,22 @@ impl AuditEvent {
         }
         line
     }
+}
+
+/// The longest text field of an event, in bytes (see [`AuditEvent::bounded`]).
+pub const MAX_FIELD_BYTES: usize = 2048;
+
+/// Cuts `text` to [`MAX_FIELD_BYTES`], marking the cut.
+fn cut(text: &mut String) {
+    if text.len() <= MAX_FIELD_BYTES {
+        return;
+    }
+    let mut end = MAX_FIELD_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
 }
 
 /// The lowercase hex SHA-256 of `bytes` (see [`crate::crypto::sha256`]; `None` without a
@@ -213,6 +253,13 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["leaf_sha256"], sha256_hex(b"leaf").unwrap());
+        let mut long = event.clone();
+        long.task_id = Some("é".repeat(5000));
+        long.rule = "r".repeat(10_000);
+        let long = long.bounded();
+        assert!(long.task_id.as_ref().unwrap().len() <= MAX_FIELD_BYTES);
+        assert!(long.task_id.as_ref().unwrap().ends_with('…'));
+        assert_eq!(long.rule.len(), MAX_FIELD_BYTES);
         let chained = event.to_json_line(Some(Some("ab")));
         assert!(chained.ends_with(r#""prev_sha256":"ab"}"#));
         assert!(!event.to_json_line(None).contains("prev_sha256"));

@@ -23,8 +23,8 @@ mod event;
 mod log_file;
 mod sink;
 
-pub use chain::{ChainBreak, ChainError, verify_chain};
-pub use event::{AuditEvent, Decision, rfc3339_millis, sha256_hex};
+pub use chain::{ChainBreak, ChainError, ChainSummary, verify_chain, verify_chain_holding};
+pub use event::{AuditEvent, Decision, MAX_FIELD_BYTES, rfc3339_millis, sha256_hex};
 pub use log_file::{AUDIT_QUEUE, AuditLog};
 pub use sink::{AuditSink, Registration, register};
 pub(crate) use sink::{dispatch, enabled};

@@ -62,7 +62,7 @@ pub(crate) fn dispatch(make: impl FnOnce() -> AuditEvent) {
     if !enabled() {
         return;
     }
-    let event = make();
+    let event = make().bounded();
     let sinks: Vec<Arc<dyn AuditSink>> = SINKS
         .read()
         .unwrap_or_else(PoisonError::into_inner)

@@ -58,15 +58,12 @@ impl PeerMetrics {
             .inc();
     }
 
-    /// A connection of `peer` opened or closed; `evicted` left the peer table.
-    pub(crate) fn connection(&self, peer: &str, opened: bool, evicted: Option<&str>) {
+    /// `peer` has `open` connections now; `evicted` left the peer table.
+    pub(crate) fn connection(&self, peer: &str, open: u64, evicted: Option<&str>) {
         self.forget(evicted);
-        let gauge = self.open.get_or_create(&[("peer", peer.to_owned())]);
-        if opened {
-            gauge.inc();
-        } else {
-            gauge.dec();
-        }
+        self.open
+            .get_or_create(&[("peer", peer.to_owned())])
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// Drops the labels of a peer that left the table.

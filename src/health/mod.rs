@@ -42,11 +42,14 @@ use crate::audit::{AuditEvent, AuditSink, Decision, Registration};
 use crate::source::X509Source;
 use crate::spiffe_id::SpiffeId;
 use metrics::PeerMetrics;
-use peers::Peers;
+use peers::{Peers, Tick};
 
 /// The most peers the table (and the per-peer metrics) keep: the least recently seen peer
 /// without open connections leaves first.
 pub const MAX_PEERS: usize = 1000;
+
+/// The rule of a denial for a handshake signature that did not verify.
+const UNPROVEN_RULE: &str = "handshake signature";
 
 /// The most recent decisions kept for the page.
 pub const MAX_DECISIONS: usize = 200;
@@ -80,6 +83,8 @@ struct Inner {
     sections: Mutex<Vec<(String, Section)>>,
     metrics: PeerMetrics,
     registration: Mutex<Option<Registration>>,
+    /// Host names answered besides IP addresses and `localhost`.
+    allowed_hosts: Mutex<Vec<String>>,
 }
 
 /// The source a monitor follows.
@@ -119,6 +124,7 @@ impl HealthMonitor {
             sections: Mutex::new(Vec::new()),
             metrics: PeerMetrics::default(),
             registration: Mutex::new(None),
+            allowed_hosts: Mutex::new(Vec::new()),
         });
         let sink = Arc::new(MonitorSink(Arc::downgrade(&inner)));
         *lock(&inner.registration) = Some(crate::audit::register(sink));
@@ -189,17 +195,25 @@ impl HealthMonitor {
 impl Inner {
     /// A connection of `id` opened or closed.
     fn connection(&self, id: &str, trust_domain: &str, opened: bool) {
-        let evicted =
-            lock(&self.state)
-                .peers
-                .connection(id, trust_domain, opened, SystemTime::now());
-        self.metrics.connection(id, opened, evicted.as_deref());
+        let mut state = lock(&self.state);
+        let (open, evicted) = state
+            .peers
+            .connection(id, trust_domain, opened, Tick::now());
+        // Under the lock: the labels follow the table's order of changes.
+        self.metrics.connection(id, open, evicted.as_deref());
     }
 
     /// One audit decision.
     fn record(&self, event: &AuditEvent) {
-        let id = event.peer.as_deref().unwrap_or("-");
-        let trust_domain = event.trust_domain.as_deref().unwrap_or("-");
+        // A handshake signature that did not verify: whoever it was did not prove the key of
+        // the certificate it presented (anyone can replay a public chain), so the denial goes
+        // to the peers without a verified ID, not to the ID the certificate names.
+        let unproven = event.rule == UNPROVEN_RULE;
+        let (id, trust_domain) = match (&event.peer, &event.trust_domain) {
+            (Some(id), Some(trust_domain)) if !unproven => (id.as_str(), trust_domain.as_str()),
+            (Some(id), None) if !unproven => (id.as_str(), "-"),
+            _ => ("-", "-"),
+        };
         let mut state = lock(&self.state);
         if state.decisions.len() >= MAX_DECISIONS {
             state.decisions.pop_front();
@@ -216,9 +230,8 @@ impl Inner {
             trust_domain,
             accepted,
             event.reason.as_deref(),
-            event.time,
+            Tick::now(),
         );
-        drop(state);
         self.metrics.decided(id, accepted, evicted.as_deref());
     }
 }

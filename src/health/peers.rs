@@ -3,7 +3,8 @@
 //! moving average of its calls to measure a spike against.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The width of one bucket of a peer's minute.
 const BUCKET: Duration = Duration::from_secs(10);
@@ -31,8 +32,9 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Moves the window to `now`, folding the buckets that leave it into the average.
-    fn advance(&mut self, now: SystemTime) {
+    /// Moves the window to `now` (on the monotonic clock: see [`Tick`]), folding the buckets
+    /// that leave it into the average.
+    fn advance(&mut self, now: Tick) {
         let bucket = bucket_of(now);
         if bucket <= self.newest {
             return;
@@ -74,9 +76,23 @@ impl Window {
     }
 }
 
-fn bucket_of(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() / BUCKET.as_secs())
+/// A moment on the monotonic clock, as the time since the process's first look at it: the
+/// windows do not move when the wall clock is stepped (a step back would otherwise pile an
+/// hour of calls into one minute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Tick(pub(crate) Duration);
+
+impl Tick {
+    /// Now.
+    pub(crate) fn now() -> Self {
+        static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+        Self(ORIGIN.elapsed())
+    }
+}
+
+/// The bucket of `tick`, counted from 1.
+fn bucket_of(tick: Tick) -> u64 {
+    tick.0.as_secs() / BUCKET.as_secs() + 1
 }
 
 fn slot_of(bucket: u64) -> usize {
@@ -92,6 +108,8 @@ pub(crate) struct Peer {
     pub(crate) denied: u64,
     pub(crate) last_deny_reason: Option<String>,
     pub(crate) last_seen: SystemTime,
+    /// When it was last seen on the monotonic clock (the order of eviction and of rows).
+    pub(crate) seen: Tick,
     pub(crate) window: Window,
 }
 
@@ -108,14 +126,14 @@ impl Peers {
         &mut self,
         id: &str,
         trust_domain: &str,
-        now: SystemTime,
+        now: Tick,
         evicted: &mut Option<String>,
     ) -> &mut Peer {
         if !self.rows.contains_key(id) && self.rows.len() >= super::MAX_PEERS {
             let oldest = self
                 .rows
                 .iter()
-                .min_by_key(|(_, peer)| (peer.open > 0, peer.last_seen))
+                .min_by_key(|(_, peer)| (peer.open > 0, peer.seen))
                 .map(|(id, _)| id.clone());
             if let Some(oldest) = oldest {
                 self.rows.remove(&oldest);
@@ -128,11 +146,13 @@ impl Peers {
             accepted: 0,
             denied: 0,
             last_deny_reason: None,
-            last_seen: now,
+            last_seen: SystemTime::now(),
+            seen: now,
             window: Window::default(),
         });
         peer.window.advance(now);
-        peer.last_seen = now;
+        peer.last_seen = SystemTime::now();
+        peer.seen = now;
         peer
     }
 
@@ -144,7 +164,7 @@ impl Peers {
         trust_domain: &str,
         accepted: bool,
         reason: Option<&str>,
-        now: SystemTime,
+        now: Tick,
     ) -> Option<String> {
         let mut evicted = None;
         let peer = self.row(id, trust_domain, now, &mut evicted);
@@ -160,14 +180,15 @@ impl Peers {
         evicted
     }
 
-    /// A connection of `id` opened (`+1`) or closed (`-1`).
+    /// A connection of `id` opened (`+1`) or closed (`-1`); its open connections now, and
+    /// the ID pushed out of the table, if any.
     pub(crate) fn connection(
         &mut self,
         id: &str,
         trust_domain: &str,
         opened: bool,
-        now: SystemTime,
-    ) -> Option<String> {
+        now: Tick,
+    ) -> (u64, Option<String>) {
         let mut evicted = None;
         let peer = self.row(id, trust_domain, now, &mut evicted);
         if opened {
@@ -175,11 +196,11 @@ impl Peers {
         } else {
             peer.open = peer.open.saturating_sub(1);
         }
-        evicted
+        (peer.open, evicted)
     }
 
     /// Every row, most recently seen first, windows moved to `now`.
-    pub(crate) fn rows(&mut self, now: SystemTime) -> Vec<(String, Peer)> {
+    pub(crate) fn rows(&mut self, now: Tick) -> Vec<(String, Peer)> {
         let mut rows: Vec<(String, Peer)> = self
             .rows
             .iter_mut()
@@ -188,7 +209,7 @@ impl Peers {
                 (id.clone(), peer.clone())
             })
             .collect();
-        rows.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(&b.0)));
+        rows.sort_by(|a, b| b.1.seen.cmp(&a.1.seen).then(a.0.cmp(&b.0)));
         rows
     }
 }
@@ -197,8 +218,8 @@ impl Peers {
 mod tests {
     use super::*;
 
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    fn at(secs: u64) -> Tick {
+        Tick(Duration::from_secs(secs))
     }
 
     #[test]
@@ -224,7 +245,7 @@ mod tests {
     #[test]
     fn a_full_table_pushes_out_the_least_recent_peer_without_open_connections() {
         let mut peers = Peers::default();
-        peers.connection("busy", "td", true, at(0));
+        let _ = peers.connection("busy", "td", true, at(0));
         for n in 1..super::super::MAX_PEERS {
             assert_eq!(
                 peers.decided(&format!("p{n}"), "td", true, None, at(n as u64)),

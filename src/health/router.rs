@@ -78,10 +78,48 @@ impl Answer {
     }
 }
 
+/// Whether `host` (a `Host` header or a request target's authority, with or without a
+/// port) names the listener in a way a page elsewhere cannot: an IP address, `localhost`, or
+/// one of `allowed`. A browser sends the name it resolved, so a DNS-rebinding page sends its
+/// own name, and is refused.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 impl HealthMonitor {
-    /// The answer to `GET path`: `/` (the page), `/_status`, `/metrics`, `/healthz`; `405`
-    /// for another method than GET or HEAD, `404` for another path.
-    pub fn answer(&self, method: &str, path: &str) -> Answer {
+    /// Also answers requests whose `Host` is `name` (by default only IP addresses and
+    /// `localhost` are answered: see [`HealthMonitor::answer`]).
+    #[must_use]
+    pub fn allow_host(self, name: impl Into<String>) -> Self {
+        super::lock(&self.inner.allowed_hosts).push(name.into());
+        self
+    }
+
+    /// The answer to `method path` with `Host: host` (`None` when the request has none):
+    /// `GET` or `HEAD` of `/` (the page), `/_status`, `/metrics`, `/healthz`; `405` for
+    /// another method, `404` for another path, and `421` for a `Host` that is not an IP
+    /// address, `localhost` or a name given to [`HealthMonitor::allow_host`] (a page of
+    /// another site reaching the listener through DNS rebinding sends its own name), except
+    /// on `/healthz` (liveness probes send what they like; it tells nothing but `ok`).
+    pub fn answer(&self, method: &str, host: Option<&str>, path: &str) -> Answer {
+        if path != "/healthz"
+            && let Some(refused) = self.misdirected(host)
+        {
+            return refused;
+        }
         if method != "GET" && method != "HEAD" {
             return Answer::new(405, "text/plain; charset=utf-8", "GET only\n".into());
         }
@@ -131,14 +169,52 @@ impl HealthMonitor {
         let handler = |monitor: HealthMonitor| {
             move |request: axum::extract::Request| {
                 let monitor = monitor.clone();
-                async move {
-                    to_response(&monitor.answer(request.method().as_str(), request.uri().path()))
-                }
+                async move { to_response(&monitor.answer_request(&request)) }
             }
         };
         axum::Router::new()
             .route("/", axum::routing::any(handler(self.clone())))
             .fallback(handler(self.clone()))
+    }
+}
+
+impl HealthMonitor {
+    /// [`HealthMonitor::answer`] to an HTTP request: its `Host` header and the authority of
+    /// an absolute request target must both be allowed.
+    pub fn answer_request<B>(&self, request: &http::Request<B>) -> Answer {
+        let (method, path) = (request.method().as_str(), request.uri().path());
+        match self.misdirected_request(request) {
+            Some(refused) if path != "/healthz" => refused,
+            _ => self.answer(method, None, path),
+        }
+    }
+
+    /// The `421` answer to a request whose `Host` header or request-target authority is not
+    /// answered (see [`HealthMonitor::answer`]; `/healthz`, which tells nothing but `ok`,
+    /// answers any); `None` when both are.
+    pub fn misdirected_request<B>(&self, request: &http::Request<B>) -> Option<Answer> {
+        let header = request
+            .headers()
+            .get(http::header::HOST)
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+        let target = request.uri().authority().map(http::uri::Authority::as_str);
+        self.misdirected(header)
+            .or_else(|| self.misdirected(target))
+    }
+
+    /// The `421` answer for `host`, unless it is answered.
+    fn misdirected(&self, host: Option<&str>) -> Option<Answer> {
+        let host = host?;
+        if host_allowed(host, &super::lock(&self.inner.allowed_hosts)) {
+            return None;
+        }
+        Some(Answer::new(
+            421,
+            "text/plain; charset=utf-8",
+            "misdirected: this status port answers requests for its IP address or localhost \
+             only (another Host could be a page of another site, through DNS rebinding)\n"
+                .into(),
+        ))
     }
 }
 

@@ -70,7 +70,7 @@ impl HealthMonitor {
         let svids = svids_json(context.as_deref(), &thresholds, now, &mut alerts);
         let (rotations, last_rotation, bundle_changes, peers, decisions) = {
             let mut state = lock(&self.inner.state);
-            let peers: Vec<_> = state.peers.rows(now);
+            let peers: Vec<_> = state.peers.rows(super::peers::Tick::now());
             let decisions: Vec<Value> = state.decisions.iter().rev().map(decision_json).collect();
             (
                 state.rotations,

@@ -176,13 +176,27 @@ where
             }
             Ok(stream)
         }
-        Ok((Err(error), refused)) => Err(HandshakeRefusal::map_io(
-            error,
-            Side::Server,
-            refused,
-            || None,
-        )),
+        Ok((Err(error), refused)) => {
+            if presented_no_certificate(&error) {
+                crate::tls::no_certificate();
+            }
+            Err(HandshakeRefusal::map_io(
+                error,
+                Side::Server,
+                refused,
+                || None,
+            ))
+        }
     }
+}
+
+/// Whether a server handshake failed because the client presented no certificate, which
+/// rustls refuses without asking the verifier (so this end records the decision).
+fn presented_no_certificate(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|error| matches!(error, rustls::Error::NoCertificatesPresented))
 }
 
 /// Whether the handshake resumed an earlier session (see `tls::resumption`).

@@ -26,6 +26,13 @@
 //! `closed` with the peer's ID, its trust domain, rule `trust re-checked on a live
 //! connection` and the reason: `expired`, `bundle`, `policy`, `revoked` or `lifetime`.
 //!
+//! A client that presents no certificate to a server that requires one is refused by rustls
+//! without asking the verifier; the server's stream (`net::accept` and everything on it)
+//! records it: `denied`, peer `-`, rule `X.509-SVID verification`, reason `the client
+//! presented no certificate`.
+//!
+//! Every event also reaches the [`crate::audit`] sinks, with its evidence.
+//!
 //! The web-PKI verifier of [`mtls_web_client_config`](super::mtls_web_client_config) records
 //! its decisions the same way, with the server name as `peer`, trust domain `-` and rule
 //! `web PKI certificate for the server name`. The TLS-only server
@@ -262,6 +269,17 @@ fn peer_fields(peer: Option<&SpiffeId>) -> (&dyn fmt::Display, &dyn fmt::Display
         Some(id) => (id, id.trust_domain()),
         None => (&"-", &"-"),
     }
+}
+
+/// A client that presented no certificate to a server that requires one (rustls refuses it
+/// without asking the verifier: the stream layer records it).
+#[cfg(feature = "net")]
+pub(crate) fn no_certificate() {
+    unverified(
+        Side::Server,
+        &"the client presented no certificate",
+        &no_evidence,
+    );
 }
 
 /// A peer without a verified identity: its chain failed, or there was nothing to check it by.

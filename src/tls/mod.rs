@@ -59,6 +59,8 @@ use std::sync::Arc;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
+#[cfg(feature = "net")]
+pub(crate) use audit::no_certificate;
 pub use audit::{AUDIT_TARGET, Side};
 #[cfg(all(feature = "http", feature = "jwt"))]
 pub(crate) use audit::{jwt_accepted, jwt_denied};

@@ -89,7 +89,7 @@ const SERVER: &str = "spiffe://example.org/server";
 const CLIENT: &str = "spiffe://example.org/client";
 const ATTACKER: &str = "spiffe://example.org/attacker";
 
-const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+pub(crate) const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
 pub(crate) fn ca(trust_domain: &str) -> DevCa {
@@ -397,10 +397,10 @@ impl ServerCertVerifier for AnyServer {
 /// Presents a victim's public chain with the attacker's private key. rustls checks that a
 /// certificate and a key match only when asked (`CertifiedKey::keys_match`); this does not ask.
 #[derive(Debug)]
-struct Replay(Arc<CertifiedKey>);
+pub(crate) struct Replay(Arc<CertifiedKey>);
 
 impl Replay {
-    fn new(victim: &X509Svid, attacker: &X509Svid) -> Arc<Self> {
+    pub(crate) fn new(victim: &X509Svid, attacker: &X509Svid) -> Arc<Self> {
         let key = Arc::clone(&attacker.certified_key().key);
         Arc::new(Self(Arc::new(CertifiedKey::new(
             victim.chain().to_vec(),
@@ -430,7 +430,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn replaying_client(
+pub(crate) fn replaying_client(
     replay: Arc<Replay>,
     versions: &'static [&'static SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
@@ -816,6 +816,61 @@ mod evidence {
     }
 
     #[test]
+    fn a_stalled_log_never_stalls_a_decision_and_says_what_it_lost() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stalled");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Nobody reads the pipe: the writer thread blocks once the pipe is full. (Not
+        // chained: a pipe cannot be read back to continue a chain.)
+        let log = AuditLog::open(&fifo, false).unwrap();
+        let id: spiffe_mtls::SpiffeId = "spiffe://stalled.example/peer".parse().unwrap();
+        let event = AuditEvent::new(
+            tls::Side::Server,
+            Decision::Denied,
+            Some(&id),
+            "r".repeat(500),
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..20_000 {
+            log.record(&event);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "recording waited for the file: {:?}",
+            started.elapsed()
+        );
+        assert!(log.lost() > 0, "past the queue, events are counted lost");
+        // A reader comes: the log writes what it queued, then a line naming the loss.
+        let mut reader = std::fs::File::open(&fifo).unwrap();
+        let drained = std::thread::spawn(move || {
+            let mut text = String::new();
+            reader.read_to_string(&mut text).unwrap();
+            text
+        });
+        log.record(&event);
+        drop(log);
+        let text = drained.join().unwrap();
+        // Every event recorded is a line, or counted in a line naming the lost.
+        let (mut written, mut lost) = (0, 0);
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            match value["lost_events"].as_u64() {
+                Some(count) => lost += count,
+                None => written += 1,
+            }
+        }
+        assert!(lost > 0, "some were lost: {written} written");
+        assert_eq!(written + lost, 20_001);
+    }
+
+    #[test]
     fn the_log_file_is_a_chain_that_verifies_and_continues_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
@@ -851,7 +906,7 @@ mod evidence {
             assert!(!denied[field].is_null(), "{field} in {denied}");
         }
         assert_eq!(
-            audit::verify_chain(text.as_bytes()).unwrap(),
+            audit::verify_chain(text.as_bytes()).unwrap().lines,
             text.lines().count(),
             "the second run continued the first's chain"
         );

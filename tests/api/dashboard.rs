@@ -192,3 +192,89 @@ async fn an_http_server_counts_its_open_connections_per_peer() {
     }
     task.abort();
 }
+
+#[test]
+fn a_replayed_chain_is_not_counted_against_the_workload_it_names() {
+    use crate::audit::{Replay, TLS13, replaying_client};
+    let domain = "replay.dashboard.example";
+    let ca = ca(domain);
+    let id = |path: &str| format!("spiffe://{domain}/{path}");
+    let monitor = HealthMonitor::new("server");
+    let server = tls::server_config(
+        source("server", svid(&ca, &id("server")), &[ca.bundle()]),
+        authorize::id(id("victim").parse().unwrap()),
+    )
+    .build()
+    .unwrap();
+    let replay = Replay::new(&svid(&ca, &id("victim")), &svid(&ca, &id("attacker")));
+    for _ in 0..3 {
+        assert!(!handshake(
+            &Arc::new(server.clone()),
+            &replaying_client(replay.clone(), TLS13)
+        ));
+    }
+    let status = monitor.status();
+    let rows = status["peers"].as_array().unwrap();
+    assert!(
+        !rows.iter().any(|p| p["spiffe_id"] == id("victim")),
+        "the victim never connected: {rows:?}"
+    );
+    let decision = status["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["peer"] == id("victim"))
+        .expect("the decision names the chain presented");
+    assert_eq!(decision["rule"], "handshake signature");
+    assert_eq!(decision["decision"], "denied");
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_a_decision_too() {
+    let domain = "anonymous.dashboard.example";
+    let ca = ca(domain);
+    let id = |path: &str| format!("spiffe://{domain}/{path}");
+    let monitor = HealthMonitor::new("server");
+    let server_config = Arc::new(
+        tls::server_config(
+            source("server", svid(&ca, &id("server")), &[ca.bundle()]),
+            authorize::any(),
+        )
+        .build()
+        .unwrap(),
+    );
+    let client_config = Arc::new(
+        tls::tls_client_config(
+            source("client", svid(&ca, &id("client")), &[ca.bundle()]),
+            authorize::id(id("server").parse().unwrap()),
+        )
+        .build()
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        spiffe_mtls::net::accept(server_config, tcp).await
+    });
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = spiffe_mtls::rustls::pki_types::ServerName::try_from("server").unwrap();
+    let connector = spiffe_mtls::tokio_rustls::TlsConnector::from(client_config);
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    // TLS 1.3: the client finishes first; the server's refusal arrives on the next read.
+    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut [0u8; 1]).await;
+    assert!(
+        accepting.await.unwrap().is_err(),
+        "no certificate, no connection"
+    );
+    let status = monitor.status();
+    assert!(
+        status["decisions"].as_array().unwrap().iter().any(|d| {
+            d["decision"] == "denied"
+                && d["peer"] == "-"
+                && d["reason"] == "the client presented no certificate"
+        }),
+        "{}",
+        status["decisions"]
+    );
+}

@@ -13,11 +13,11 @@ use crate::proxy_world;
 
 use proxy_world::*;
 
-/// A GET on `address`: the response head (lowercase) and body.
-fn raw_get(address: &str, path: &str) -> (String, String) {
+/// A GET of `target` on `address` with `Host: host`: the response head (lowercase) and body.
+fn raw_get(address: &str, host: &str, target: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: status\r\n\r\n").unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
@@ -105,7 +105,7 @@ fn the_status_port_shows_peers_decisions_and_alerts_and_the_log_holds_the_eviden
 
     // The page: same origin only, hashed inline script, no secret.
     let status_address = server.status.clone().unwrap();
-    let (head, page) = raw_get(&status_address, "/");
+    let (head, page) = raw_get(&status_address, &status_address, "/");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-type: text/html"), "{head}");
     let policy = head
@@ -125,6 +125,25 @@ fn the_status_port_shows_peers_decisions_and_alerts_and_the_log_holds_the_eviden
     );
     holds_no_secret("the page", &page);
     holds_no_secret("/_status", &serde_json::to_string(&seen).unwrap());
+
+    // A page of another site reaching the port through DNS rebinding sends its own name:
+    // refused, in the Host header or the request target; `localhost` and liveness probes pass.
+    for (host, target) in [
+        ("evil.example", "/_status".to_owned()),
+        ("evil.example:80", "/metrics".to_owned()),
+        (
+            status_address.as_str(),
+            "http://evil.example/_status".to_owned(),
+        ),
+    ] {
+        let (head, _) = raw_get(&status_address, host, &target);
+        assert!(head.starts_with("http/1.1 421"), "{host} {target}: {head}");
+    }
+    let port = status_address.rsplit_once(':').unwrap().1;
+    let (head, _) = raw_get(&status_address, &format!("localhost:{port}"), "/_status");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (head, _) = raw_get(&status_address, "probe.example", "/healthz");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
 
     let (_, metrics) = server.status_get("/metrics");
     for expected in [
@@ -156,6 +175,8 @@ fn the_status_port_shows_peers_decisions_and_alerts_and_the_log_holds_the_eviden
         .unwrap();
     assert_eq!(verified.status.code(), Some(0), "{verified:?}");
     assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok: "));
+    assert_eq!(seen["audit_log"]["failure"], Value::Null);
+    assert_eq!(seen["audit_log"]["lost_events"], 0);
 
     // The Workload API goes away: an alert within the threshold and a poll.
     world.dev.signal("TERM");
@@ -214,6 +235,44 @@ fn audit_verify_catches_edited_deleted_and_reordered_lines() {
     };
     let (code, _) = verify("copy.jsonl", &lines);
     assert_eq!(code, Some(0));
+
+    // The digest printed for the first three lines, kept: the grown log holds that line, a
+    // log cut back to two lines does not.
+    let three = dir.path().join("three.jsonl");
+    std::fs::write(
+        &three,
+        lines[..3]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let printed = Command::new(BIN)
+        .args(["audit", "verify", three.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let kept = stdout.trim().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(kept.len(), 64, "{stdout}");
+    let with_kept = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        Command::new(BIN)
+            .args(["audit", "verify", path.to_str().unwrap(), "--last", &kept])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(with_kept("grown.jsonl", &lines).status.code(), Some(0));
+    let cut = with_kept("cut.jsonl", &lines[..2]);
+    assert_eq!(cut.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&cut.stderr).contains("lines were cut from the end"),
+        "{cut:?}"
+    );
 
     let mut edited = lines.clone();
     edited[1] = edited[1].replace("peer1", "peer9");
@@ -324,4 +383,33 @@ fn the_status_port_is_loopback_only_unless_asked() {
         stderr.contains("is not a loopback address") && stderr.contains("--status-allow-remote"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_audit_log_that_cannot_be_written_is_said_and_counted() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let world = World::new();
+    let backend = http_backend();
+    let server = world.server(
+        &backend,
+        &[
+            "--allow-id",
+            CLIENT_ID,
+            "--status",
+            "127.0.0.1:0",
+            "--audit-log",
+            "/dev/full",
+        ],
+    );
+    let intruder = world.client("proxy-intruder", &server, &[]);
+    assert_eq!(http_get(&intruder.listen, "/hello", &[]).0, 0);
+    wait_until("the failure on /_status", || {
+        let status: Value = serde_json::from_str(&server.status_get("/_status").1).unwrap();
+        status["audit_log"]["failure"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("cannot write the audit log /dev/full: "))
+            && status["audit_log"]["lost_events"].as_u64() >= Some(1)
+    });
 }

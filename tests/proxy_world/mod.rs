@@ -242,8 +242,29 @@ impl Proc {
         }
     }
 
+    /// A GET of the status port, naming it by its address (the status port answers a
+    /// `Host` that is an IP address or `localhost`).
     pub fn status_get(&self, path: &str) -> (u16, String) {
-        http_get(self.status.as_deref().expect("--status"), path, &[])
+        let address = self.status.as_deref().expect("--status");
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
     }
 }
 

@@ -1,16 +1,17 @@
 //! `spiffe-mtls audit verify FILE`: checks the hash chain of a JSON-lines audit log written
 //! with `proxy --audit-log FILE --audit-chain` (or the library's chained `AuditLog`).
 //!
-//! Exit codes: 0 the chain is whole (stdout: `ok: N lines, the chain is whole`), 1 it is
-//! broken (stderr: `line N: why`, N the first line that does not follow the one before it),
-//! 2 the file cannot be read.
+//! Exit codes: 0 the chain is whole (stdout: `ok: N lines, the chain is whole; last line
+//! SHA-256 HEX`), 1 it is broken (stderr: `FILE: line N: why`, N the first line that does
+//! not follow the one before it) or no line has the `--last` digest kept from an earlier
+//! run (the log may have grown since), 2 the file cannot be read.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use spiffe_mtls::audit::{ChainError, verify_chain};
+use spiffe_mtls::audit::{ChainError, verify_chain_holding};
 
 use crate::{FAILED, USAGE, fail};
 
@@ -33,6 +34,11 @@ struct VerifyArgs {
     /// The audit log (JSON lines, each with `prev_sha256`).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// The last line's SHA-256 printed by an earlier run (kept elsewhere): the file must
+    /// still hold that line (it may have grown since), so an edit of it or lines cut from
+    /// the end are found.
+    #[arg(long, value_name = "HEX")]
+    last: Option<String>,
 }
 
 /// Runs `audit verify`.
@@ -47,14 +53,16 @@ pub fn run(args: &Args) -> ExitCode {
             );
         }
     };
-    match verify_chain(BufReader::new(file)) {
-        Ok(lines) => {
-            println!("ok: {lines} lines, the chain is whole");
+    match verify_chain_holding(BufReader::new(file), args.last.as_deref()) {
+        Ok(summary) => {
+            println!(
+                "ok: {} lines, the chain is whole; last line SHA-256 {}",
+                summary.lines,
+                summary.last_sha256.as_deref().unwrap_or("none")
+            );
             ExitCode::SUCCESS
         }
-        Err(ChainError::Broken(broken)) => {
-            fail(FAILED, format!("{}: {broken}", args.file.display()))
-        }
-        Err(error) => fail(USAGE, format!("{}: {error}", args.file.display())),
+        Err(ChainError::Read(error)) => fail(USAGE, format!("{}: {error}", args.file.display())),
+        Err(error) => fail(FAILED, format!("{}: {error}", args.file.display())),
     }
 }

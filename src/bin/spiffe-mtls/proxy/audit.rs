@@ -127,20 +127,58 @@ impl Record {
 
 /// The `--audit-log` file, receiving every decision of the process while this lives.
 pub struct DecisionLog {
+    log: Arc<spiffe_mtls::audit::AuditLog>,
     _registration: spiffe_mtls::audit::Registration,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
+/// How often the log's health is looked at (to say on stderr that it failed).
+const LOG_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl DecisionLog {
-    /// Opens `--audit-log` (chained with `--audit-chain`), if given.
+    /// Opens `--audit-log` (chained with `--audit-chain`), if given. A write error later is
+    /// said once on stderr (`cannot write the audit log FILE: ...`) and on the status port.
     pub fn open(common: &super::CommonArgs) -> Result<Option<Self>, crate::Failure> {
         let Some(path) = &common.audit_log else {
             return Ok(None);
         };
         let log = spiffe_mtls::audit::AuditLog::open(path, common.audit_chain)
             .map_err(|e| crate::Failure::Usage(format!("--audit-log {}: {e}", path.display())))?;
+        let log = Arc::new(log);
+        let watched = Arc::clone(&log);
+        let watcher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_WATCH).await;
+                if let Some(failure) = watched.failure() {
+                    eprintln!("{failure}: later decisions are not written (counted as lost)");
+                    return;
+                }
+            }
+        });
+        let sink: Arc<dyn spiffe_mtls::audit::AuditSink> = Arc::clone(&log) as _;
         Ok(Some(Self {
-            _registration: spiffe_mtls::audit::register(Arc::new(log)),
+            _registration: spiffe_mtls::audit::register(sink),
+            log,
+            watcher,
         }))
+    }
+
+    /// Adds `audit_log` (`path`, `failure`, `lost_events`) to the dashboard's `/_status`.
+    pub fn show_on(&self, monitor: &spiffe_mtls::health::HealthMonitor) {
+        let log = Arc::clone(&self.log);
+        monitor.section("audit_log", move || {
+            serde_json::json!({
+                "path": log.path().display().to_string(),
+                "failure": log.failure(),
+                "lost_events": log.lost(),
+            })
+        });
+    }
+}
+
+impl Drop for DecisionLog {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 

@@ -103,8 +103,11 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     };
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| Failure::Usage(format!("--target {}: {e}", args.target)))?;
-    let _decisions = super::audit::DecisionLog::open(&args.common)?;
+    let decisions = super::audit::DecisionLog::open(&args.common)?;
     let metrics = Arc::new(Metrics::new(args.common.status.monitor("client")));
+    if let (Some(decisions), Some(monitor)) = (&decisions, &metrics.monitor) {
+        decisions.show_on(monitor);
+    }
     let identity = Identity::open(&args.identity, &metrics).await?;
     let rule = authorize::id(args.server_id.clone());
     let mut builder =

@@ -160,8 +160,11 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     } else {
         None
     };
-    let _decisions = super::audit::DecisionLog::open(&args.common)?;
+    let decisions = super::audit::DecisionLog::open(&args.common)?;
     let metrics = Arc::new(Metrics::new(args.common.status.monitor("server")));
+    if let (Some(decisions), Some(monitor)) = (&decisions, &metrics.monitor) {
+        decisions.show_on(monitor);
+    }
     let identity = Identity::open(&args.identity, &metrics).await?;
     let mut builder =
         tls::server_config(Arc::clone(&identity.source), noting_refusals(rule.clone()))

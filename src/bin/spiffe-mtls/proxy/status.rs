@@ -80,6 +80,11 @@ pub struct StatusArgs {
     /// peers and decisions: keep it to operators).
     #[arg(long, requires = "status")]
     pub status_allow_remote: bool,
+    /// Also answer requests whose Host is NAME (repeatable): by default the status port
+    /// answers only a Host that is an IP address or localhost, so that a web page elsewhere
+    /// cannot read it through DNS rebinding.
+    #[arg(long, value_name = "NAME", requires = "status")]
+    pub status_host: Vec<String>,
     /// Alert (svid_not_rotated) when an SVID is past this fraction of its lifetime.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.75, value_parser = parse_fraction)]
     pub alert_rotation_fraction: f64,
@@ -127,7 +132,10 @@ impl StatusArgs {
             thresholds.peer_spike_factor = self.alert_spike_factor;
             thresholds.peer_spike_min_calls = self.alert_spike_min_calls;
             thresholds.root_expiry = self.alert_root_expiry;
-            HealthMonitor::new(mode).with_thresholds(thresholds)
+            self.status_host.iter().fold(
+                HealthMonitor::new(mode).with_thresholds(thresholds),
+                |monitor, name| monitor.allow_host(name.clone()),
+            )
         })
     }
 
@@ -364,6 +372,11 @@ fn respond(
     let Some(monitor) = &metrics.monitor else {
         return reply(StatusCode::NOT_FOUND, "text/plain", String::new());
     };
+    if request.uri().path() != "/healthz"
+        && let Some(refused) = monitor.misdirected_request(request)
+    {
+        return to_response(refused);
+    }
     let get = request.method() == Method::GET || request.method() == Method::HEAD;
     if get && request.uri().path() == "/metrics" {
         monitor.refresh_metrics();
@@ -378,7 +391,11 @@ fn respond(
 
 /// The monitor's answer to `request`.
 pub fn from_answer(monitor: &HealthMonitor, request: &Request<Incoming>) -> Response<ProxyBody> {
-    let answer = monitor.answer(request.method().as_str(), request.uri().path());
+    to_response(monitor.answer_request(request))
+}
+
+/// `answer` as a response.
+fn to_response(answer: spiffe_mtls::health::Answer) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::from(answer.body));
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
