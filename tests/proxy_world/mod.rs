@@ -253,18 +253,7 @@ impl Proc {
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (code, body)
+        read_response(stream)
     }
 }
 
@@ -286,6 +275,12 @@ pub fn http_get(address: &str, path: &str, headers: &[&str]) -> (u16, String) {
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream)
+}
+
+/// Reads a whole HTTP/1.1 response (the server closes): its status code (0 when none came)
+/// and its body.
+fn read_response(mut stream: TcpStream) -> (u16, String) {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let code = response
