@@ -114,9 +114,14 @@ pub struct HttpServer {
 /// The dashboard's monitor a server counts its open connections in, if any.
 #[cfg(feature = "dashboard")]
 type Health = Option<crate::health::HealthMonitor>;
-/// Without the `dashboard` feature, nothing.
+/// Without the `dashboard` feature, never one.
 #[cfg(not(feature = "dashboard"))]
-type Health = ();
+type Health = Option<NoMonitor>;
+
+/// No monitor (without the `dashboard` feature).
+#[cfg(not(feature = "dashboard"))]
+#[derive(Debug, Clone)]
+enum NoMonitor {}
 
 impl HttpServer {
     /// A server on `listener` with `config` (from [`crate::tls::server_config`]) and the
@@ -486,7 +491,7 @@ async fn serve_connection<S, B>(
         .zip(peer.as_ref())
         .map(|(monitor, peer)| monitor.connection_opened(peer.spiffe_id()));
     #[cfg(not(feature = "dashboard"))]
-    let () = health;
+    let _: Health = health;
     let service = service.map_request(move |mut request: Request<Incoming>| {
         if let Some(peer) = &peer {
             request.extensions_mut().insert(peer.clone());
