@@ -62,7 +62,9 @@
 //! ```
 
 mod audit;
+mod canonical;
 mod card;
+mod card_signature;
 mod client;
 mod handler;
 mod identity;
@@ -75,7 +77,9 @@ pub use a2a_client;
 pub use a2a_protocol as protocol;
 pub use a2a_server;
 
+pub use canonical::{CanonicalError, canonical_json, without_empty_members};
 pub use card::MtlsAgentCard;
+pub use card_signature::{CardSignatureError, sign_card, verify_card};
 pub use client::{AgentClient, AgentClientError, reply_text};
 pub use handler::InterceptingHandler;
 pub use identity::{PeerInterceptor, caller};

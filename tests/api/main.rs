@@ -20,6 +20,7 @@ mod demo;
 mod a2a_jwt;
 mod agents_demo;
 mod audit;
+mod card_signature;
 mod conformance;
 mod dashboard;
 mod dev_server;

@@ -21,6 +21,7 @@ mod proxy_world;
 mod spire_world;
 
 mod interop_a2a_python;
+mod interop_card_python;
 mod interop_go_spiffe;
 mod interop_python;
 mod interop_rust_spiffe;
