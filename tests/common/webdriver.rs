@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,21 +39,22 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .unwrap()
             .port();
+        let profile = tempfile::tempdir().unwrap();
+        // Its own process group, which Chromium joins: dropping the `Browser` kills them all
+        // (chromedriver killed alone leaves Chromium running). Crash handlers write under the
+        // profile, not in the home directory.
         let child = Command::new(&driver)
             .arg(format!("--port={port}"))
+            .env("XDG_CONFIG_HOME", profile.path().join("config"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !call(&address, "GET", "/status", None).is_ok_and(|v| v["value"]["ready"] == true) {
-            assert!(Instant::now() < deadline, "chromedriver did not get ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "timeouts": {"implicit": 0, "pageLoad": 20_000, "script": 10_000},
             "goog:chromeOptions": {
                 "binary": browser,
                 "args": [
@@ -69,6 +71,14 @@ impl Browser {
             session: String::new(),
             _profile: profile,
         };
+        // From here a panic drops `driver`, which kills chromedriver's group.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !call(&driver.address, "GET", "/status", None)
+            .is_ok_and(|v| v["value"]["ready"] == true)
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let created = call(&driver.address, "POST", "/session", Some(&capabilities))
             .unwrap_or_else(|e| panic!("no browser session: {e}"));
         driver.session = created["value"]["sessionId"]
@@ -150,7 +160,12 @@ impl Drop for Browser {
                 None,
             );
         }
-        let _ = self.driver.kill();
+        // The whole group: chromedriver, Chromium and its helpers.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.wait();
     }
 }
