@@ -9,9 +9,12 @@
 //! - strings are escaped as ECMAScript's `JSON.stringify` does (`\"`, `\\`, `\b`, `\f`,
 //!   `\n`, `\r`, `\t`, other controls as `\u00xx`, everything else literal), which is also
 //!   what `serde_json` writes;
-//! - numbers: integers as decimal digits (floats with an integral value below 2^53 too);
-//!   other floats are refused ([`CanonicalError`]): ECMAScript's shortest form of a double
-//!   is not what `serde_json` writes, and agent cards hold none.
+//! - numbers: integers of at most 2^53 - 1 in magnitude as decimal digits (floats with such
+//!   an integral value too: `1.0` is `1`); other numbers are refused ([`CanonicalError`]):
+//!   beyond 2^53 a double is not exact (the Python SDK refuses them too), and ECMAScript's
+//!   shortest form of a fraction is not what `serde_json` writes; agent cards hold none;
+//! - nesting deeper than [`MAX_DEPTH`] (128, as the Python SDK) is refused, so a value built
+//!   in memory cannot exhaust the stack.
 
 use std::fmt::Write as _;
 
@@ -21,29 +24,50 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CanonicalError {
-    /// A number that is not an integer (see the module docs).
-    #[error("the number {0} is not an integer: signed agent cards hold integers only")]
+    /// A number that is not an integer of at most 2^53 - 1 (see the module docs).
+    #[error(
+        "the number {0} is not an integer of at most 2^53 - 1: signed agent cards hold such integers only"
+    )]
     NotAnInteger(String),
+    /// Objects and arrays nested deeper than [`MAX_DEPTH`].
+    #[error("the value nests deeper than {MAX_DEPTH} objects and arrays")]
+    TooDeep,
 }
+
+/// The deepest nesting of objects and arrays canonicalized (the Python SDK's bound).
+pub const MAX_DEPTH: usize = 128;
 
 /// `value` without its empty members, recursively: `null`, `""`, `[]` and `{}` (and what
 /// becomes empty once they are gone), as the A2A SDKs remove them before they canonicalize a
-/// card: a member set to an empty value says nothing a member left out does not, and the
-/// bytes signed must be the ones a verifier in another language computes. `None` when
-/// nothing is left.
+/// card: the bytes signed must be the ones a verifier in another language computes. So an
+/// empty member is not covered by a signature: a security requirement without scopes
+/// (`{"mtls": []}`) can be added or removed without breaking it. `None` when nothing is
+/// left. Nesting past [`MAX_DEPTH`] is cut there (its canonical form is refused anyway).
 pub fn without_empty_members(value: &Value) -> Option<Value> {
+    cleaned(value, 0)
+}
+
+fn cleaned(value: &Value, depth: usize) -> Option<Value> {
+    if depth > MAX_DEPTH {
+        // Deeper than anything canonical: kept as an empty array, which `canonical_json`
+        // refuses for its depth.
+        return Some(Value::Array(Vec::new()));
+    }
     match value {
         Value::Null => None,
         Value::String(text) if text.is_empty() => None,
         Value::Array(items) => {
-            let kept: Vec<Value> = items.iter().filter_map(without_empty_members).collect();
+            let kept: Vec<Value> = items
+                .iter()
+                .filter_map(|item| cleaned(item, depth + 1))
+                .collect();
             (!kept.is_empty()).then_some(Value::Array(kept))
         }
         Value::Object(members) => {
             let kept: serde_json::Map<String, Value> = members
                 .iter()
                 .filter_map(|(name, member)| {
-                    without_empty_members(member).map(|member| (name.clone(), member))
+                    cleaned(member, depth + 1).map(|member| (name.clone(), member))
                 })
                 .collect();
             (!kept.is_empty()).then_some(Value::Object(kept))
@@ -52,20 +76,24 @@ pub fn without_empty_members(value: &Value) -> Option<Value> {
     }
 }
 
-/// The largest integer a double holds exactly.
-const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+/// The largest integer a double holds exactly and its neighbours do not share (2^53 - 1).
+const MAX_SAFE: i64 = 9_007_199_254_740_991;
 
 /// The RFC 8785 canonical JSON text of `value`.
 ///
 /// # Errors
-/// [`CanonicalError::NotAnInteger`] for a number with a fractional part or beyond 2^53.
+/// [`CanonicalError::NotAnInteger`] for a number with a fractional part or beyond 2^53 - 1,
+/// [`CanonicalError::TooDeep`] past [`MAX_DEPTH`].
 pub fn canonical_json(value: &Value) -> Result<String, CanonicalError> {
     let mut out = String::new();
-    write_value(&mut out, value)?;
+    write_value(&mut out, value, 0)?;
     Ok(out)
 }
 
-fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
+fn write_value(out: &mut String, value: &Value, depth: usize) -> Result<(), CanonicalError> {
+    if matches!(value, Value::Array(_) | Value::Object(_)) && depth >= MAX_DEPTH {
+        return Err(CanonicalError::TooDeep);
+    }
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
@@ -77,7 +105,7 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
                 if index > 0 {
                     out.push(',');
                 }
-                write_value(out, item)?;
+                write_value(out, item, depth + 1)?;
             }
             out.push(']');
         }
@@ -91,7 +119,7 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
                 }
                 write_string(out, name);
                 out.push(':');
-                write_value(out, member)?;
+                write_value(out, member, depth + 1)?;
             }
             out.push('}');
         }
@@ -100,20 +128,27 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
 }
 
 fn write_number(out: &mut String, number: &serde_json::Number) -> Result<(), CanonicalError> {
-    if let Some(integer) = number.as_i64() {
-        let _ = write!(out, "{integer}");
-    } else if let Some(integer) = number.as_u64() {
-        let _ = write!(out, "{integer}");
-    } else {
-        let float = number.as_f64().unwrap_or(f64::NAN);
-        if float.fract() != 0.0 || float.abs() > MAX_EXACT || !float.is_finite() {
-            return Err(CanonicalError::NotAnInteger(number.to_string()));
+    let refused = || CanonicalError::NotAnInteger(number.to_string());
+    let integer = match number.as_i64() {
+        Some(integer) => integer,
+        None if number.is_u64() => return Err(refused()),
+        None => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            #[allow(clippy::cast_precision_loss)] // 2^53 - 1 is exact in a double
+            let bound = MAX_SAFE as f64;
+            if float.fract() != 0.0 || !float.is_finite() || float.abs() > bound {
+                return Err(refused());
+            }
+            // Integral and exact: its decimal digits (`-0` is `0` in ECMAScript).
+            #[allow(clippy::cast_possible_truncation)] // integral, at most 2^53 - 1
+            let integer = float as i64;
+            integer
         }
-        // Integral and exact: its decimal digits (`-0` is `0` in ECMAScript).
-        #[allow(clippy::cast_possible_truncation)] // integral, below 2^53
-        let integer = float as i64;
-        let _ = write!(out, "{integer}");
+    };
+    if integer.abs() > MAX_SAFE {
+        return Err(refused());
     }
+    let _ = write!(out, "{integer}");
     Ok(())
 }
 
@@ -193,10 +228,36 @@ mod tests {
         assert_eq!(canonical_json(&json!(100.0)).unwrap(), "100");
         assert_eq!(canonical_json(&json!(-0.0)).unwrap(), "0");
         assert_eq!(
-            canonical_json(&json!(u64::MAX)).unwrap(),
-            u64::MAX.to_string()
+            canonical_json(&json!(9_007_199_254_740_991_i64)).unwrap(),
+            "9007199254740991"
         );
+        assert!(canonical_json(&json!(9_007_199_254_740_992_i64)).is_err());
+        assert!(canonical_json(&json!(u64::MAX)).is_err());
+        assert!(canonical_json(&json!(-9_007_199_254_740_992_i64)).is_err());
         assert!(canonical_json(&json!({"x": 0.5})).is_err());
         assert!(canonical_json(&json!(1e300)).is_err());
+    }
+
+    #[test]
+    fn nesting_past_the_bound_is_refused_without_exhausting_the_stack() {
+        // Built in memory (a parser stops at 128 itself), deep enough to overflow a naive
+        // recursion.
+        let mut value = Value::Null;
+        for _ in 0..100_000 {
+            let mut map = serde_json::Map::new();
+            map.insert("a".into(), value);
+            value = Value::Object(map);
+        }
+        assert_eq!(canonical_json(&value), Err(CanonicalError::TooDeep));
+        assert!(without_empty_members(&value).is_some());
+        let mut shallow = json!(1);
+        for _ in 0..MAX_DEPTH - 1 {
+            shallow = json!([shallow]);
+        }
+        assert!(canonical_json(&shallow).is_ok());
+        // Dropped piece by piece: serde_json's own drop of such a value recurses.
+        while let Value::Object(mut map) = value {
+            value = map.remove("a").unwrap_or(Value::Null);
+        }
     }
 }

@@ -37,6 +37,9 @@ const SIGNATURES: &str = "signatures";
 /// would trust whatever key the card brings (A2A #2096).
 const SELF_NAMED_KEYS: [&str; 3] = ["jwk", "jku", "x5u"];
 
+/// The most signatures a card may carry: each costs a chain verification.
+pub const MAX_SIGNATURES: usize = 8;
+
 /// The algorithms tried for a key, in order: the one a key suits is its algorithm.
 const KEY_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::ES256,
@@ -55,6 +58,9 @@ pub enum CardSignatureError {
     /// The card has no signature to check.
     #[error("the agent card is not signed (no \"signatures\")")]
     Unsigned,
+    /// The card carries more signatures than are checked.
+    #[error("the agent card carries {0} signatures: at most {MAX_SIGNATURES} are checked")]
+    TooManySignatures(usize),
     /// A signature is not a JWS this module reads.
     #[error("signature {index}: malformed: {reason}")]
     Malformed {
@@ -185,6 +191,9 @@ pub fn verify_card(
         return Err(CardSignatureError::NotACard);
     };
     let signatures = match members.get(SIGNATURES) {
+        Some(Value::Array(signatures)) if signatures.len() > MAX_SIGNATURES => {
+            return Err(CardSignatureError::TooManySignatures(signatures.len()));
+        }
         Some(Value::Array(signatures)) if !signatures.is_empty() => signatures,
         _ => return Err(CardSignatureError::Unsigned),
     };
@@ -271,6 +280,17 @@ fn check_one(
                 .ok_or_else(|| malformed("an x5c certificate is not base64 DER"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The signer named by the leaf, before any signature is checked (a card of another
+    // workload costs no cryptography); the chain's verification confirms it below.
+    if let Some(named) = crate::tls::leaf_spiffe_id(&chain[0])
+        && &named != expected
+    {
+        return Err(CardSignatureError::WrongSigner {
+            index,
+            signer: Box::new(named),
+            expected: Box::new(expected.clone()),
+        });
+    }
     let verified = verifier
         .verify(&chain, bundles, now)
         .map_err(|error| CardSignatureError::Chain { index, error })?;

@@ -180,6 +180,6 @@ fn leaf_identity(leaf: &CertificateDer<'_>) -> Option<(SpiffeId, SystemTime)> {
 }
 
 /// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified.
-pub(super) fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
+pub(crate) fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
     crate::verify::first_spiffe_uri(leaf).ok()??.parse().ok()
 }

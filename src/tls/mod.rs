@@ -70,6 +70,8 @@ pub(crate) use audit::{no_evidence, with_peer};
 pub(crate) use audit::{request_evidence, route_allowed, route_denied};
 pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};
 pub use identity::PeerIdentity;
+#[cfg(feature = "a2a")]
+pub(crate) use identity::leaf_spiffe_id;
 pub use key_exchange::{ParsePostQuantumError, PostQuantum};
 pub use modes::{
     MtlsWebClientConfigBuilder, MtlsWebServerConfigBuilder, TlsClientConfigBuilder,

@@ -305,8 +305,17 @@ fn an_unsigned_or_malformed_card_is_refused_with_its_reason() {
         verify_card(&json!([1]), &w.bundles, &w.server, now),
         Err(CardSignatureError::NotACard)
     ));
-    // One good signature among bad ones is enough.
+    // More signatures than are checked: refused before any is.
     let signed = sign_card(&card(), &w.server_svid).unwrap();
+    let mut many = signed.clone();
+    many["signatures"] = Value::Array(vec![signed["signatures"][0].clone(); 9]);
+    assert!(matches!(
+        verify_card(&many, &w.bundles, &w.server, now),
+        Err(CardSignatureError::TooManySignatures(9))
+    ));
+    many["signatures"] = Value::Array(vec![signed["signatures"][0].clone(); 8]);
+    assert!(verify_card(&many, &w.bundles, &w.server, now).is_ok());
+    // One good signature among bad ones is enough.
     let mut mixed = signed.clone();
     mixed["signatures"] = json!([{"signature": "x"}, signed["signatures"][0].clone()]);
     assert!(verify_card(&mixed, &w.bundles, &w.server, now).is_ok());
