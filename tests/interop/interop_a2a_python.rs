@@ -12,7 +12,7 @@
 
 use crate::agents;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +25,53 @@ const SERVER: &str = "spiffe://example.org/agent/server";
 const PYTHON: &str = "spiffe://example.org/agent/python";
 
 fn python() -> Option<PathBuf> {
+    python_with("a2a.client, a2a.compat.v0_3.types")
+}
+
+/// `$SPIFFE_MTLS_PYTHON`, else `.venv/bin/python`, if it imports `modules`.
+pub(crate) fn python_with(modules: &str) -> Option<PathBuf> {
     let candidate = std::env::var_os("SPIFFE_MTLS_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let usable = std::process::Command::new(&candidate)
-        .args(["-c", "import a2a.client, a2a.compat.v0_3.types"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     usable.then_some(candidate)
 }
 
-fn uid() -> u32 {
+/// A dev server of `config` on a socket in `dir`, and the folder where `spiffe-mtls fetch
+/// --write` wrote the SVID it got from it (`svid.0.pem`, `svid.0.key`, `bundle.0.pem`).
+pub(crate) async fn dev_server_and_fetched(dir: &Path, config: &str) -> (DevServer, PathBuf) {
+    let socket = dir.join("agent.sock");
+    let dev = DevServer::start(
+        DevServerConfig::from_toml(config).unwrap(),
+        EndpointAddress::Unix(socket.clone()),
+        DevServerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let files = dir.join("svid");
+    let fetched = tokio::process::Command::new(env!("CARGO_BIN_EXE_spiffe-mtls"))
+        .args([
+            "fetch",
+            "--socket",
+            &format!("unix://{}", socket.display()),
+            "--write",
+        ])
+        .arg(&files)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    (dev, files)
+}
+
+pub(crate) fn uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
@@ -47,7 +83,6 @@ async fn python_a2a_sdk_calls_the_rust_agent_over_mtls() {
         "no Python with `a2a-sdk`: set SPIFFE_MTLS_PYTHON, or create .venv (python3 -m venv .venv && .venv/bin/pip install a2a-sdk==1.3.0)",
     );
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
     // The agent is this test process; the Python client's SVID goes to `spiffe-mtls fetch`.
     let me = std::fs::read_link("/proc/self/exe").unwrap();
     let fetch = PathBuf::from(env!("CARGO_BIN_EXE_spiffe-mtls"));
@@ -65,31 +100,7 @@ selectors = ["unix:uid:{uid}", "unix:path:{}"]
         me.display(),
         fetch.canonicalize().unwrap().display()
     );
-    let dev = DevServer::start(
-        DevServerConfig::from_toml(&config).unwrap(),
-        EndpointAddress::Unix(socket.clone()),
-        DevServerOptions::default(),
-    )
-    .await
-    .unwrap();
-
-    let files = dir.path().join("svid");
-    let fetched = tokio::process::Command::new(&fetch)
-        .args([
-            "fetch",
-            "--socket",
-            &format!("unix://{}", socket.display()),
-            "--write",
-        ])
-        .arg(&files)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
+    let (dev, files) = dev_server_and_fetched(dir.path(), &config).await;
 
     let source = Arc::new(
         WorkloadApiSource::connect(dev.address().clone())

@@ -13,22 +13,11 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use spiffe_mtls::a2a::{MtlsAgentCard, protocol, sign_card, verify_card};
-use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
-use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::{BundleSet, SpiffeId, X509Bundle, X509Svid};
 
-const AGENT: &str = "spiffe://example.org/agent/server";
+use crate::interop_a2a_python::{dev_server_and_fetched, python_with, uid};
 
-fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("SPIFFE_MTLS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let usable = std::process::Command::new(&candidate)
-        .args(["-c", "import a2a.utils.signing"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    usable.then_some(candidate)
-}
+const AGENT: &str = "spiffe://example.org/agent/server";
 
 fn run_python(python: &PathBuf, args: &[&std::ffi::OsStr]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/card_signing.py");
@@ -49,39 +38,14 @@ fn run_python(python: &PathBuf, args: &[&std::ffi::OsStr]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "skipped: needs a Python with `a2a-sdk` 1.3.0 (.ci/run creates .venv and runs it with --include-ignored)"]
 async fn the_python_sdk_verifies_our_signed_card_and_we_verify_its_own() {
-    let python =
-        python().expect("no Python with `a2a-sdk`: set SPIFFE_MTLS_PYTHON, or create .venv");
+    let python = python_with("a2a.utils.signing")
+        .expect("no Python with `a2a-sdk`: set SPIFFE_MTLS_PYTHON, or create .venv");
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let fetch = PathBuf::from(env!("CARGO_BIN_EXE_spiffe-mtls"));
-    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
     let config = format!(
-        "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"{AGENT}\"\nselectors = [\"unix:uid:{uid}\"]\n"
+        "trust_domain = \"example.org\"\n[[entry]]\nspiffe_id = \"{AGENT}\"\nselectors = [\"unix:uid:{}\"]\n",
+        uid()
     );
-    let dev = DevServer::start(
-        DevServerConfig::from_toml(&config).unwrap(),
-        EndpointAddress::Unix(socket.clone()),
-        DevServerOptions::default(),
-    )
-    .await
-    .unwrap();
-    let files = dir.path().join("svid");
-    let fetched = tokio::process::Command::new(&fetch)
-        .args([
-            "fetch",
-            "--socket",
-            &format!("unix://{}", socket.display()),
-            "--write",
-        ])
-        .arg(&files)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
+    let (dev, files) = dev_server_and_fetched(dir.path(), &config).await;
     let (svid_pem, key_pem) = (files.join("svid.0.pem"), files.join("svid.0.key"));
     let svid = X509Svid::from_pem(
         &std::fs::read(&svid_pem).unwrap(),
