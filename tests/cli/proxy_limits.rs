@@ -65,7 +65,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 /// `GET path` on a fresh connection, timed; the status code, the body and how long it took.
 fn timed_get(address: &str, path: &str) -> (u16, String, Duration) {
     let started = Instant::now();
-    let (code, body) = http_get(address, path, &[]);
+    let (code, body) = status_get_at(address, path);
     (code, body, started.elapsed())
 }
 

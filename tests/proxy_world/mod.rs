@@ -242,18 +242,9 @@ impl Proc {
         }
     }
 
-    /// A GET of the status port, naming it by its address (the status port answers a
-    /// `Host` that is an IP address or `localhost`).
+    /// A GET of the status port (see [`status_get_at`]).
     pub fn status_get(&self, path: &str) -> (u16, String) {
-        let address = self.status.as_deref().expect("--status");
-        let mut stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        read_response(stream)
+        status_get_at(self.status.as_deref().expect("--status"), path)
     }
 }
 
@@ -262,6 +253,19 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A GET of a status port at `address`, naming it by its address (a status port answers a
+/// `Host` that is an IP address or `localhost`); the status code and the body.
+pub fn status_get_at(address: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(stream)
 }
 
 /// A one-shot HTTP/1.1 GET with extra header lines; the status code and the body.
