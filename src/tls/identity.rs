@@ -179,7 +179,8 @@ fn leaf_identity(leaf: &CertificateDer<'_>) -> Option<(SpiffeId, SystemTime)> {
     ))
 }
 
-/// The SPIFFE ID in the URI SAN of a leaf that the handshake already verified.
+/// The SPIFFE ID in the URI SAN of a leaf, read without verifying it (a handshake verified
+/// it already, or a verification follows).
 pub(crate) fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
     crate::verify::first_spiffe_uri(leaf).ok()??.parse().ok()
 }

@@ -186,9 +186,10 @@ impl PeerCheck {
             .as_ref()
             .and_then(|cache| cache.get(&context, end_entity, intermediates, seconds))
         {
-            let root = context
-                .bundles()
-                .get(hit.spiffe_id().trust_domain())
+            // The root is only evidence for the audit sinks: looked up only when one listens.
+            let root = crate::audit::enabled()
+                .then(|| context.bundles().get(hit.spiffe_id().trust_domain()))
+                .flatten()
                 .and_then(|bundle| bundle.roots().nth(hit.root_index()));
             return Ok(then(hit.spiffe_id(), root.map(AsRef::as_ref)));
         }

@@ -8,6 +8,9 @@
 //!   (OpenMetrics 1.0), the monitor's per-peer and per-SVID metrics among them.
 //!
 //! A request head larger than [`MAX_REQUEST_HEAD`] is refused; a request body is never read.
+//! Only a `Host` that is an IP address, `localhost` or a `--status-host` name is answered
+//! (`421` otherwise: a page of another site reaching the port through DNS rebinding), except
+//! on `/healthz`.
 //! The page polls `/_status` (no server-sent events), so a viewer holds no connection open
 //! between polls.
 //! # Slow and silent clients
