@@ -16,7 +16,7 @@ use spiffe_mtls::a2a::protocol::{
     TaskStatus, TaskStatusUpdateEvent, new_artifact_id,
 };
 use spiffe_mtls::a2a::{
-    AgentAuth, DEFAULT_SKILL, InterceptingHandler, MtlsAgentCard, PeerInterceptor,
+    AgentAuth, CardSigner, DEFAULT_SKILL, InterceptingHandler, MtlsAgentCard, PeerInterceptor,
     SKILL_METADATA_KEY, SkillPolicy, TaskOwners,
 };
 use spiffe_mtls::jwt::JwtBundleSource;
@@ -150,6 +150,7 @@ impl AgentServer {
 
 /// Starts the agent on `listener` with `source`'s SVID (the one with `hint`, if given),
 /// letting in the peers the policy's `[connect]` allows, each skill by `[routes.<skill>]`.
+/// Its card is signed by the same SVID, and declares its SPIFFE ID in the SPIFFE profile.
 /// `host` is the name the card's URL uses (`127.0.0.1`, `localhost`).
 pub fn start_agent_server(
     source: impl X509Source + 'static,
@@ -173,6 +174,7 @@ pub fn start_agent_server_with(
     auth: AgentAuth,
     jwt_bundles: Option<Arc<dyn JwtBundleSource>>,
 ) -> Result<AgentServer, String> {
+    let source: Arc<dyn X509Source> = Arc::new(source);
     let context = source.x509_context().map_err(|e| e.to_string())?;
     let svid = match hint {
         Some(hint) => context
@@ -184,14 +186,14 @@ pub fn start_agent_server_with(
     let connect = policy.connect().clone();
     let mut config = match auth {
         AgentAuth::Jwt => {
-            let mut builder = tls::tls_server_config(source);
+            let mut builder = tls::tls_server_config(Arc::clone(&source));
             if let Some(hint) = hint {
                 builder = builder.svid_hint(hint);
             }
             builder.build()
         }
         _ => {
-            let mut builder = tls::server_config(source, connect.clone());
+            let mut builder = tls::server_config(Arc::clone(&source), connect.clone());
             if let Some(hint) = hint {
                 builder = builder.svid_hint(hint);
             }
@@ -205,6 +207,11 @@ pub fn start_agent_server_with(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let base_url = format!("https://{host}:{port}");
+    // The card is signed by the SVID the TLS server presents, as it rotates.
+    let mut signer = CardSigner::new(source);
+    if let Some(hint) = hint {
+        signer = signer.svid_hint(hint);
+    }
     let card = MtlsAgentCard::new("spiffe-mtls example agent", format!("{base_url}/a2a"))
         .description("Replies with your text (skill echo) or tells a secret (skill secret)")
         .server_id(id.clone())
@@ -214,7 +221,8 @@ pub fn start_agent_server_with(
             "secret",
             "Secret",
             "Tells a secret, to the callers the policy allows",
-        );
+        )
+        .signed_by(signer);
     let owners = TaskOwners::default();
     // `owners.handler` answers ListTasks with the caller's own tasks only.
     let tasks = owners.handler(

@@ -1,6 +1,7 @@
 //! Agent cards that declare mutual TLS with X.509-SVIDs, in the v1.0 and v0.3 dialects.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use a2a_protocol::{
     AgentCapabilities, AgentCard, AgentInterface, AgentSkill, HttpAuthSecurityScheme,
@@ -8,8 +9,20 @@ use a2a_protocol::{
 };
 use serde_json::{Value, json};
 
-use super::{AgentAuth, MTLS_SCHEME};
+use super::{AgentAuth, CardSignatureError, CardSigner, MTLS_SCHEME, SpiffeProfile};
 use crate::spiffe_id::SpiffeId;
+
+/// Which card document: a dialect, or both in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CardDialect {
+    /// The v1.0 card ([`MtlsAgentCard::v1_0_json`]).
+    V1_0,
+    /// The v0.3 card ([`MtlsAgentCard::v0_3_json`]).
+    V0_3,
+    /// Both dialects in one document ([`MtlsAgentCard::to_json`]).
+    Both,
+}
 
 /// The protocol version a v0.3 card declares.
 const V0_3: &str = "0.3.0";
@@ -62,6 +75,8 @@ pub struct MtlsAgentCard {
     streaming: bool,
     auth: AgentAuth,
     skills: Vec<(String, String, String)>,
+    bundle_endpoint: Option<String>,
+    signer: Option<Arc<CardSigner>>,
 }
 
 impl MtlsAgentCard {
@@ -81,6 +96,8 @@ impl MtlsAgentCard {
             streaming: true,
             auth: AgentAuth::Mtls,
             skills: Vec::new(),
+            bundle_endpoint: None,
+            signer: None,
         }
     }
 
@@ -124,13 +141,99 @@ impl MtlsAgentCard {
         self
     }
 
-    /// Names the server's SPIFFE ID in the scheme's description.
+    /// Names the server's SPIFFE ID: in the scheme's description and in the card's
+    /// [SPIFFE profile](SpiffeProfile) (an extension in `capabilities.extensions` with the
+    /// trust domain and the ID). A card [signed](Self::signed_by) without one declares the
+    /// signer's ID.
     ///
     /// # Example
     /// See [`MtlsAgentCard`].
     pub fn server_id(mut self, id: SpiffeId) -> Self {
         self.server_id = Some(id);
         self
+    }
+
+    /// Adds the URL of the trust domain's SPIFFE bundle endpoint to the SPIFFE profile.
+    ///
+    /// # Example
+    /// ```
+    /// let json = spiffe_mtls::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
+    ///     .server_id("spiffe://example.org/a".parse()?)
+    ///     .bundle_endpoint("https://example.org:8443/")
+    ///     .v1_0_json();
+    /// let params = &json["capabilities"]["extensions"][0]["params"];
+    /// assert_eq!(params["bundleEndpointUrl"], "https://example.org:8443/");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bundle_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.bundle_endpoint = Some(url.into());
+        self
+    }
+
+    /// Signs every document [`document`](Self::document) makes (and so every card
+    /// [`agent_router`](super::agent_router) serves) with `signer`'s current SVID: an A2A
+    /// `AgentCardSignature` whose header carries the SVID chain. Give the signer the source
+    /// and hint of the TLS server, so that the card is signed by the identity clients meet in
+    /// the handshake.
+    ///
+    /// # Example
+    /// See [`CardSigner`].
+    pub fn signed_by(mut self, signer: CardSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
+    }
+
+    /// The SPIFFE profile the card declares: with the server's ID, when given.
+    fn profile(&self) -> Option<SpiffeProfile> {
+        let profile = SpiffeProfile::new(self.server_id.clone()?);
+        Some(match &self.bundle_endpoint {
+            Some(url) => profile.bundle_endpoint_url(url.clone()),
+            None => profile,
+        })
+    }
+
+    /// The card document of `dialect`, signed when a signer is set (see
+    /// [`signed_by`](Self::signed_by)).
+    ///
+    /// # Errors
+    /// [`CardSignatureError`] when the signer has no SVID, the card declares a server ID
+    /// that is not the signer's, or signing fails.
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::a2a::{CardDialect, MtlsAgentCard};
+    /// let card = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a");
+    /// assert_eq!(card.document(CardDialect::V0_3)?, card.v0_3_json());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn document(&self, dialect: CardDialect) -> Result<Value, CardSignatureError> {
+        let Some(signer) = &self.signer else {
+            return Ok(self.unsigned(dialect));
+        };
+        let mut mismatch = None;
+        let signed = signer.sign_built(|signer_id| match &self.server_id {
+            Some(declared) if declared != signer_id => {
+                mismatch = Some((declared.clone(), signer_id.clone()));
+                Value::Null
+            }
+            Some(_) => self.unsigned(dialect),
+            None => self.clone().server_id(signer_id.clone()).unsigned(dialect),
+        });
+        if let Some((declared, signer)) = mismatch {
+            return Err(CardSignatureError::DeclaredIdNotSigner {
+                declared: Box::new(declared),
+                signer: Box::new(signer),
+            });
+        }
+        signed
+    }
+
+    fn unsigned(&self, dialect: CardDialect) -> Value {
+        match dialect {
+            CardDialect::V1_0 => self.v1_0_json(),
+            CardDialect::V0_3 => self.v0_3_json(),
+            CardDialect::Both => self.to_json(),
+        }
     }
 
     /// Declares streaming (`SendStreamingMessage`, `message/stream`) or not (declared by
@@ -268,7 +371,10 @@ impl MtlsAgentCard {
             capabilities: AgentCapabilities {
                 streaming: Some(self.streaming),
                 push_notifications: Some(false),
-                extensions: None,
+                extensions: self
+                    .profile()
+                    .and_then(|profile| serde_json::from_value(profile.to_extension()).ok())
+                    .map(|extension| vec![extension]),
                 extended_agent_card: None,
             },
             default_input_modes: vec!["text/plain".to_owned()],
@@ -333,6 +439,10 @@ impl MtlsAgentCard {
                 })
             })
             .collect();
+        let mut capabilities = json!({ "streaming": self.streaming, "pushNotifications": false });
+        if let (Some(profile), Some(members)) = (self.profile(), capabilities.as_object_mut()) {
+            members.insert("extensions".to_owned(), json!([profile.to_extension()]));
+        }
         json!({
             "name": self.name,
             "description": self.description,
@@ -340,7 +450,7 @@ impl MtlsAgentCard {
             "url": self.url,
             "protocolVersion": V0_3,
             "preferredTransport": TRANSPORT_PROTOCOL_JSONRPC,
-            "capabilities": { "streaming": self.streaming, "pushNotifications": false },
+            "capabilities": capabilities,
             "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"],
             "skills": skills,

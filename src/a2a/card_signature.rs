@@ -129,6 +129,19 @@ pub enum CardSignatureError {
     /// Signing failed.
     #[error("cannot sign the card: {0}")]
     Sign(#[from] JwtSignError),
+    /// The signer has no SVID to sign with.
+    #[error("no SVID to sign the agent card with: {0}")]
+    NoSvid(String),
+    /// The card declares a SPIFFE ID other than the signer's.
+    #[error(
+        "the agent card declares {declared} but is signed by {signer}: clients would refuse it"
+    )]
+    DeclaredIdNotSigner {
+        /// The ID the card declares (`server_id`).
+        declared: Box<SpiffeId>,
+        /// The SVID that signs.
+        signer: Box<SpiffeId>,
+    },
     /// No crypto provider to sign or verify with.
     #[error("no rustls crypto provider: enable the ring or aws-lc-rs feature, or install one")]
     NoCryptoProvider,

@@ -17,7 +17,13 @@ use serde_json::Value;
 use super::{AGENT_CARD_PATH, SKILL_METADATA_KEY};
 
 /// How long connecting (TCP and TLS) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long fetching a card may take in all.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest agent card read.
+pub const MAX_CARD_BYTES: usize = 1024 * 1024;
 
 /// The most stream events [`AgentClient::send_text_streaming`] reads.
 const MAX_EVENTS: usize = 10_000;
@@ -68,6 +74,28 @@ pub enum AgentClientError {
         /// The agent's message.
         message: String,
     },
+    /// The server that served the card has no SPIFFE ID to bind its signature to.
+    #[error("the server of {url} presented no SPIFFE ID")]
+    NoPeerIdentity {
+        /// The card's URL.
+        url: String,
+    },
+    /// The card's signature does not bind it to the server that served it.
+    #[error("the agent card from {url} is refused: {error}")]
+    Signature {
+        /// The card's URL.
+        url: String,
+        /// The rule the signature broke.
+        error: Box<super::CardSignatureError>,
+    },
+    /// The card's SPIFFE profile is missing, invalid, or names another ID than its signer.
+    #[error("the SPIFFE profile of the agent card from {url} is refused: {reason}")]
+    Profile {
+        /// The card's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The answer held no text.
     #[error("the agent's answer holds no text")]
     NoText,
@@ -114,6 +142,8 @@ pub struct AgentClient {
     card: AgentCard,
     endpoint: String,
     sdk: A2AClient<JsonRpcTransport>,
+    pub(super) server_id: Option<crate::SpiffeId>,
+    pub(super) profile: Option<super::SpiffeProfile>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -175,29 +205,20 @@ impl AgentClient {
         own_id: Option<&crate::SpiffeId>,
     ) -> Result<Self, AgentClientError> {
         let url = format!("{}{AGENT_CARD_PATH}", base_url.trim_end_matches('/'));
-        let fetch = |reason: String| AgentClientError::Fetch {
-            url: url.clone(),
-            reason,
-        };
-        let response = http
-            .get(&url)
-            .header("A2A-Version", a2a_protocol::VERSION)
-            .send()
-            .await
-            .map_err(|e| {
-                // reqwest's own text repeats the URL: its causes say what failed.
-                let cause = std::error::Error::source(&e).unwrap_or(&e);
-                fetch(crate::net::describe_error(
-                    cause,
-                    crate::tls::Side::Client,
-                    own_id,
-                ))
-            })?;
-        if !response.status().is_success() {
-            return Err(fetch(format!("HTTP {}", response.status())));
-        }
-        let card: AgentCard = response.json().await.map_err(|e| AgentClientError::Card {
-            url: url.clone(),
+        let (card, _) = fetch_card_json(&http, &url, own_id).await?;
+        Self::from_card_json(http, &url, card)
+    }
+
+    /// The client of the agent `card` (v1.0 JSON, fetched from `url`) describes, calling over
+    /// `http`, after checking that the card requires mutual TLS and names a JSON-RPC v1.0
+    /// endpoint.
+    pub(super) fn from_card_json(
+        http: reqwest::Client,
+        url: &str,
+        card: Value,
+    ) -> Result<Self, AgentClientError> {
+        let card: AgentCard = serde_json::from_value(card).map_err(|e| AgentClientError::Card {
+            url: url.to_owned(),
             reason: chain(&e),
         })?;
         if !requires_mutual_tls(&card) {
@@ -220,6 +241,8 @@ impl AgentClient {
             card,
             endpoint,
             sdk,
+            server_id: None,
+            profile: None,
         })
     }
 
@@ -229,6 +252,30 @@ impl AgentClient {
     /// See [`with_client`](Self::with_client).
     pub fn card(&self) -> &AgentCard {
         &self.card
+    }
+
+    /// The agent's SPIFFE ID, for a client made by [`discover`](Self::discover): the signer
+    /// of its card, declared by its profile, required of every connection. `None` for
+    /// [`connect`](Self::connect) (where the config's authorizer decides).
+    ///
+    /// # Example
+    /// See [`CardDiscovery`](super::CardDiscovery).
+    pub fn server_id(&self) -> Option<&crate::SpiffeId> {
+        self.server_id.as_ref()
+    }
+
+    /// The card's SPIFFE profile, for a client made by [`discover`](Self::discover).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn f(agent: &spiffe_mtls::a2a::AgentClient) {
+    /// if let Some(url) = agent.profile().and_then(|p| p.bundle_endpoint()) {
+    ///     println!("its bundle is published at {url}");
+    /// }
+    /// # }
+    /// ```
+    pub fn profile(&self) -> Option<&super::SpiffeProfile> {
+        self.profile.as_ref()
     }
 
     /// The JSON-RPC endpoint the card names.
@@ -344,6 +391,54 @@ impl AgentClient {
             .find(|text| !text.is_empty())
             .ok_or(AgentClientError::NoText)
     }
+}
+
+/// The v1.0 card at `url` as JSON (at most [`MAX_CARD_BYTES`]), and the server that
+/// answered (its SPIFFE ID, verified by the handshake). `own_id` (the ID we present, when
+/// known) names us in a refusal by the server.
+pub(super) async fn fetch_card_json(
+    http: &reqwest::Client,
+    url: &str,
+    own_id: Option<&crate::SpiffeId>,
+) -> Result<(Value, Option<crate::tls::PeerIdentity>), AgentClientError> {
+    let fetch = |reason: String| AgentClientError::Fetch {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut response = http
+        .get(url)
+        .header("A2A-Version", a2a_protocol::VERSION)
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| {
+            // reqwest's own text repeats the URL: its causes say what failed.
+            let cause = std::error::Error::source(&e).unwrap_or(&e);
+            fetch(crate::net::describe_error(
+                cause,
+                crate::tls::Side::Client,
+                own_id,
+            ))
+        })?;
+    if !response.status().is_success() {
+        return Err(fetch(format!("HTTP {}", response.status())));
+    }
+    let peer = crate::net::reqwest_peer(&response);
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| fetch(chain(&e)))? {
+        if body.len() + chunk.len() > MAX_CARD_BYTES {
+            return Err(AgentClientError::Card {
+                url: url.to_owned(),
+                reason: format!("larger than {MAX_CARD_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let card = serde_json::from_slice(&body).map_err(|e| AgentClientError::Card {
+        url: url.to_owned(),
+        reason: chain(&e),
+    })?;
+    Ok((card, peer))
 }
 
 /// Whether the card's security requirements name a mutual TLS scheme it declares.

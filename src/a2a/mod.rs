@@ -15,7 +15,9 @@
 //! | [`InterceptingHandler`] | a `RequestHandler` that runs interceptors around another one (the SDK defines interceptors but does not run them) |
 //! | [`MtlsAgentCard`] | an agent card declaring mutual TLS, a JWT-SVID bearer scheme or either ([`AgentAuth`]) in both dialects (v1.0 and v0.3), without key material |
 //! | [`agent_router`] | the axum router: the card at `/.well-known/agent-card.json`, JSON-RPC (v1.0, and v0.3 translated in front of the SDK's router) on the card's endpoint |
-//! | [`AgentClient`] | resolves a card over mutual TLS, checks it requires mutual TLS, and calls with the SDK client |
+//! | [`AgentClient`] | resolves a card over mutual TLS, checks it requires mutual TLS, and calls with the SDK client; [`AgentClient::discover`] starts from the card URL alone and verifies the card's signature and SPIFFE profile against the server it came from |
+//! | [`CardSigner`], [`sign_card`], [`verify_card`] | cards signed by the serving workload's X.509-SVID (A2A `AgentCardSignature`, `x5c` chain), verified against the bundle of the signer's trust domain, never a key the card names |
+//! | [`SpiffeProfile`] | the card extension ([`SPIFFE_PROFILE_URI`]) declaring the agent's trust domain and SPIFFE ID |
 //!
 //! # Server
 //! ```no_run
@@ -65,22 +67,27 @@ mod audit;
 mod canonical;
 mod card;
 mod card_signature;
+mod card_signer;
 mod client;
+mod discovery;
 mod handler;
 mod identity;
 mod legacy;
 mod owners;
 mod router;
 mod skill;
+mod spiffe_profile;
 
 pub use a2a_client;
 pub use a2a_protocol as protocol;
 pub use a2a_server;
 
 pub use canonical::{CanonicalError, canonical_json, without_empty_members};
-pub use card::MtlsAgentCard;
-pub use card_signature::{CardSignatureError, sign_card, verify_card};
-pub use client::{AgentClient, AgentClientError, reply_text};
+pub use card::{CardDialect, MtlsAgentCard};
+pub use card_signature::{CardSignatureError, MAX_SIGNATURES, sign_card, verify_card};
+pub use card_signer::CardSigner;
+pub use client::{AgentClient, AgentClientError, MAX_CARD_BYTES, reply_text};
+pub use discovery::CardDiscovery;
 pub use handler::InterceptingHandler;
 pub use identity::{PeerInterceptor, caller};
 pub use owners::{DEFAULT_TASK_OWNERS, OwnedExecutor, OwnedHandler, TaskOwners};
@@ -88,6 +95,7 @@ pub use router::{AGENT_CARD_PATH, agent_router};
 pub use skill::{
     DEFAULT_SKILL, PUSH_CONFIG_ROUTE, REFUSED_CODE, SKILL_METADATA_KEY, SkillPolicy, skill_of,
 };
+pub use spiffe_profile::{ProfileError, SPIFFE_PROFILE_URI, SpiffeProfile};
 
 /// The name of the mutual TLS security scheme in the cards [`MtlsAgentCard`] writes.
 pub const MTLS_SCHEME: &str = "mtls";

@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::MtlsAgentCard;
 use super::legacy;
+use super::{CardDialect, MtlsAgentCard};
 use crate::net::IdentityHeaderLayer;
 use crate::tls::PeerIdentity;
 
@@ -86,17 +86,29 @@ fn requested_major(headers: &HeaderMap) -> Option<u32> {
 }
 
 fn serve_card(card: &MtlsAgentCard, headers: &HeaderMap) -> Response {
-    let document = match requested_major(headers) {
-        Some(0) => card.v0_3_json(),
-        Some(1) => card.v1_0_json(),
-        _ => card.to_json(),
+    let dialect = match requested_major(headers) {
+        Some(0) => CardDialect::V0_3,
+        Some(1) => CardDialect::V1_0,
+        _ => CardDialect::Both,
     };
-    (
-        StatusCode::OK,
-        [(header::CACHE_CONTROL, "max-age=300")],
-        axum::Json(document),
-    )
-        .into_response()
+    match card.document(dialect) {
+        // A signed card is signed by the SVID in use: a cache must not keep it past a
+        // rotation (the SVID it names could expire while cached).
+        Ok(document) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "max-age=60")],
+            axum::Json(document),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot serve the agent card");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the agent card cannot be served now: {error}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn jsonrpc<H: RequestHandler>(
