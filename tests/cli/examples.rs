@@ -236,17 +236,17 @@ async fn reqwest_client_reaches_the_service_reading_fetch_write_files() {
     dev.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn agent_client_says_which_server_id_it_expected() {
-    let dir = tempfile::tempdir().unwrap();
+/// The agent example (`agent_server`) on a dev server that gives it and `agent_client` their
+/// IDs: (the server, its base URL, the socket, the dev server).
+async fn agent_server(dir: &Path) -> (Child, String, String, DevServer) {
     let (server_exe, client_exe) = (example("agent_server"), example("agent_client"));
     let (address, dev) = dev_server(
-        dir.path(),
+        dir,
         &[(&server_exe, "agent/server"), (&client_exe, "agent/client")],
     )
     .await;
     let socket = address.to_string();
-    let policy = dir.path().join("policy.toml");
+    let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
         "[connect]\ntrust_domains = [\"example.org\"]\n[routes.echo]\ntrust_domains = [\"example.org\"]\n",
@@ -274,7 +274,56 @@ async fn agent_client_says_which_server_id_it_expected() {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (server, base, socket, dev)
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_client_discovers_the_agent_from_its_signed_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, socket, dev) = agent_server(dir.path()).await;
+    let card = format!("{base}/.well-known/agent-card.json");
+    let client_exe = example("agent_client");
+    let (ok, stdout, stderr) = run(
+        &client_exe,
+        &[
+            "--socket", &socket, "--card", &card, "--text", "hi", "--skill", "echo",
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "hi\n");
+    assert!(
+        stderr.contains("agent spiffe://example.org/agent/server verified by its signed card"),
+        "{stderr}"
+    );
+    // --card finds the server: --server-id beside it is a usage error, said before connecting.
+    let (ok, _, stderr) = run(
+        &client_exe,
+        &[
+            "--socket",
+            "unix:///nonexistent",
+            "--card",
+            &card,
+            "--server-id",
+            "spiffe://example.org/x",
+            "--text",
+            "hi",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("--card finds the server and its ID"),
+        "{stderr}"
+    );
+    dev.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_client_says_which_server_id_it_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, socket, dev) = agent_server(dir.path()).await;
+    let client_exe = example("agent_client");
     let (ok, stdout, stderr) = run(
         &client_exe,
         &[
