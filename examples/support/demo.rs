@@ -1,12 +1,14 @@
-//! The agents demo, as a function the example and its test both run: a dev server with two
-//! identities, the agent server, an agent client; an allowed call, a refused skill, then a
-//! conversation while both SVIDs rotate, and a summary.
+//! The agents demo, as a function the example and its test both run: a dev server with three
+//! identities, the agent server, an agent client that finds it from its signed card; an
+//! allowed call, a refused skill, a forged card refused, then a conversation while both SVIDs
+//! rotate, and a summary.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spiffe_mtls::a2a::{AgentClient, AgentClientError};
+use serde_json::Value;
+use spiffe_mtls::a2a::{AGENT_CARD_PATH, AgentClient, AgentClientError, CardDiscovery};
 use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
 use spiffe_mtls::rustls::pki_types::CertificateDer;
 use spiffe_mtls::source::{WorkloadApiSource, X509Source};
@@ -19,6 +21,8 @@ use super::agents;
 pub const SERVER: &str = "spiffe://example.org/agent/server";
 /// The agent client's SPIFFE ID.
 pub const CLIENT: &str = "spiffe://example.org/agent/client";
+/// Another workload of the trust domain, which serves a copy of the agent's card.
+pub const IMPOSTOR: &str = "spiffe://example.org/agent/impostor";
 
 /// The agent's policy: anyone of example.org may connect and use `echo`; `secret` is for
 /// `spiffe://example.org/agent/boss` only.
@@ -41,12 +45,18 @@ pub struct Summary {
     pub rotations: u64,
     /// Whether the `secret` skill was refused to the client.
     pub refused: bool,
+    /// Whether the card served by the impostor was refused.
+    pub forged_refused: bool,
 }
 
 impl Summary {
     /// Whether the demo went as it should.
     pub fn ok(&self) -> bool {
-        self.failed == 0 && self.refused && self.rotations > 0 && self.calls > 0
+        self.failed == 0
+            && self.refused
+            && self.forged_refused
+            && self.rotations > 0
+            && self.calls > 0
     }
 }
 
@@ -82,7 +92,8 @@ async fn with_dir(
     let entries = format!(
         "trust_domain = \"example.org\"\n\
          [[entry]]\nspiffe_id = \"{SERVER}\"\nselectors = [\"unix:uid:{uid}\"]\nhint = \"server\"\ndns_names = [\"localhost\"]\nttl = \"{ttl}\"\n\
-         [[entry]]\nspiffe_id = \"{CLIENT}\"\nselectors = [\"unix:uid:{uid}\"]\nhint = \"client\"\nttl = \"{ttl}\"\n"
+         [[entry]]\nspiffe_id = \"{CLIENT}\"\nselectors = [\"unix:uid:{uid}\"]\nhint = \"client\"\nttl = \"{ttl}\"\n\
+         [[entry]]\nspiffe_id = \"{IMPOSTOR}\"\nselectors = [\"unix:uid:{uid}\"]\nhint = \"impostor\"\nttl = \"{ttl}\"\n"
     );
     let config = DevServerConfig::from_toml(&entries).map_err(|e| e.to_string())?;
     let address = EndpointAddress::Unix(dir.join("agent.sock"));
@@ -90,7 +101,7 @@ async fn with_dir(
         .await
         .map_err(|e| format!("dev server: {e}"))?;
     say(format!(
-        "dev server on {address}: trust domain example.org, two identities (agent server and agent client), SVIDs live {}s, rotate at half",
+        "dev server on {address}: trust domain example.org, three identities (agent server, agent client, an impostor), SVIDs live {}s, rotate at half",
         svid_ttl.as_secs_f64()
     ));
     let result = agents_talk(&address, duration, say).await;
@@ -129,27 +140,20 @@ async fn agents_talk(
         server.id, server.base_url
     ));
 
-    let config = tls::client_config(
-        Arc::clone(&source),
-        authorize::id(SERVER.parse().map_err(|e| format!("{e}"))?),
-    )
-    .svid_hint("client")
-    .build()
-    .map_err(|e| e.to_string())?;
-    // A new connection (a full handshake with the current SVIDs) for every call.
-    let http = net::reqwest_builder(config)
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let agent = AgentClient::with_client(http, &server.base_url)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Discovery from the card URL alone; a new connection (a full handshake with the
+    // current SVIDs) for every call.
+    let discovery = CardDiscovery::new()
+        .svid_hint("client")
+        .new_connection_per_call();
+    let agent =
+        AgentClient::discover_with(&server.base_url, Arc::clone(&source), discovery.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     say(format!(
-        "agent client {CLIENT} resolved the card of {:?} over mTLS: endpoint {}, security requires mutualTLS",
+        "agent client {CLIENT} discovered {:?} from its card URL: the card is signed by the SVID of {SERVER} (verified against the example.org bundle), the server that served it, and its SPIFFE profile declares the same ID; endpoint {}, security requires mutualTLS",
         agent.card().name,
         agent.endpoint()
     ));
-
     let mut summary = Summary::default();
     match agent.send_text("hello, agent", Some("echo")).await {
         Ok(reply) => say(format!("allowed: skill echo answered {reply:?}")),
@@ -165,6 +169,7 @@ async fn agents_talk(
         Ok(reply) => say(format!("NOT refused: skill secret answered {reply:?}")),
         Err(error) => say(format!("refused otherwise: {error}")),
     }
+    summary.forged_refused = forged_card(&source, &server.base_url, discovery, say).await?;
 
     say(format!(
         "conversation for {:.0}s while the SVIDs rotate:",
@@ -223,12 +228,79 @@ async fn agents_talk(
     }
     server.stop();
     say(format!(
-        "summary: {} calls in {:.1}s, {} failed, {} SVID rotations, refused skill: {}",
+        "summary: {} calls in {:.1}s, {} failed, {} SVID rotations, forged card refused: {}, refused skill: {}",
         summary.calls,
         started.elapsed().as_secs_f64(),
         summary.failed,
         summary.rotations,
+        summary.forged_refused,
         summary.refused
     ));
     Ok(summary)
+}
+
+/// Another workload of the trust domain copies the agent's genuine signed card and serves
+/// it as its own: discovery refuses it (the signer is not the server). Whether it was.
+async fn forged_card(
+    source: &Arc<WorkloadApiSource>,
+    base_url: &str,
+    discovery: CardDiscovery,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<bool, String> {
+    let config = tls::client_config(
+        Arc::clone(source),
+        authorize::id(SERVER.parse().map_err(|e| format!("{e}"))?),
+    )
+    .svid_hint("client")
+    .build()
+    .map_err(|e| e.to_string())?;
+    let http = net::reqwest_client(config).map_err(|e| e.to_string())?;
+    let genuine: Value = http
+        .get(format!("{base_url}{AGENT_CARD_PATH}"))
+        .header("A2A-Version", "1.0")
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch the agent's card: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("cannot read the agent's card: {e}"))?;
+    let config = tls::server_config(Arc::clone(source), authorize::any())
+        .svid_hint("impostor")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    let impostor_url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().map_err(|e| e.to_string())?.port()
+    );
+    let app = axum::Router::new().route(
+        AGENT_CARD_PATH,
+        axum::routing::get(move || {
+            let card = genuine.clone();
+            async move { axum::Json(card) }
+        }),
+    );
+    let impostor = tokio::spawn(net::HttpServer::new(listener, Arc::new(config)).serve(app));
+    let found = AgentClient::discover_with(&impostor_url, Arc::clone(source), discovery).await;
+    impostor.abort();
+    match found {
+        Err(error @ AgentClientError::Signature { .. }) => {
+            say(format!(
+                "forged: {IMPOSTOR} serves a copy of the agent's signed card at {impostor_url}: refused: {error}"
+            ));
+            Ok(true)
+        }
+        Ok(_) => {
+            say(format!(
+                "NOT refused: the card {IMPOSTOR} served was believed"
+            ));
+            Ok(false)
+        }
+        Err(error) => {
+            say(format!("forged card refused otherwise: {error}"));
+            Ok(false)
+        }
+    }
 }

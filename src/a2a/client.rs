@@ -81,10 +81,12 @@ pub enum AgentClientError {
         url: String,
     },
     /// The card's signature does not bind it to the server that served it.
-    #[error("the agent card from {url} is refused: {error}")]
+    #[error("the agent card from {url}, served by {server}, is refused: {error}")]
     Signature {
         /// The card's URL.
         url: String,
+        /// The SPIFFE ID of the server that served it.
+        server: Box<crate::SpiffeId>,
         /// The rule the signature broke.
         error: Box<super::CardSignatureError>,
     },

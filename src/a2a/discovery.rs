@@ -199,6 +199,7 @@ impl AgentClient {
             verify_card(&card, context.bundles(), &server, SystemTime::now()).map_err(|error| {
                 AgentClientError::Signature {
                     url: url.clone(),
+                    server: Box::new(server.clone()),
                     error: Box::new(error),
                 }
             })?;

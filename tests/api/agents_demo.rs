@@ -1,5 +1,6 @@
 //! The README's agents demo (`cargo run --example agents_demo`), run with short
-//! durations: an allowed call, a refused skill, both SVIDs rotating during a conversation
+//! durations: discovery from the signed card, an allowed call, a refused skill, a forged
+//! card refused, both SVIDs rotating during a conversation
 //! with no failed call, a summary, and nothing left behind.
 #![cfg(all(feature = "a2a", feature = "dev-server"))]
 
@@ -34,6 +35,20 @@ async fn agents_demo_rotates_without_failed_calls_and_refuses_the_skill() {
     );
     assert!(text.contains("security requires mutualTLS"), "{text}");
     assert!(
+        text.contains("its SPIFFE profile declares the same ID; endpoint ")
+            && text.contains(&format!("signed by the SVID of {}", demo::SERVER)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "served by {}, is refused: signature 0: signed by {}, expected {}",
+            demo::IMPOSTOR,
+            demo::SERVER,
+            demo::IMPOSTOR
+        )),
+        "{text}"
+    );
+    assert!(
         text.contains(&format!("rotation: server {} has a new SVID", demo::SERVER)),
         "{text}"
     );
@@ -47,7 +62,10 @@ async fn agents_demo_rotates_without_failed_calls_and_refuses_the_skill() {
         last.starts_with("summary: ") && last.contains(" 0 failed,"),
         "{last}"
     );
-    assert!(last.ends_with("refused skill: true"), "{last}");
+    assert!(
+        last.ends_with("forged card refused: true, refused skill: true"),
+        "{last}"
+    );
     // The socket directory is gone.
     let socket = lines[0]
         .split("unix://")
