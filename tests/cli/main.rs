@@ -31,6 +31,7 @@ mod cli_workload;
 mod dashboard;
 mod examples;
 mod proxy;
+mod proxy_agent_card;
 mod proxy_errors;
 mod proxy_http_hardening;
 mod proxy_http_security;
