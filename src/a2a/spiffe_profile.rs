@@ -8,7 +8,7 @@
 //!
 //! ```json
 //! {"uri": "urn:spiffe-mtls:a2a:spiffe-profile:v1",
-//!  "description": "...", "required": false,
+//!  "description": "...",
 //!  "params": {"trustDomain": "example.org",
 //!             "spiffeId": "spiffe://example.org/agent/server",
 //!             "bundleEndpointUrl": "https://example.org:8443/bundle"}}
@@ -115,7 +115,9 @@ impl SpiffeProfile {
             "description": "SPIFFE identity of this agent: callers connect with mutual TLS \
                             and require this SPIFFE ID, verified against the bundle of its \
                             trust domain; the card is signed by the same identity",
-            "required": false,
+            // No `"required": false`: absent means not required, and the protobuf-based
+            // SDKs drop a false `required` before they canonicalize, so a signature over a
+            // card holding one would not verify there.
             "params": params,
         })
     }
