@@ -22,14 +22,14 @@ const MAX_SIGNED: usize = 8;
 ///
 /// # Example
 /// ```no_run
-/// use spiffe_mtls::a2a::{CardSigner, MtlsAgentCard};
+/// use spiffe_mtls::a2a::{CardDialect, CardSigner, MtlsAgentCard};
 /// use spiffe_mtls::source::WorkloadApiSource;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let source = WorkloadApiSource::builder().build().await?;
 /// let card = MtlsAgentCard::new("echo agent", "https://127.0.0.1:8443/a2a")
 ///     .signed_by(CardSigner::new(source));
-/// let signed = card.document(None)?;
+/// let signed = card.document(CardDialect::V1_0)?;
 /// assert!(signed["signatures"][0]["protected"].is_string());
 /// # Ok(())
 /// # }
