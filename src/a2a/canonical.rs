@@ -145,7 +145,8 @@ fn write_number(out: &mut String, number: &serde_json::Number) -> Result<(), Can
             integer
         }
     };
-    if integer.abs() > MAX_SAFE {
+    // `unsigned_abs`: `i64::MIN.abs()` overflows (a hostile card's number must not panic).
+    if integer.unsigned_abs() > MAX_SAFE.unsigned_abs() {
         return Err(refused());
     }
     let _ = write!(out, "{integer}");
@@ -234,6 +235,13 @@ mod tests {
         assert!(canonical_json(&json!(9_007_199_254_740_992_i64)).is_err());
         assert!(canonical_json(&json!(u64::MAX)).is_err());
         assert!(canonical_json(&json!(-9_007_199_254_740_992_i64)).is_err());
+        assert_eq!(
+            canonical_json(&json!(-9_007_199_254_740_991_i64)).unwrap(),
+            "-9007199254740991"
+        );
+        assert!(canonical_json(&json!(i64::MIN)).is_err());
+        let parsed: Value = serde_json::from_str("[-9223372036854775808]").unwrap();
+        assert!(canonical_json(&parsed).is_err());
         assert!(canonical_json(&json!({"x": 0.5})).is_err());
         assert!(canonical_json(&json!(1e300)).is_err());
     }

@@ -208,22 +208,23 @@ impl AgentClient {
     ) -> Result<Self, AgentClientError> {
         let url = format!("{}{AGENT_CARD_PATH}", base_url.trim_end_matches('/'));
         let (card, _) = fetch_card_json(&http, &url, own_id).await?;
-        Self::from_card_json(http, &url, card)
+        Self::from_card_json(http, &url, card, true)
     }
 
     /// The client of the agent `card` (v1.0 JSON, fetched from `url`) describes, calling over
-    /// `http`, after checking that the card requires mutual TLS and names a JSON-RPC v1.0
-    /// endpoint.
+    /// `http`, after checking that the card names a JSON-RPC v1.0 endpoint and, with
+    /// `check_requirements`, that its security requirements name mutual TLS.
     pub(super) fn from_card_json(
         http: reqwest::Client,
         url: &str,
         card: Value,
+        check_requirements: bool,
     ) -> Result<Self, AgentClientError> {
         let card: AgentCard = serde_json::from_value(card).map_err(|e| AgentClientError::Card {
             url: url.to_owned(),
             reason: chain(&e),
         })?;
-        if !requires_mutual_tls(&card) {
+        if check_requirements && !requires_mutual_tls(&card) {
             return Err(AgentClientError::NoMutualTls { name: card.name });
         }
         let Some(endpoint) = card

@@ -51,7 +51,8 @@ impl Default for CardDiscovery {
 
 impl CardDiscovery {
     /// The defaults: the source's default SVID, any server whose SVID verifies against the
-    /// bundle of its trust domain may serve the card, pooled connections.
+    /// bundle of its trust domain may serve the card (and is then the agent found: its
+    /// SPIFFE ID is proven, what its card says is its own claim), pooled connections.
     pub fn new() -> Self {
         Self {
             svid_hint: None,
@@ -108,7 +109,11 @@ impl CardDiscovery {
 
     /// A `reqwest` client over `config`.
     fn http(&self, config: rustls::ClientConfig) -> Result<reqwest::Client, AgentClientError> {
-        let mut builder = crate::net::reqwest_builder(config).connect_timeout(CONNECT_TIMEOUT);
+        // No redirects: the card is the one the server at the URL serves, and calls go to
+        // the endpoint the signed card names, nowhere else.
+        let mut builder = crate::net::reqwest_builder(config)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
         if self.new_connection_per_call {
             builder = builder.pool_max_idle_per_host(0);
         }
@@ -222,7 +227,10 @@ impl AgentClient {
             )));
         }
         let calling = options.http(options.config(&source, authorize::id(signer.clone()))?)?;
-        let mut agent = Self::from_card_json(calling, &url, card)?;
+        // The signed profile says mutual TLS; the card's security requirements are not
+        // covered by its signature (their scope lists are empty, which the canonical form
+        // drops), so they decide nothing here.
+        let mut agent = Self::from_card_json(calling, &url, card, false)?;
         agent.server_id = Some(signer);
         agent.profile = Some(profile);
         Ok(agent)

@@ -169,10 +169,11 @@ impl SpiffeProfile {
                 "trustDomain {trust_domain} is not the trust domain of {spiffe_id}"
             )));
         }
+        // Empty, it would not be covered by a signature (the A2A canonicalization drops it).
         let bundle_endpoint_url = match params.get("bundleEndpointUrl") {
             None => None,
-            Some(Value::String(url)) => Some(url.clone()),
-            Some(_) => return Err(invalid("bundleEndpointUrl is not a string")),
+            Some(Value::String(url)) if !url.is_empty() => Some(url.clone()),
+            Some(_) => return Err(invalid("bundleEndpointUrl is not a non-empty string")),
         };
         Ok(Some(Self {
             spiffe_id,

@@ -53,6 +53,21 @@ fn leaf(world: &World, hint: &str) -> Vec<u8> {
 /// A server presenting the SVID with `hint` that serves `card` at the card path; its base
 /// URL.
 fn card_server(world: &World, hint: &str, card: Value) -> (String, tokio::task::JoinHandle<()>) {
+    serve(
+        world,
+        hint,
+        axum::Router::new().route(
+            AGENT_CARD_PATH,
+            axum::routing::get(move || {
+                let card = card.clone();
+                async move { axum::Json(card) }
+            }),
+        ),
+    )
+}
+
+/// A server presenting the SVID with `hint` that serves `app`; its base URL.
+fn serve(world: &World, hint: &str, app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let config = tls::server_config(Arc::clone(&world.source), authorize::any())
         .svid_hint(hint)
         .build()
@@ -64,13 +79,6 @@ fn card_server(world: &World, hint: &str, card: Value) -> (String, tokio::task::
         listener.local_addr().unwrap().port()
     );
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let app = axum::Router::new().route(
-        AGENT_CARD_PATH,
-        axum::routing::get(move || {
-            let card = card.clone();
-            async move { axum::Json(card) }
-        }),
-    );
     let task = tokio::spawn(async move {
         let _ = net::HttpServer::new(listener, Arc::new(config))
             .serve(app)
@@ -275,4 +283,112 @@ async fn an_unsigned_or_altered_card_is_refused_by_discovery() {
     altered_task.abort();
     unsigned_task.abort();
     world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_the_real_agent_is_not_followed() {
+    let world = World::start().await;
+    // Another workload answers the card URL with a redirect to the real agent's card.
+    let genuine = format!("{}{AGENT_CARD_PATH}", world.server.base_url);
+    let (redirecting, task) = serve(
+        &world,
+        "impostor",
+        axum::Router::new().route(
+            AGENT_CARD_PATH,
+            axum::routing::get(move || {
+                let to = genuine.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            }),
+        ),
+    );
+    let error = refusal(
+        AgentClient::discover_with(&redirecting, Arc::clone(&world.source), as_client()).await,
+    );
+    assert!(matches!(error, AgentClientError::Fetch { .. }), "{error}");
+    assert!(error.to_string().contains("HTTP 307"), "{error}");
+    // The good twin: the real agent's own URL.
+    AgentClient::discover_with(
+        &world.server.base_url,
+        Arc::clone(&world.source),
+        as_client(),
+    )
+    .await
+    .unwrap();
+    task.abort();
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_with_a_number_outside_the_canonical_range_is_refused_without_a_panic() {
+    let world = World::start().await;
+    let context = world.source.x509_context().unwrap();
+    let impostor_svid = context.svid_by_hint("impostor").unwrap();
+    let card = MtlsAgentCard::new("numbers", "https://127.0.0.1:1/a2a")
+        .server_id(id(IMPOSTOR))
+        .v1_0_json();
+    let signed = sign_card(&card, impostor_svid).unwrap();
+    let mut hostile = signed.clone();
+    hostile["x"] = serde_json::from_str("-9223372036854775808").unwrap();
+    let (hostile, hostile_task) = card_server(&world, "impostor", hostile);
+    let error =
+        refusal(AgentClient::discover_with(&hostile, Arc::clone(&world.source), as_client()).await);
+    assert!(error.to_string().contains("no canonical form"), "{error}");
+    // The good twin: the card as signed.
+    let (fine, fine_task) = card_server(&world, "impostor", signed);
+    AgentClient::discover_with(&fine, Arc::clone(&world.source), as_client())
+        .await
+        .unwrap();
+    hostile_task.abort();
+    fine_task.abort();
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_takes_mutual_tls_from_the_signed_profile_not_the_unsigned_requirements() {
+    let world = World::start().await;
+    // A relay strips the security requirements (empty scope lists: outside the signature).
+    let mut stripped = served_card(&world, Some("1.0")).await;
+    stripped
+        .as_object_mut()
+        .unwrap()
+        .remove("securityRequirements");
+    for skill in stripped["skills"].as_array_mut().unwrap() {
+        skill
+            .as_object_mut()
+            .unwrap()
+            .remove("securityRequirements");
+    }
+    let (relay, task) = card_server(&world, "server", stripped);
+    let agent = AgentClient::discover_with(&relay, Arc::clone(&world.source), as_client())
+        .await
+        .unwrap();
+    // Calls are over mutual TLS to exactly the signed ID all the same.
+    assert_eq!(agent.server_id(), Some(&id(SERVER)));
+    assert_eq!(
+        agent.send_text("still mTLS", Some("echo")).await.unwrap(),
+        "still mTLS"
+    );
+    task.abort();
+    world.stop().await;
+}
+
+#[test]
+fn a_profile_member_a_signature_would_not_cover_is_refused() {
+    let card = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
+        .server_id(id(SERVER))
+        .bundle_endpoint("https://example.org/bundle")
+        .v1_0_json();
+    assert!(SpiffeProfile::from_card(&card).unwrap().is_some());
+    for empty in [Value::from(""), Value::Null, Value::from(3)] {
+        let mut changed = card.clone();
+        changed["capabilities"]["extensions"][0]["params"]["bundleEndpointUrl"] = empty.clone();
+        assert!(SpiffeProfile::from_card(&changed).is_err(), "{empty}");
+    }
+    let mut twice = card.clone();
+    let profile = twice["capabilities"]["extensions"][0].clone();
+    twice["capabilities"]["extensions"]
+        .as_array_mut()
+        .unwrap()
+        .push(profile);
+    assert!(SpiffeProfile::from_card(&twice).is_err());
 }
