@@ -76,6 +76,9 @@ mod deadline;
 #[cfg(all(unix, feature = "dev-server"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "dev-server"))))]
 pub mod dev_server;
+#[cfg(feature = "federation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "federation")))]
+pub mod federation;
 #[cfg(feature = "dashboard")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
 pub mod health;

@@ -26,6 +26,7 @@ mod dashboard;
 mod dev_server;
 mod dev_server_jwt;
 mod errors;
+mod federation;
 mod fuzz_seeds;
 mod handlers;
 mod http_clients;

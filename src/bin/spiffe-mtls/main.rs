@@ -19,6 +19,7 @@
 compile_error!("the spiffe-mtls command needs a Unix platform");
 
 mod audit;
+mod bundle_endpoint;
 mod demo;
 mod dev_server;
 mod fetch;
@@ -51,6 +52,7 @@ enum Command {
     Jwt(jwt::Args),
     Proxy(proxy::Args),
     Audit(audit::Args),
+    BundleEndpoint(bundle_endpoint::Args),
 }
 
 /// Why a command failed, which decides its exit status (the README's "Exit codes"): 1 when
@@ -113,5 +115,6 @@ fn main() -> ExitCode {
         Command::Jwt(args) => jwt::run(&args),
         Command::Proxy(args) => proxy::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::BundleEndpoint(args) => bundle_endpoint::run(&args),
     }
 }

@@ -1,0 +1,420 @@
+//! The fetching side: a bundle endpoint's document over HTTPS, authenticated by one of the
+//! federation spec's two endpoint profiles, and a watch that fetches again as the document's
+//! refresh hint asks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::sync::watch;
+
+use super::{
+    BundleDocument, DocumentError, MAX_DOCUMENT_BYTES, MAX_REFRESH_HINT, MIN_REFRESH_HINT,
+};
+use crate::bundle::{BundleSet, X509Bundle};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::verify::SvidVerifier;
+
+/// How long one fetch may take in all.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a document without a refresh hint is fetched again.
+pub const DEFAULT_REFETCH: Duration = Duration::from_secs(300);
+
+/// How a bundle endpoint's server is authenticated (SPIFFE Federation, section 5).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EndpointProfile {
+    /// `https_web`: a certificate for the URL's host name, verified against these web PKI
+    /// roots (give the system's, or a private CA's).
+    HttpsWeb {
+        /// The roots the endpoint's certificate chains to.
+        roots: Vec<CertificateDer<'static>>,
+    },
+    /// `https_spiffe`: the endpoint presents an X.509-SVID of `endpoint_id`, verified against
+    /// `bundle`, the bundle of the endpoint's trust domain. When that is the trust domain
+    /// fetched (the usual case), `bundle` is the bootstrap bundle, and each fetched document
+    /// replaces it for the next fetch.
+    HttpsSpiffe {
+        /// The endpoint server's SPIFFE ID.
+        endpoint_id: SpiffeId,
+        /// The bundle its SVID verifies against.
+        bundle: X509Bundle,
+    },
+}
+
+/// Why a bundle could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No rustls crypto provider.
+    #[error("no rustls crypto provider: enable the ring or aws-lc-rs feature, or install one")]
+    NoCryptoProvider,
+    /// The HTTPS client could not be built.
+    #[error("cannot build the HTTPS client: {0}")]
+    Client(String),
+    /// The connection, the handshake (an endpoint not authenticated by its profile) or the
+    /// exchange failed.
+    #[error("cannot fetch the bundle of {trust_domain} from {url}: {reason}")]
+    Fetch {
+        /// The trust domain fetched.
+        trust_domain: TrustDomain,
+        /// The endpoint's URL.
+        url: String,
+        /// What failed, with its causes.
+        reason: String,
+    },
+    /// The document is not a valid bundle document.
+    #[error("the bundle of {trust_domain} from {url} is invalid: {error}")]
+    Document {
+        /// The trust domain fetched.
+        trust_domain: TrustDomain,
+        /// The endpoint's URL.
+        url: String,
+        /// What is wrong.
+        error: DocumentError,
+    },
+}
+
+/// A client of one trust domain's bundle endpoint.
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::federation::{BundleEndpointClient, EndpointProfile};
+///
+/// # async fn run(bootstrap: spiffe_mtls::X509Bundle) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = BundleEndpointClient::new(
+///     "https://partner.example:8443/",
+///     "partner.example".parse()?,
+///     EndpointProfile::HttpsSpiffe {
+///         endpoint_id: "spiffe://partner.example/spire/server".parse()?,
+///         bundle: bootstrap,
+///     },
+/// );
+/// let document = client.fetch().await?;
+/// println!("{} roots, sequence {:?}", document.x509.roots().len(), document.sequence);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BundleEndpointClient {
+    url: String,
+    trust_domain: TrustDomain,
+    profile: EndpointProfile,
+    last_sequence: Option<u64>,
+}
+
+impl BundleEndpointClient {
+    /// A client fetching `trust_domain`'s bundle from `url` (`https://`), authenticating the
+    /// endpoint by `profile`.
+    pub fn new(
+        url: impl Into<String>,
+        trust_domain: TrustDomain,
+        profile: EndpointProfile,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            trust_domain,
+            profile,
+            last_sequence: None,
+        }
+    }
+
+    /// The trust domain fetched.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// Fetches the document once. With `https_spiffe` for the trust domain fetched, the
+    /// document's roots authenticate the endpoint from then on.
+    ///
+    /// # Errors
+    /// [`FetchError`]: the endpoint could not be reached or authenticated, answered other than
+    /// 200, or sent a document that is invalid or larger than [`MAX_DOCUMENT_BYTES`].
+    pub async fn fetch(&mut self) -> Result<BundleDocument, FetchError> {
+        let fetch_error = |reason: String| FetchError::Fetch {
+            trust_domain: self.trust_domain.clone(),
+            url: self.url.clone(),
+            reason,
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(self.tls_config()?)
+            .https_only(true)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| FetchError::Client(e.to_string()))?;
+        let mut response = http.get(&self.url).send().await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), chain);
+            fetch_error(cause)
+        })?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(fetch_error(format!("HTTP {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fetch_error(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(self.document_error(DocumentError::TooLarge));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document = BundleDocument::parse(self.trust_domain.clone(), &body)
+            .map_err(|error| self.document_error(error))?;
+        if let EndpointProfile::HttpsSpiffe {
+            endpoint_id,
+            bundle,
+        } = &mut self.profile
+            && endpoint_id.trust_domain() == &self.trust_domain
+        {
+            *bundle = document.x509.clone();
+        }
+        self.last_sequence = document.sequence.or(self.last_sequence);
+        Ok(document)
+    }
+
+    fn document_error(&self, error: DocumentError) -> FetchError {
+        FetchError::Document {
+            trust_domain: self.trust_domain.clone(),
+            url: self.url.clone(),
+            error,
+        }
+    }
+
+    /// The rustls config of the profile.
+    fn tls_config(&self) -> Result<ClientConfig, FetchError> {
+        let provider = crate::crypto::default_provider().ok_or(FetchError::NoCryptoProvider)?;
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FetchError::Client(e.to_string()))?;
+        let mut config = match &self.profile {
+            EndpointProfile::HttpsWeb { roots } => {
+                let mut store = RootCertStore::empty();
+                for root in roots {
+                    store
+                        .add(root.clone())
+                        .map_err(|e| FetchError::Client(format!("a web root: {e}")))?;
+                }
+                builder.with_root_certificates(store).with_no_client_auth()
+            }
+            EndpointProfile::HttpsSpiffe {
+                endpoint_id,
+                bundle,
+            } => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EndpointSvidVerifier {
+                    endpoint_id: endpoint_id.clone(),
+                    bundles: [bundle.clone()].into_iter().collect(),
+                    provider,
+                }))
+                .with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// An error and its causes, on one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    for _ in 0..8 {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `https_spiffe`: the server's chain is an X.509-SVID of exactly `endpoint_id`, verified
+/// against the endpoint trust domain's bundle by this crate's verifier (the web PKI's rules,
+/// host names included, do not apply to SVIDs).
+#[derive(Debug)]
+struct EndpointSvidVerifier {
+    endpoint_id: SpiffeId,
+    bundles: BundleSet,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for EndpointSvidVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        let verified = SvidVerifier::with_provider(&self.provider)
+            .verify(&chain, &self.bundles, now)
+            .map_err(|e| rustls::Error::General(format!("the bundle endpoint's SVID: {e}")))?;
+        if verified.spiffe_id() != &self.endpoint_id {
+            return Err(rustls::Error::General(format!(
+                "the bundle endpoint is {}, expected {}",
+                verified.spiffe_id(),
+                self.endpoint_id
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A trust domain's bundle, fetched from its endpoint again and again as its refresh hint
+/// asks (between [`MIN_REFRESH_HINT`] and [`MAX_REFRESH_HINT`]; [`DEFAULT_REFETCH`] without
+/// one; after a failure, again in 1 s, doubling up to the hint). A document whose
+/// `spiffe_sequence` is lower than the last one taken is ignored (an older copy, replayed
+/// or from a stale replica). Dropping it stops the fetching.
+///
+/// # Example
+/// ```no_run
+/// use spiffe_mtls::federation::{BundleEndpointClient, EndpointProfile, FederatedBundle};
+///
+/// # async fn run(client: BundleEndpointClient) {
+/// let bundle = FederatedBundle::watch(client);
+/// let mut changes = bundle.changes();
+/// while changes.changed().await.is_ok() {
+///     if let Some(document) = bundle.current() {
+///         println!("{} roots now", document.x509.roots().len());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FederatedBundle {
+    current: watch::Receiver<Option<Arc<BundleDocument>>>,
+    last_error: Arc<std::sync::Mutex<Option<(SystemTime, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FederatedBundle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FederatedBundle {
+    /// Starts fetching with `client` (the first fetch now). Needs a tokio runtime.
+    pub fn watch(client: BundleEndpointClient) -> Self {
+        let (publish, current) = watch::channel(None);
+        let last_error = Arc::new(std::sync::Mutex::new(None));
+        let task = tokio::spawn(follow(client, publish, Arc::clone(&last_error)));
+        Self {
+            current,
+            last_error,
+            task,
+        }
+    }
+
+    /// The last document taken (`None` before the first fetch succeeded).
+    pub fn current(&self) -> Option<Arc<BundleDocument>> {
+        self.current.borrow().clone()
+    }
+
+    /// Wakes when a new document is taken.
+    pub fn changes(&self) -> watch::Receiver<Option<Arc<BundleDocument>>> {
+        self.current.clone()
+    }
+
+    /// When the last fetch failed and why (`None` once one succeeds).
+    pub fn last_error(&self) -> Option<(SystemTime, String)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+async fn follow(
+    mut client: BundleEndpointClient,
+    publish: watch::Sender<Option<Arc<BundleDocument>>>,
+    last_error: Arc<std::sync::Mutex<Option<(SystemTime, String)>>>,
+) {
+    let mut backoff = MIN_REFRESH_HINT;
+    loop {
+        let wait = match client.fetch().await {
+            Ok(document) => {
+                *last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                backoff = MIN_REFRESH_HINT;
+                let wait = document
+                    .refresh_hint
+                    .unwrap_or(DEFAULT_REFETCH)
+                    .clamp(MIN_REFRESH_HINT, MAX_REFRESH_HINT);
+                let previous = publish.borrow().as_ref().and_then(|d| d.sequence);
+                let older = matches!((previous, document.sequence), (Some(p), Some(n)) if n < p);
+                if older {
+                    tracing::warn!(
+                        trust_domain = %client.trust_domain(),
+                        "ignored a bundle document older than the one in use (spiffe_sequence went down)"
+                    );
+                } else {
+                    publish.send_if_modified(|current| {
+                        let changed = current.as_ref().is_none_or(|c| {
+                            c.sequence != document.sequence || c.to_json() != document.to_json()
+                        });
+                        if changed {
+                            *current = Some(Arc::new(document));
+                        }
+                        changed
+                    });
+                }
+                wait
+            }
+            Err(error) => {
+                tracing::warn!(%error, "bundle endpoint fetch failed");
+                *last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((SystemTime::now(), error.to_string()));
+                let wait = backoff;
+                backoff = (backoff * 2).min(DEFAULT_REFETCH);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+        if publish.is_closed() && publish.receiver_count() == 0 {
+            return;
+        }
+    }
+}
