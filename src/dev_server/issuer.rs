@@ -47,6 +47,7 @@ pub(crate) enum Command {
     RotateSvids(oneshot::Sender<()>),
     RotateCa(oneshot::Sender<()>),
     ReplaceEntries(Vec<Entry>, oneshot::Sender<Result<(), ConfigError>>),
+    Issue(SvidRequest, oneshot::Sender<Result<X509Svid, DevCaError>>),
 }
 
 /// How the issuer runs.
@@ -299,6 +300,14 @@ impl Issuer {
                 self.prepare_ca()?;
                 self.publish();
                 let _ = done.send(());
+            }
+            Command::Issue(request, done) => {
+                let signer = &mut self.cas[self.signing];
+                let issued = signer.ca.issue(&request);
+                if let Ok(svid) = &issued {
+                    signer.last_expiry = signer.last_expiry.max(svid.expires_at());
+                }
+                let _ = done.send(issued);
             }
             Command::ReplaceEntries(entries, done) => {
                 let config = DevServerConfig {

@@ -379,6 +379,33 @@ impl DevServer {
         self.end_streams.send_modify(|epoch| *epoch += 1);
     }
 
+    /// An SVID for `request`, signed by the CA that signs now (for the server's own
+    /// endpoints, such as a bundle endpoint; no caller is given it). `None` once the server
+    /// is shut down.
+    ///
+    /// # Errors
+    /// [`DevCaError`](super::DevCaError) when it cannot be issued.
+    pub async fn issue_svid(
+        &self,
+        request: super::SvidRequest,
+    ) -> Option<Result<X509Svid, super::DevCaError>> {
+        self.command(|done| Command::Issue(request, done)).await
+    }
+
+    /// The JWT bundle of the local trust domain now (its keys: more than one during a CA
+    /// rotation).
+    ///
+    /// # Errors
+    /// [`JwtBundleError`](crate::jwt::JwtBundleError) if two keys shared an ID (the server
+    /// never makes such keys).
+    pub fn jwt_bundle(&self) -> Result<crate::jwt::JwtBundle, crate::jwt::JwtBundleError> {
+        let snapshot = self.snapshots.borrow();
+        crate::jwt::JwtBundle::new(
+            snapshot.trust_domain.clone(),
+            snapshot.jwt_keys.iter().cloned(),
+        )
+    }
+
     /// The current roots of the local trust domain.
     pub fn roots(&self) -> Vec<CertificateDer<'static>> {
         self.snapshots.borrow().roots.clone()

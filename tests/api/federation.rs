@@ -244,7 +244,8 @@ async fn https_web_serves_with_a_web_certificate_verified_against_its_roots() {
 async fn the_watch_follows_a_ca_rotation_by_the_refresh_hint() {
     // The new root is published 3 s before SVIDs signed by it are used: longer than the
     // refresh hint, so the client knows it before the endpoint presents such an SVID.
-    let w = world_with(DevServerOptions::default().with_ca_propagation(Duration::from_secs(3))).await;
+    let w =
+        world_with(DevServerOptions::default().with_ca_propagation(Duration::from_secs(3))).await;
     let (url, task) = w.serve_spiffe(Duration::from_secs(1)).await;
     let watched = FederatedBundle::watch(w.spiffe_client(&url, ENDPOINT_ID, w.bundle()));
     let mut changes = watched.changes();
@@ -261,7 +262,12 @@ async fn the_watch_follows_a_ca_rotation_by_the_refresh_hint() {
         changes.wait_for(|d| d.as_ref().is_some_and(|d| d.x509.roots().len() == 2)),
     )
     .await
-    .unwrap_or_else(|_| panic!("the new root within the refresh hint: {:?}", watched.last_error()))
+    .unwrap_or_else(|_| {
+        panic!(
+            "the new root within the refresh hint: {:?}",
+            watched.last_error()
+        )
+    })
     .unwrap()
     .clone()
     .unwrap();

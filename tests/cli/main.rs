@@ -23,6 +23,7 @@ mod agents;
 
 mod a2a_security;
 mod browser;
+mod bundle_endpoint;
 mod cli_demo;
 mod cli_errors;
 mod cli_jwt;

@@ -17,6 +17,8 @@ use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, X509Svid};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::dev_bundle_endpoint::DevBundleEndpoint;
+
 /// Serve the SPIFFE Workload API with SVIDs from an in-memory CA.
 ///
 /// Each refused call is a line on stderr: the caller as attested (uid, gid, pid, executable)
@@ -58,6 +60,14 @@ pub struct Args {
     /// Write the local bundle as PEM here, and again at every CA change.
     #[arg(long, value_name = "FILE")]
     write_bundle: Option<PathBuf>,
+    /// Serve the trust domain's bundle (roots and JWT-SVID keys) as a SPIFFE bundle endpoint
+    /// at https://ADDR/ (`https_spiffe`: the endpoint presents an SVID of
+    /// spiffe://<trust-domain>/spiffe-mtls/bundle-endpoint, issued by this server).
+    #[arg(long, value_name = "ADDR")]
+    bundle_endpoint: Option<String>,
+    /// The `spiffe_refresh_hint` the bundle endpoint publishes.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "bundle_endpoint")]
+    bundle_refresh_hint: Duration,
     #[command(flatten)]
     status: crate::proxy::StatusArgs,
 }
@@ -138,6 +148,14 @@ fn write_bundle(server: &DevServer, path: &PathBuf) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// When the bundle endpoint's SVID is due (never without an endpoint).
+async fn renewal(endpoint: Option<&DevBundleEndpoint>) {
+    match endpoint {
+        Some(endpoint) => tokio::time::sleep_until(endpoint.renew_at()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long the same refusal (a client retrying) is not printed again.
 const REPEAT_QUIET: Duration = Duration::from_secs(5);
 
@@ -160,6 +178,13 @@ pub fn run(args: &Args) -> ExitCode {
         if let Some(path) = &args.write_bundle {
             write_bundle(&server, path)?;
         }
+        let mut endpoint = match &args.bundle_endpoint {
+            Some(listen) => Some(
+                DevBundleEndpoint::start(&server, listen, args.svid_ttl, args.bundle_refresh_hint)
+                    .await?,
+            ),
+            None => None,
+        };
         let dashboard = match args.status.monitor("dev-server") {
             Some(monitor) => Some(Dashboard::start(monitor, &server, entries, args).await?),
             None => None,
@@ -211,6 +236,9 @@ pub fn run(args: &Args) -> ExitCode {
                     if let Some(dashboard) = &dashboard {
                         dashboard.update(&server);
                     }
+                    if let Some(endpoint) = &mut endpoint {
+                        endpoint.refresh(&server).await;
+                    }
                 }
                 _ = usr2.recv() => {
                     server.rotate_ca().await;
@@ -218,13 +246,24 @@ pub fn run(args: &Args) -> ExitCode {
                     if let Some(dashboard) = &dashboard {
                         dashboard.update(&server);
                     }
+                    if let Some(endpoint) = &mut endpoint {
+                        endpoint.refresh(&server).await;
+                    }
                 }
-                () = server.next_push(), if args.write_bundle.is_some() || dashboard.is_some() => {
+                () = server.next_push(), if args.write_bundle.is_some() || dashboard.is_some() || endpoint.is_some() => {
                     if let Some(path) = &args.write_bundle {
                         write_bundle(&server, path)?;
                     }
+                    if let Some(endpoint) = &mut endpoint {
+                        endpoint.refresh(&server).await;
+                    }
                     if let Some(dashboard) = &dashboard {
                         dashboard.update(&server);
+                    }
+                }
+                () = renewal(endpoint.as_ref()) => {
+                    if let Some(endpoint) = &mut endpoint {
+                        endpoint.refresh(&server).await;
                     }
                 }
                 _ = term.recv() => break,

@@ -21,6 +21,7 @@ compile_error!("the spiffe-mtls command needs a Unix platform");
 mod audit;
 mod bundle_endpoint;
 mod demo;
+mod dev_bundle_endpoint;
 mod dev_server;
 mod fetch;
 mod jwt;
