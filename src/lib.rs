@@ -88,6 +88,9 @@ pub mod jwt;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod net;
+#[cfg(feature = "oauth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth")))]
+pub mod oauth;
 pub mod pem;
 pub mod source;
 pub mod spiffe_id;

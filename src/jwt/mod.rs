@@ -17,11 +17,11 @@
 mod algorithm;
 mod bundle;
 mod der;
-mod json_object;
+pub(crate) mod json_object;
 mod key;
 mod signer;
 mod source;
-mod token;
+pub(crate) mod token;
 mod validate;
 #[cfg(feature = "workload-api")]
 mod workload_source;

@@ -589,3 +589,56 @@ pub(crate) fn jwt_denied(
         "JWT-SVID refused"
     );
 }
+
+#[cfg(feature = "oauth")]
+/// An OAuth access token accepted (`rule`: the issuer and the scopes required); `peer` is
+/// the mutual TLS peer, when the request came over it.
+pub(crate) fn token_accepted(peer: Option<&SpiffeId>, rule: &str, evidence: Evidence<'_>) {
+    to_sinks(
+        Side::Server,
+        Decision::Accepted,
+        peer,
+        &rule,
+        None,
+        evidence,
+    );
+    let (peer, trust_domain) = peer_fields(peer);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "accepted",
+        rule = %rule,
+        "OAuth access token accepted"
+    );
+}
+
+#[cfg(feature = "oauth")]
+/// An OAuth access token missing, invalid, or without a scope `rule` requires.
+pub(crate) fn token_denied(
+    peer: Option<&SpiffeId>,
+    rule: &str,
+    reason: &dyn fmt::Display,
+    evidence: Evidence<'_>,
+) {
+    to_sinks(
+        Side::Server,
+        Decision::Denied,
+        peer,
+        &rule,
+        Some(reason),
+        evidence,
+    );
+    let (peer, trust_domain) = peer_fields(peer);
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        side = %Side::Server,
+        peer = %peer,
+        trust_domain = %trust_domain,
+        decision = "denied",
+        rule = %rule,
+        reason = %reason,
+        "OAuth access token refused"
+    );
+}

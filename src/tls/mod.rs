@@ -68,6 +68,8 @@ pub(crate) use audit::{jwt_accepted, jwt_denied};
 pub(crate) use audit::{no_evidence, with_peer};
 #[cfg(feature = "http")]
 pub(crate) use audit::{request_evidence, route_allowed, route_denied};
+#[cfg(feature = "oauth")]
+pub(crate) use audit::{token_accepted, token_denied};
 pub use cache::{DEFAULT_VERIFICATION_CACHE_ENTRIES, MAX_CACHED_ENTRY_BYTES};
 pub use identity::PeerIdentity;
 #[cfg(feature = "a2a")]

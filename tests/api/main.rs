@@ -38,6 +38,7 @@ mod layers;
 mod live_reasons;
 mod modes;
 mod mtls;
+mod oauth;
 mod proptest_parsers;
 mod resumption;
 mod rotation_under_load;
