@@ -17,19 +17,22 @@ set -euo pipefail
 version=26.5.6
 sha1=d899ed0a9e2da32a15924f87121f9e93cef6d981
 url=https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/$version/keycloak-quarkus-dist-$version.tar.gz
-# Build-time options (`start --optimized` must not change them): the two preview features and
-# the embedded H2 database.
-build_options=(--db=dev-file --features=spiffe,client-auth-federated)
+# Build-time options, fixed by `kc.sh build`: the two preview features, the embedded H2 database.
+build_options=(--db=dev-file "--features=spiffe,client-auth-federated")
 cache=${SPIFFE_MTLS_CACHE:-$HOME/.cache/spiffe-mtls}
 home=$cache/keycloak-$version
 cert=$home/bundle-endpoint-web.pem
 key=$home/bundle-endpoint-web.key
+truststore=$home/bundle-endpoint-web.p12
 marker=$home/.built-with
 
 fail() { echo "interop/keycloak.sh: $1" >&2; exit "${2:-1}"; }
 need_java() {
-    command -v java >/dev/null 2>&1 ||
-        fail "java is not installed (Keycloak $version needs Java 17 or newer on PATH)" 3
+    local tool
+    for tool in java keytool; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            fail "$tool is not installed (Keycloak $version needs Java 17 or newer on PATH)" 3
+    done
 }
 # KEY=value lines of STATE_DIR/keycloak.env, read without sourcing the file.
 env_value() { [ ! -f "$2/keycloak.env" ] || sed -n "s/^$1=//p" "$2/keycloak.env" | head -n 1; }
@@ -38,13 +41,10 @@ install() {
     need_java
     mkdir -p "$cache"
     # Tests running in parallel may all call install: one does the work, the others wait.
-    exec 9>"$cache/.keycloak-$version.lock"
-    flock 9
-    local did=false started
+    if command -v flock >/dev/null 2>&1; then exec 9>"$cache/.keycloak-$version.lock" && flock 9; fi
+    local did=false started tmp
     if [ ! -x "$home/bin/kc.sh" ]; then
-        started=$SECONDS
-        local tmp
-        tmp=$(mktemp -d "$cache/.keycloak-download.XXXXXX")
+        started=$SECONDS tmp=$(mktemp -d "$cache/.keycloak-download.XXXXXX")
         # shellcheck disable=SC2064 # expand $tmp now: it is local to this function
         trap "rm -rf '$tmp'" EXIT
         echo "downloading $url"
@@ -52,7 +52,7 @@ install() {
             --output "$tmp/dist.tar.gz" "$url"
         echo "$sha1  $tmp/dist.tar.gz" | sha1sum --check --quiet ||
             fail "the download does not have sha1 $sha1"
-        tar -xzf "$tmp/dist.tar.gz" -C "$tmp"
+        tar --no-same-owner -xzf "$tmp/dist.tar.gz" -C "$tmp"
         # Moved into place only when complete, so an interrupted run is simply redone.
         rm -rf "$home" && mv "$tmp/keycloak-$version" "$home"
         echo "downloaded and unpacked Keycloak $version into $home in $((SECONDS - started)) s"
@@ -67,13 +67,19 @@ install() {
         echo "ran kc.sh build ${build_options[*]} in $((SECONDS - started)) s"
         did=true
     fi
-    if [ ! -s "$cert" ] || [ ! -s "$key" ]; then
-        # The web certificate of the tests' HTTPS bundle endpoints; Keycloak trusts it (start).
+    if [ ! -s "$cert" ] || [ ! -s "$key" ] || [ ! -s "$truststore" ]; then
+        # The web certificate of the tests' HTTPS bundle endpoints, and a trust store holding only
+        # it. (--truststore-paths would do, but every start then rewrites the shared file
+        # data/keycloak-truststore.p12 in the install directory, a race between parallel starts.)
+        rm -f "$truststore"
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
             -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
             -addext basicConstraints=critical,CA:FALSE \
             -keyout "$key.tmp" -out "$cert.tmp" 2>/dev/null
-        mv "$key.tmp" "$key" && mv "$cert.tmp" "$cert"
+        keytool -importcert -noprompt -alias bundle-endpoint-web -file "$cert.tmp" \
+            -keystore "$truststore.tmp" -storetype PKCS12 -storepass changeit >/dev/null 2>&1 ||
+            fail "keytool could not create the trust store $truststore.tmp"
+        mv "$key.tmp" "$key" && mv "$cert.tmp" "$cert" && mv "$truststore.tmp" "$truststore"
         echo "created the bundle endpoint web certificate $cert and key $key"
         did=true
     fi
@@ -82,50 +88,44 @@ install() {
 
 start() {
     need_java
-    [ -x "$home/bin/kc.sh" ] && [ -s "$marker" ] && [ -s "$cert" ] ||
+    if [ ! -x "$home/bin/kc.sh" ] || [ ! -s "$marker" ] || [ ! -s "$truststore" ]; then
         fail "Keycloak $version is not installed in $home: run interop/keycloak.sh install first"
+    fi
     mkdir -p "$1"
     local state pid password port log started
     state=$(cd "$1" && pwd)
     pid=$(env_value KEYCLOAK_PID "$state")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        fail "Keycloak already runs for $state (pid $pid)"
-    fi
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then fail "Keycloak already runs for $state (pid $pid)"; fi
     # A fresh database per start: the H2 files live in STATE_DIR, emptied here.
     rm -rf "$state/data" "$state/keycloak.env"
-    password=$(openssl rand -hex 16)
-    log=$state/keycloak.log
-    started=$SECONDS
+    password=$(openssl rand -hex 16) log=$state/keycloak.log started=$SECONDS port=
     # Job control gives the background job its own process group (pgid = its pid), which holds
     # kc.sh and the java it starts, so that stop can signal exactly these processes.
     set -m
     # --db-url-path (hidden, read by the dev-file JDBC URL) puts the H2 files in
     # STATE_DIR/data/h2 and the object store moves the transaction logs there too, so instances
     # share nothing writable. --cache=local: no JGroups cluster between instances on one machine.
-    # --truststore-paths: outgoing HTTPS (the SPIFFE bundle endpoint) trusts the web certificate.
-    JAVA_OPTS_APPEND="${JAVA_OPTS_APPEND:-} -Dquarkus.transaction-manager.object-store.directory=$state/data/transaction-logs" \
+    # The JSSE trust store: outgoing HTTPS (the SPIFFE bundle endpoint) trusts the web certificate.
+    JAVA_OPTS_APPEND="${JAVA_OPTS_APPEND:-} -Dquarkus.transaction-manager.object-store.directory=$state/data/transaction-logs
+        -Djavax.net.ssl.trustStore=$truststore -Djavax.net.ssl.trustStoreType=PKCS12
+        -Djavax.net.ssl.trustStorePassword=changeit" \
         KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=$password \
         "$home/bin/kc.sh" start --optimized --http-enabled=true --http-host=127.0.0.1 \
-        --http-port=0 --hostname-strict=false --cache=local \
-        --db-url-path="$state" --truststore-paths="$cert" \
+        --http-port=0 --hostname-strict=false --cache=local --db-url-path="$state" \
         </dev/null >"$log" 2>&1 &
     pid=$!
     set +m
-    port=
+    # The pid first, so that stop works while Keycloak is still starting.
+    echo "KEYCLOAK_PID=$pid" >"$state/keycloak.env"
     while [ $((SECONDS - started)) -lt 120 ]; do
         kill -0 "$pid" 2>/dev/null || break
         # Port 0 lets the kernel choose a free port, without a race; Quarkus logs which.
         [ -n "$port" ] || port=$(sed -n 's|.*Listening on: http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$log" | head -n 1)
         if [ -n "$port" ] &&
             [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/realms/master")" = 200 ]; then
-            {
-                echo "KEYCLOAK_URL=http://127.0.0.1:$port"
-                echo "KEYCLOAK_ADMIN=admin"
-                echo "KEYCLOAK_ADMIN_PASSWORD=$password"
-                echo "KEYCLOAK_WEB_CERT=$cert"
-                echo "KEYCLOAK_WEB_KEY=$key"
-                echo "KEYCLOAK_PID=$pid"
-            } >"$state/keycloak.env"
+            printf '%s\n' "KEYCLOAK_URL=http://127.0.0.1:$port" KEYCLOAK_ADMIN=admin \
+                "KEYCLOAK_ADMIN_PASSWORD=$password" "KEYCLOAK_WEB_CERT=$cert" \
+                "KEYCLOAK_WEB_KEY=$key" "KEYCLOAK_PID=$pid" >"$state/keycloak.env"
             chmod 600 "$state/keycloak.env"
             echo "Keycloak $version is ready after $((SECONDS - started)) s (log: $log)"
             cat "$state/keycloak.env"
@@ -150,10 +150,7 @@ stop() {
         return 0
     fi
     kill -TERM -- "-$pid"
-    while kill -0 -- "-$pid" 2>/dev/null && [ $waited -lt 40 ]; do
-        sleep 0.5
-        waited=$((waited + 1))
-    done
+    while kill -0 -- "-$pid" 2>/dev/null && [ $waited -lt 40 ]; do sleep 0.5 && waited=$((waited + 1)); done
     if kill -0 -- "-$pid" 2>/dev/null; then
         kill -KILL -- "-$pid" 2>/dev/null || true
         echo "Keycloak (process group $pid) did not stop within 20 s: killed"

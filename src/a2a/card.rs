@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use a2a_protocol::{
-    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, HttpAuthSecurityScheme,
-    MutualTlsSecurityScheme, SecurityScheme, TRANSPORT_PROTOCOL_JSONRPC,
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, ClientCredentialsOAuthFlow,
+    HttpAuthSecurityScheme, MutualTlsSecurityScheme, OAuth2SecurityScheme, OAuthFlows,
+    SecurityScheme, TRANSPORT_PROTOCOL_JSONRPC,
 };
 use serde_json::{Value, json};
 
-use super::{AgentAuth, CardSignatureError, CardSigner, MTLS_SCHEME, SpiffeProfile};
+use super::{AgentAuth, CardSignatureError, CardSigner, MTLS_SCHEME, OAUTH_SCHEME, SpiffeProfile};
 use crate::spiffe_id::SpiffeId;
 
 /// Which card document: a dialect, or both in one.
@@ -77,6 +78,17 @@ pub struct MtlsAgentCard {
     skills: Vec<(String, String, String)>,
     bundle_endpoint: Option<String>,
     signer: Option<Arc<CardSigner>>,
+    oauth: Option<OAuthDeclaration>,
+}
+
+/// The `oauth2` scheme a card declares: the token URL, the scopes it knows, the scopes every
+/// call needs, and those each skill needs besides.
+#[derive(Debug, Clone, Default)]
+struct OAuthDeclaration {
+    token_url: String,
+    scopes: Vec<(String, String)>,
+    required: Vec<String>,
+    by_skill: HashMap<String, Vec<String>>,
 }
 
 impl MtlsAgentCard {
@@ -98,7 +110,107 @@ impl MtlsAgentCard {
             skills: Vec::new(),
             bundle_endpoint: None,
             signer: None,
+            oauth: None,
         }
+    }
+
+    /// Declares an OAuth 2.0 `oauth2` scheme (client credentials at `token_url`, with these
+    /// scopes and their descriptions), required beside the other credentials: every call
+    /// needs a token with the scopes of [`require_scopes`](Self::require_scopes), each skill
+    /// those of [`skill_scopes`](Self::skill_scopes) too. The requirements name the scopes,
+    /// so a signature covers them; [`SkillPolicy::scopes_from_card`](super::SkillPolicy::scopes_from_card)
+    /// enforces them.
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::a2a::MtlsAgentCard;
+    ///
+    /// let json = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
+    ///     .skill("echo", "Echo", "echoes")
+    ///     .skill("records", "Records", "reads personal records")
+    ///     .oauth2("https://auth.example.org/token", [("agent:execute", "call the agent"), ("data:pii", "personal data")])
+    ///     .require_scopes(["agent:execute"])
+    ///     .skill_scopes("records", ["data:pii"])
+    ///     .v0_3_json();
+    /// assert_eq!(json["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"], "https://auth.example.org/token");
+    /// assert_eq!(json["security"], serde_json::json!([{"mtls": [], "oauth2": ["agent:execute"]}]));
+    /// assert_eq!(json["skills"][1]["security"], serde_json::json!([{"mtls": [], "oauth2": ["agent:execute", "data:pii"]}]));
+    /// ```
+    pub fn oauth2(
+        mut self,
+        token_url: impl Into<String>,
+        scopes: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
+    ) -> Self {
+        let declaration = self.oauth.get_or_insert_with(OAuthDeclaration::default);
+        declaration.token_url = token_url.into();
+        declaration.scopes = scopes
+            .into_iter()
+            .map(|(scope, description)| (scope.into(), description.into()))
+            .collect();
+        self
+    }
+
+    /// The scopes every call needs (with [`oauth2`](Self::oauth2)).
+    ///
+    /// # Example
+    /// See [`oauth2`](Self::oauth2).
+    pub fn require_scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let declaration = self.oauth.get_or_insert_with(OAuthDeclaration::default);
+        declaration.required = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The scopes a call of `skill` needs besides the card's (with [`oauth2`](Self::oauth2)).
+    ///
+    /// # Example
+    /// See [`oauth2`](Self::oauth2).
+    pub fn skill_scopes(
+        mut self,
+        skill: impl Into<String>,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let declaration = self.oauth.get_or_insert_with(OAuthDeclaration::default);
+        declaration
+            .by_skill
+            .insert(skill.into(), scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The security requirements (alternatives) of the card, or of `skill`: one per accepted
+    /// credential, each with the `oauth2` scopes needed when the scheme is declared.
+    fn requirements(&self, skill: Option<&str>) -> Vec<HashMap<String, Vec<String>>> {
+        let scopes = self.oauth.as_ref().map(|oauth| {
+            let mut scopes = oauth.required.clone();
+            if let Some(extra) = skill.and_then(|skill| oauth.by_skill.get(skill)) {
+                for scope in extra {
+                    if !scopes.contains(scope) {
+                        scopes.push(scope.clone());
+                    }
+                }
+            }
+            scopes
+        });
+        self.auth
+            .schemes()
+            .iter()
+            .map(|name| {
+                let mut requirement = HashMap::from([((*name).to_owned(), Vec::new())]);
+                if let Some(scopes) = &scopes {
+                    requirement.insert(OAUTH_SCHEME.to_owned(), scopes.clone());
+                }
+                requirement
+            })
+            .collect()
+    }
+
+    /// The `oauth2` scheme's client credentials flow, when declared.
+    fn oauth_flow(&self) -> Option<ClientCredentialsOAuthFlow> {
+        let oauth = self.oauth.as_ref()?;
+        Some(ClientCredentialsOAuthFlow {
+            token_url: oauth.token_url.clone(),
+            scopes: oauth.scopes.iter().cloned().collect(),
+            refresh_url: None,
+        })
     }
 
     /// Which credentials the card declares (mutual TLS by default).
@@ -314,6 +426,18 @@ impl MtlsAgentCard {
                 };
                 ((*name).to_owned(), scheme)
             })
+            .chain(self.oauth_flow().map(|flow| {
+                let scheme = SecurityScheme::OAuth2(OAuth2SecurityScheme {
+                    flows: OAuthFlows::ClientCredentials(flow),
+                    description: Some(
+                        "OAuth 2.0 client credentials; the client authenticates with its \
+                         SPIFFE SVID (no client secret)"
+                            .to_owned(),
+                    ),
+                    oauth2_metadata_url: None,
+                });
+                (OAUTH_SCHEME.to_owned(), scheme)
+            }))
             .collect()
     }
 
@@ -333,13 +457,21 @@ impl MtlsAgentCard {
             };
             schemes.insert((*name).to_owned(), scheme);
         }
-        let security: Vec<Value> = self
-            .auth
-            .schemes()
-            .iter()
-            .map(|name| json!({ *name: [] }))
-            .collect();
-        (Value::Object(schemes), Value::Array(security))
+        if let Some(flow) = self.oauth_flow() {
+            schemes.insert(
+                OAUTH_SCHEME.to_owned(),
+                json!({
+                    "type": "oauth2",
+                    "description": "OAuth 2.0 client credentials; the client authenticates \
+                                    with its SPIFFE SVID (no client secret)",
+                    "flows": {"clientCredentials": {"tokenUrl": flow.token_url, "scopes": flow.scopes}},
+                }),
+            );
+        }
+        (
+            Value::Object(schemes),
+            v0_3_security(&self.requirements(None)),
+        )
     }
 
     /// The v1.0 card, as the SDK's type.
@@ -353,13 +485,6 @@ impl MtlsAgentCard {
     /// assert_eq!(card.skills[0].security_requirements.as_ref().unwrap()[0]["mtls"], Vec::<String>::new());
     /// ```
     pub fn v1_0(&self) -> AgentCard {
-        let requirement = || {
-            self.auth
-                .schemes()
-                .iter()
-                .map(|name| HashMap::from([((*name).to_owned(), Vec::new())]))
-                .collect::<Vec<_>>()
-        };
         AgentCard {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -390,14 +515,14 @@ impl MtlsAgentCard {
                     examples: None,
                     input_modes: None,
                     output_modes: None,
-                    security_requirements: Some(requirement()),
+                    security_requirements: Some(self.requirements(Some(id))),
                 })
                 .collect(),
             provider: None,
             documentation_url: None,
             icon_url: None,
             security_schemes: Some(self.v1_0_schemes()),
-            security_requirements: Some(requirement()),
+            security_requirements: Some(self.requirements(None)),
             signatures: None,
         }
     }
@@ -435,7 +560,7 @@ impl MtlsAgentCard {
                     "name": name,
                     "description": description,
                     "tags": [id],
-                    "security": security,
+                    "security": v0_3_security(&self.requirements(Some(id))),
                 })
             })
             .collect();
@@ -491,10 +616,32 @@ impl MtlsAgentCard {
             }
         }
         if let Some(skills) = object.get_mut("skills").and_then(Value::as_array_mut) {
-            for skill in skills.iter_mut().filter_map(Value::as_object_mut) {
-                skill.insert("security".to_owned(), legacy["security"].clone());
+            for (index, skill) in skills.iter_mut().enumerate() {
+                if let Some(skill) = skill.as_object_mut() {
+                    skill.insert(
+                        "security".to_owned(),
+                        legacy["skills"][index]["security"].clone(),
+                    );
+                }
             }
         }
         card
     }
+}
+
+/// Requirements in the v0.3 shape: `[{"mtls": [], "oauth2": ["scope"]}]`.
+fn v0_3_security(requirements: &[HashMap<String, Vec<String>>]) -> Value {
+    Value::Array(
+        requirements
+            .iter()
+            .map(|requirement| {
+                Value::Object(
+                    requirement
+                        .iter()
+                        .map(|(name, scopes)| (name.clone(), json!(scopes)))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
 }

@@ -76,6 +76,7 @@ mod legacy;
 mod owners;
 mod router;
 mod skill;
+mod skill_scopes;
 mod spiffe_profile;
 
 pub use a2a_client;
@@ -102,6 +103,10 @@ pub const MTLS_SCHEME: &str = "mtls";
 
 /// The name of the bearer JWT-SVID security scheme in the cards [`MtlsAgentCard`] writes.
 pub const JWT_SCHEME: &str = "jwt";
+
+/// The name of the OAuth 2.0 security scheme in the cards [`MtlsAgentCard`] writes (with
+/// [`MtlsAgentCard::oauth2`]).
+pub const OAUTH_SCHEME: &str = "oauth2";
 
 /// How callers authenticate to an agent: what its card declares and its server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -69,6 +69,29 @@ pub fn agent_router<H: RequestHandler>(handler: Arc<H>, card: MtlsAgentCard) -> 
             }),
         )
         .layer(IdentityHeaderLayer::new())
+        .layer(tower::util::MapRequestLayer::new(scope_header))
+}
+
+/// The scopes header the [`SkillPolicy`](super::SkillPolicy) reads, from the validated token
+/// an [`OAuthLayer`](crate::oauth::OAuthLayer) in front left in the request, never from the
+/// client: a client's own header is removed.
+fn scope_header<B>(mut request: Request<B>) -> Request<B> {
+    request
+        .headers_mut()
+        .remove(super::skill::SCOPE_HEADER_NAME);
+    #[cfg(feature = "oauth")]
+    if let Some(token) = request
+        .extensions()
+        .get::<crate::oauth::VerifiedAccessToken>()
+    {
+        let scopes: Vec<&str> = token.scopes().iter().map(String::as_str).collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&scopes.join(" ")) {
+            request
+                .headers_mut()
+                .insert(super::skill::SCOPE_HEADER_NAME, value);
+        }
+    }
+    request
 }
 
 /// The path of `url` (`/` when it has none or cannot be read).
@@ -320,6 +343,34 @@ fn legacy_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scope_header_comes_from_the_validated_token_never_from_the_client() {
+        let forged = Request::get("/a2a")
+            .header("x-oauth-scope", "data:pii")
+            .body(())
+            .unwrap();
+        assert!(
+            scope_header(forged)
+                .headers()
+                .get("x-oauth-scope")
+                .is_none()
+        );
+        #[cfg(feature = "oauth")]
+        {
+            let mut request = Request::get("/a2a")
+                .header("x-oauth-scope", "data:pii admin:all")
+                .body(())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(crate::oauth::VerifiedAccessToken::granting(&[
+                    "agent:execute",
+                ]));
+            let request = scope_header(request);
+            assert_eq!(request.headers()["x-oauth-scope"], "agent:execute");
+        }
+    }
 
     /// An executor that answers nothing: the calls below are decided before it.
     struct Silent;

@@ -1,5 +1,6 @@
 //! Per-skill authorization of A2A calls by a [`Policy`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use a2a_protocol::{A2AError, error_code, jsonrpc::methods};
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::audit::CallEvidence;
+use super::skill_scopes::SkillScopes;
 use crate::authorize::{Policy, PolicyRef, WatchedPolicy};
 use crate::spiffe_id::SpiffeId;
 
@@ -118,6 +120,7 @@ pub fn skill_of(request: &Value, default: &str) -> Result<String, String> {
 pub struct SkillPolicy {
     policy: PolicyRef,
     default_skill: String,
+    scopes: Option<Arc<SkillScopes>>,
 }
 
 impl SkillPolicy {
@@ -129,6 +132,7 @@ impl SkillPolicy {
         Self {
             policy: PolicyRef::Fixed(Arc::new(policy)),
             default_skill: DEFAULT_SKILL.to_owned(),
+            scopes: None,
         }
     }
 
@@ -138,6 +142,7 @@ impl SkillPolicy {
         Self {
             policy: PolicyRef::Watched(policy),
             default_skill: DEFAULT_SKILL.to_owned(),
+            scopes: None,
         }
     }
 
@@ -152,6 +157,30 @@ impl SkillPolicy {
     /// ```
     pub fn default_skill(mut self, skill: impl Into<String>) -> Self {
         self.default_skill = skill.into();
+        self
+    }
+
+    /// Requires, besides the policy, the OAuth scopes the agent's `card` (either dialect, as
+    /// JSON) names in its security requirements: each message those of its skill (the card's
+    /// for a skill without its own), every other call the card's. The scopes granted are those
+    /// of the token an `OAuthLayer` (feature `oauth`) in front of
+    /// [`agent_router`](super::agent_router) validated (none without one: such calls are
+    /// refused; a client cannot name its own). A refusal names the missing scope:
+    /// `skill "records" needs the scope data:pii`.
+    ///
+    /// # Example
+    /// ```
+    /// use spiffe_mtls::a2a::{MtlsAgentCard, SkillPolicy};
+    ///
+    /// let card = MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
+    ///     .skill("records", "Records", "personal records")
+    ///     .oauth2("https://auth.example.org/token", [("data:pii", "personal data")])
+    ///     .skill_scopes("records", ["data:pii"]);
+    /// let skills = SkillPolicy::new(spiffe_mtls::Policy::from_toml("")?).scopes_from_card(&card.to_json());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn scopes_from_card(mut self, card: &Value) -> Self {
+        self.scopes = Some(Arc::new(SkillScopes::from_card(card)));
         self
     }
 
@@ -175,9 +204,25 @@ impl SkillPolicy {
         self.policy.current()
     }
 
-    fn authorize(&self, id: &SpiffeId, method: &str, request: &Value) -> Result<(), A2AError> {
+    fn authorize(
+        &self,
+        id: &SpiffeId,
+        method: &str,
+        request: &Value,
+        granted: &BTreeSet<String>,
+    ) -> Result<(), A2AError> {
         if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
-            return self.authorize_message(id, method, request);
+            return self.authorize_message(id, method, request, granted);
+        }
+        if let Err(missing) = self.check_scopes(None, granted) {
+            let policy = self.policy.current();
+            let rule = format!("{method} requires the OAuth scope {}", missing.join(" "));
+            let evidence = CallEvidence::of(request, policy.sha256());
+            super::audit::refused(id, method, "-", method, &rule, evidence);
+            return Err(A2AError::new(
+                REFUSED_CODE,
+                format!("{method} needs the scope {}", missing.join(" ")),
+            ));
         }
         let policy = self.policy.current();
         let connect = policy.connect();
@@ -212,6 +257,7 @@ impl SkillPolicy {
         id: &SpiffeId,
         method: &str,
         request: &Value,
+        granted: &BTreeSet<String>,
     ) -> Result<(), A2AError> {
         let skill = skill_of(request, &self.default_skill).map_err(A2AError::invalid_params)?;
         let policy = self.policy.current();
@@ -239,6 +285,17 @@ impl SkillPolicy {
                 format!("skill {skill:?} does not allow {id}"),
             ));
         }
+        if let Err(missing) = self.check_scopes(Some(&skill), granted) {
+            let rule = format!(
+                "skill {skill:?} requires the OAuth scope {}",
+                missing.join(" ")
+            );
+            super::audit::refused(id, method, &skill, &skill, &rule, evidence);
+            return Err(A2AError::new(
+                REFUSED_CODE,
+                format!("skill {skill:?} needs the scope {}", missing.join(" ")),
+            ));
+        }
         let by_push =
             carries_push_config(request).then(|| decide_route(&policy, id, PUSH_CONFIG_ROUTE));
         if let Some(by_push) = by_push.as_ref().filter(|decision| !decision.allowed) {
@@ -252,6 +309,36 @@ impl SkillPolicy {
         }
         Ok(())
     }
+}
+
+impl SkillPolicy {
+    /// The card's scopes for `skill` (or a call that is no message) against `granted`.
+    fn check_scopes(
+        &self,
+        skill: Option<&str>,
+        granted: &BTreeSet<String>,
+    ) -> Result<(), Vec<String>> {
+        match &self.scopes {
+            Some(scopes) => scopes.check(skill, granted),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The header that carries the scopes of the call's validated OAuth token to the policy (set
+/// by [`agent_router`](super::agent_router) from the token an `OAuthLayer` validated; a
+/// client's own is removed).
+pub(crate) const SCOPE_HEADER_NAME: &str = "x-oauth-scope";
+
+/// The scopes the call's validated OAuth token granted.
+fn granted_scopes(params: &a2a_server::ServiceParams) -> BTreeSet<String> {
+    params
+        .get(SCOPE_HEADER_NAME)
+        .into_iter()
+        .flatten()
+        .flat_map(|value| value.split_whitespace())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `policy`'s decision on `route` (a method's name) for `id`.
@@ -310,7 +397,10 @@ impl CallInterceptor for SkillPolicy {
             .and_then(|user| user.name.parse::<SpiffeId>().ok())
             .or_else(|| super::caller(&ctx.service_params));
         match id {
-            Some(id) => self.authorize(&id, &ctx.method, request),
+            Some(id) => {
+                let granted = granted_scopes(&ctx.service_params);
+                self.authorize(&id, &ctx.method, request, &granted)
+            }
             None => {
                 super::audit::unauthenticated(&ctx.method);
                 Err(A2AError::new(
@@ -338,7 +428,7 @@ mod tests {
     fn decide(caller: &str, request: &Value) -> Result<(), A2AError> {
         let skills = SkillPolicy::new(Policy::from_toml(POLICY).unwrap());
         let id: SpiffeId = caller.parse().unwrap();
-        skills.authorize(&id, methods::SEND_MESSAGE, request)
+        skills.authorize(&id, methods::SEND_MESSAGE, request, &BTreeSet::new())
     }
 
     /// A watched policy file decides each call by its content at that call: an edit that
@@ -355,14 +445,14 @@ mod tests {
         let echo = json!({"message": {"metadata": {"skill": "echo"}}});
         assert!(
             skills
-                .authorize(&client, methods::SEND_MESSAGE, &echo)
+                .authorize(&client, methods::SEND_MESSAGE, &echo, &BTreeSet::new())
                 .is_ok()
         );
 
         std::fs::write(&path, "[routes.echo]\ntrust_domains = [\"partner.org\"]\n").unwrap();
         assert!(watched.reload().unwrap());
         let refused = skills
-            .authorize(&client, methods::SEND_MESSAGE, &echo)
+            .authorize(&client, methods::SEND_MESSAGE, &echo, &BTreeSet::new())
             .unwrap_err();
         assert_eq!(
             refused.message,
@@ -377,19 +467,75 @@ mod tests {
         assert!(watched.reload().unwrap());
         assert!(
             skills
-                .authorize(&client, methods::SEND_MESSAGE, &echo)
+                .authorize(&client, methods::SEND_MESSAGE, &echo, &BTreeSet::new())
                 .is_err()
         );
         assert!(
             skills
-                .authorize(&client, methods::GET_TASK, &json!({}))
+                .authorize(&client, methods::GET_TASK, &json!({}), &BTreeSet::new())
                 .is_err()
         );
         let other: SpiffeId = "spiffe://example.org/agent/other".parse().unwrap();
         assert!(
             skills
-                .authorize(&other, methods::SEND_MESSAGE, &echo)
+                .authorize(&other, methods::SEND_MESSAGE, &echo, &BTreeSet::new())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_skill_needs_the_scopes_the_card_names_and_the_refusal_names_the_missing_one() {
+        let card = crate::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
+            .skill("echo", "Echo", "echoes")
+            .oauth2(
+                "https://auth.example.org/token",
+                [("agent:execute", "call"), ("data:pii", "personal data")],
+            )
+            .require_scopes(["agent:execute"])
+            .skill_scopes("echo", ["data:pii"]);
+        let skills = SkillPolicy::new(Policy::from_toml(POLICY).unwrap())
+            .scopes_from_card(&card.v0_3_json());
+        let client: SpiffeId = "spiffe://example.org/agent/client".parse().unwrap();
+        let echo = json!({"message": {"metadata": {"skill": "echo"}}});
+        let granted = |scopes: &[&str]| {
+            scopes
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
+        let refused = skills
+            .authorize(
+                &client,
+                methods::SEND_MESSAGE,
+                &echo,
+                &granted(&["agent:execute"]),
+            )
+            .unwrap_err();
+        assert_eq!(refused.message, r#"skill "echo" needs the scope data:pii"#);
+        skills
+            .authorize(
+                &client,
+                methods::SEND_MESSAGE,
+                &echo,
+                &granted(&["agent:execute", "data:pii"]),
+            )
+            .unwrap();
+        // Calls that are not messages need the card's scopes.
+        let refused = skills
+            .authorize(&client, methods::GET_TASK, &json!({}), &granted(&[]))
+            .unwrap_err();
+        assert_eq!(refused.message, "GetTask needs the scope agent:execute");
+        // The policy still decides too: the right scopes do not let in an ID it refuses.
+        let stranger: SpiffeId = "spiffe://other.org/x".parse().unwrap();
+        assert!(
+            skills
+                .authorize(
+                    &stranger,
+                    methods::SEND_MESSAGE,
+                    &echo,
+                    &granted(&["agent:execute", "data:pii"])
+                )
+                .is_err()
         );
     }
 

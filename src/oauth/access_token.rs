@@ -78,6 +78,18 @@ impl VerifiedAccessToken {
     pub fn claims(&self) -> &serde_json::Map<String, Value> {
         &self.claims
     }
+
+    /// A token granting `scopes`, unvalidated: for unit tests only.
+    #[cfg(test)]
+    pub(crate) fn granting(scopes: &[&str]) -> Self {
+        Self {
+            subject: None,
+            client_id: None,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at: UNIX_EPOCH,
+            claims: serde_json::Map::new(),
+        }
+    }
 }
 
 /// Why an access token was refused: each names the rule.

@@ -15,7 +15,8 @@ use crate::tls::PeerIdentity;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The header [`OAuthLayer`] sets to the token's scopes (space-separated) for what runs
-/// behind it (the A2A [`SkillPolicy`](crate::a2a::SkillPolicy)); a client's own is removed.
+/// behind it (the A2A `agent_router` sets its own from the token, for its `SkillPolicy`); a
+/// client's own is removed.
 pub const SCOPE_HEADER: &str = "x-oauth-scope";
 
 /// `request` with `Authorization: Bearer` and a token of `client` for `scopes`.
