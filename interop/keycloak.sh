@@ -99,6 +99,7 @@ start() {
     # A fresh database per start: the H2 files live in STATE_DIR, emptied here.
     rm -rf "$state/data" "$state/keycloak.env"
     password=$(openssl rand -hex 16) log=$state/keycloak.log started=$SECONDS port=
+    : >"$log" # now, not when the background job gets to it: the loop below reads it at once
     # Job control gives the background job its own process group (pgid = its pid), which holds
     # kc.sh and the java it starts, so that stop can signal exactly these processes.
     set -m
@@ -133,8 +134,9 @@ start() {
         fi
         sleep 0.5
     done
-    kill -KILL -- "-$pid" 2>/dev/null || true
     tail -n 40 "$log" >&2
+    kill -0 "$pid" 2>/dev/null || fail "Keycloak exited before it answered (log: $log)"
+    kill -KILL -- "-$pid" 2>/dev/null || true
     fail "Keycloak did not answer GET /realms/master with 200 within 120 s (log: $log)"
 }
 

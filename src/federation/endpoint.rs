@@ -178,8 +178,11 @@ impl BundleEndpoint {
         match self.document() {
             Ok(document) => (
                 StatusCode::OK,
-                [(header::CACHE_CONTROL, "no-store")],
-                axum::Json(document.to_json()),
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                document.to_json().to_string(),
             )
                 .into_response(),
             Err(error) => {
