@@ -107,8 +107,9 @@ start() {
     # STATE_DIR/data/h2 and the object store moves the transaction logs there too, so instances
     # share nothing writable. --cache=local: no JGroups cluster between instances on one machine.
     # The JSSE trust store: outgoing HTTPS (the SPIFFE bundle endpoint) trusts the web certificate.
-    JAVA_OPTS_APPEND="${JAVA_OPTS_APPEND:-} -Dquarkus.transaction-manager.object-store.directory=$state/data/transaction-logs
-        -Djavax.net.ssl.trustStore=$truststore -Djavax.net.ssl.trustStoreType=PKCS12
+    # (kc.sh splits JAVA_OPTS_APPEND with xargs, which honours the single quotes.)
+    JAVA_OPTS_APPEND="${JAVA_OPTS_APPEND:-} '-Dquarkus.transaction-manager.object-store.directory=$state/data/transaction-logs'
+        '-Djavax.net.ssl.trustStore=$truststore' -Djavax.net.ssl.trustStoreType=PKCS12
         -Djavax.net.ssl.trustStorePassword=changeit" \
         KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=$password \
         "$home/bin/kc.sh" start --optimized --http-enabled=true --http-host=127.0.0.1 \

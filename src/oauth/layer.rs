@@ -149,6 +149,7 @@ where
 pub struct OAuthLayer {
     validator: Arc<AccessTokenValidator>,
     required: Arc<[String]>,
+    optional: bool,
 }
 
 impl OAuthLayer {
@@ -157,7 +158,18 @@ impl OAuthLayer {
         Self {
             validator,
             required: Arc::new([]),
+            optional: false,
         }
+    }
+
+    /// Lets a request without `Authorization` through, with no token and no scopes, for
+    /// what runs behind to decide: an agent whose card is public and whose
+    /// [`SkillPolicy`](crate::a2a::SkillPolicy) requires scopes per skill. A token that is
+    /// there must still be valid.
+    #[must_use]
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 
     /// Requires the token to grant each of `scopes` too.
@@ -243,6 +255,9 @@ where
                         .eq_ignore_ascii_case("bearer")
                         .then(|| token.trim().to_owned())
                 });
+            if token.is_none() && layer.optional && !request.headers().contains_key(AUTHORIZATION) {
+                return inner.call(request).await;
+            }
             let Some(token) = token else {
                 crate::tls::token_denied(
                     peer.as_ref(),

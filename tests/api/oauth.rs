@@ -530,6 +530,20 @@ async fn the_oauth_layer_requires_a_valid_token_with_the_scopes() {
     let (status, _, body) = call(&app, Some(&broad), &[("x-oauth-scope", "admin:all")]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, format!("{AGENT} agent:execute data:pii"));
+
+    // Optional: no token passes with no scopes (what runs behind decides); a bad one does not.
+    let open = Router::new()
+        .route(
+            "/a2a",
+            get(|headers: axum::http::HeaderMap| async move {
+                format!("scopes {:?}", headers.get("x-oauth-scope"))
+            }),
+        )
+        .layer(OAuthLayer::new(Arc::new(w.validator())).optional());
+    let (status, _, body) = call(&open, None, &[("x-oauth-scope", "data:pii")]).await;
+    assert_eq!((status, body.as_str()), (200, "scopes None"));
+    let (status, _, _) = call(&open, Some("not.a.token"), &[]).await;
+    assert_eq!(status, 401);
     w.stop().await;
 }
 

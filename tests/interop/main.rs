@@ -23,6 +23,7 @@ mod spire_world;
 mod interop_a2a_python;
 mod interop_card_python;
 mod interop_go_spiffe;
+mod interop_keycloak;
 mod interop_python;
 mod interop_rust_spiffe;
 mod interop_spire;

@@ -1,0 +1,672 @@
+//! A real Keycloak (26.5.6, its SPIFFE identity provider and federated client authenticator)
+//! against this crate: agents get OAuth tokens with their JWT-SVID alone, Keycloak reading
+//! the trust domain's keys from our bundle endpoint; per-skill scopes enforced by the agent;
+//! bad JWT-SVIDs refused by Keycloak; a JWT key rotation; token exchange narrowing.
+//!
+//! `interop/keycloak.sh install` (cached) then `interop/keycloak.sh start DIR` start Keycloak
+//! on loopback and write `DIR/keycloak.env`; these tests read its variables (`.ci/run` exports
+//! them and runs `cargo test --test interop interop_keycloak:: -- --ignored`).
+#![cfg(all(
+    unix,
+    feature = "oauth",
+    feature = "federation",
+    feature = "dev-server",
+    feature = "a2a"
+))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spiffe_mtls::a2a::a2a_server::{DefaultRequestHandler, InMemoryTaskStore};
+use spiffe_mtls::a2a::{
+    self, AgentClient, AgentClientError, CardSigner, InterceptingHandler, MtlsAgentCard,
+    PeerInterceptor, SkillPolicy,
+};
+use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
+use spiffe_mtls::federation::BundleEndpoint;
+use spiffe_mtls::jwt::JwtSource;
+use spiffe_mtls::oauth::{
+    AccessTokenValidator, AssertionFuture, AuthorizationServer, AuthorizationServerHttp,
+    ClientAuth, JwtSvidAssertions, OAuthError, OAuthLayer, TokenClient,
+};
+use spiffe_mtls::rustls::ServerConfig;
+use spiffe_mtls::rustls::pki_types::pem::PemObject;
+use spiffe_mtls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use spiffe_mtls::source::WorkloadApiSource;
+use spiffe_mtls::workload::EndpointAddress;
+use spiffe_mtls::{Policy, SpiffeId, authorize, net, tls};
+
+use crate::agents;
+
+/// Why these tests are ignored by a plain `cargo test` (the attributes repeat it: `ignore`
+/// takes a literal).
+const IGNORE: &str = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored";
+
+const TRUST_DOMAIN: &str = "agents.example";
+const SERVER: &str = "spiffe://agents.example/agent/server";
+const SUMMARIZER: &str = "spiffe://agents.example/agent/summarizer";
+const READER: &str = "spiffe://agents.example/agent/reader";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {IGNORE}"))
+}
+
+/// A reqwest client for plain HTTP to Keycloak on loopback (its admin API).
+fn http() -> reqwest::Client {
+    let provider = spiffe_mtls::crypto::default_provider().unwrap();
+    let config = spiffe_mtls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(spiffe_mtls::rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Keycloak's admin API, for one realm per test.
+struct Admin {
+    url: String,
+    http: reqwest::Client,
+    token: String,
+    realm: String,
+}
+
+impl Admin {
+    async fn new() -> Self {
+        static REALMS: AtomicUsize = AtomicUsize::new(0);
+        let url = env("KEYCLOAK_URL");
+        let http = http();
+        let answer: Value = http
+            .post(format!("{url}/realms/master/protocol/openid-connect/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=password&client_id=admin-cli&username={}&password={}",
+                env("KEYCLOAK_ADMIN"),
+                env("KEYCLOAK_ADMIN_PASSWORD")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = answer["access_token"]
+            .as_str()
+            .expect("an admin token")
+            .to_owned();
+        let realm = format!(
+            "agents-{}-{}",
+            std::process::id(),
+            REALMS.fetch_add(1, Ordering::SeqCst)
+        );
+        Self {
+            url,
+            http,
+            token,
+            realm,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("{}/realms/{}", self.url, self.realm)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) {
+        let response = self
+            .http
+            .request(method, format!("{}/admin/realms{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: HTTP {status}: {text}");
+    }
+
+    /// The realm: the SPIFFE identity provider reading `bundle_endpoint`, the two scopes, a
+    /// federated-JWT client per agent (with the scopes it may ask for), token exchange with
+    /// the downscope-only policy.
+    async fn create(&self, bundle_endpoint: &str, clients: &[(&str, &str, &[&str])]) {
+        let post = reqwest::Method::POST;
+        self.send(
+            post.clone(),
+            "",
+            json!({"realm": self.realm, "enabled": true}),
+        )
+        .await;
+        let realm = format!("/{}", self.realm);
+        self.send(
+            post.clone(),
+            &format!("{realm}/identity-provider/instances"),
+            json!({"alias": "spiffe", "providerId": "spiffe", "enabled": true,
+                   "config": {"trustDomain": format!("spiffe://{TRUST_DOMAIN}"), "bundleEndpoint": bundle_endpoint}}),
+        )
+        .await;
+        for scope in ["agent:execute", "data:pii"] {
+            self.send(
+                post.clone(),
+                &format!("{realm}/client-scopes"),
+                json!({"name": scope, "protocol": "openid-connect",
+                       "attributes": {"include.in.token.scope": "true", "display.on.consent.screen": "false"}}),
+            )
+            .await;
+        }
+        for (client_id, spiffe_id, scopes) in clients {
+            self.send(
+                post.clone(),
+                &format!("{realm}/clients"),
+                json!({
+                    "clientId": client_id, "publicClient": false, "standardFlowEnabled": false,
+                    "directAccessGrantsEnabled": false, "serviceAccountsEnabled": true,
+                    "clientAuthenticatorType": "federated-jwt",
+                    "attributes": {"jwt.credential.issuer": "spiffe", "jwt.credential.sub": spiffe_id,
+                                   "standard.token.exchange.enabled": "true"},
+                    "optionalClientScopes": scopes,
+                    "protocolMappers": [{
+                        "name": "the agent server", "protocol": "openid-connect",
+                        "protocolMapper": "oidc-audience-mapper",
+                        "config": {"included.custom.audience": SERVER, "access.token.claim": "true"}
+                    }],
+                }),
+            )
+            .await;
+        }
+        let put = reqwest::Method::PUT;
+        self.send(
+            put.clone(),
+            &format!("{realm}/client-policies/profiles"),
+            json!({"profiles": [{"name": "downscope-only",
+                   "executors": [{"executor": "downscope-assertion-grant-enforcer", "configuration": {}}]}]}),
+        )
+        .await;
+        self.send(
+            put,
+            &format!("{realm}/client-policies/policies"),
+            json!({"policies": [{"name": "downscope-token-exchange", "enabled": true,
+                   "conditions": [{"condition": "grant-type",
+                       "configuration": {"grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"]}}],
+                   "profiles": ["downscope-only"]}]}),
+        )
+        .await;
+    }
+}
+
+/// JWT-SVIDs of one of the process's identities.
+#[derive(Debug)]
+struct SvidsOf {
+    source: Arc<JwtSource>,
+    id: SpiffeId,
+}
+
+impl JwtSvidAssertions for SvidsOf {
+    fn jwt_svid<'a>(&'a self, audience: &'a str) -> AssertionFuture<'a> {
+        Box::pin(async move {
+            self.source
+                .fetch_svid_of(&[audience.to_owned()], Some(&self.id))
+                .await
+                .map(|svid| svid.token().to_owned())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A fixed assertion (a token made to break a rule).
+#[derive(Debug)]
+struct Fixed(String);
+
+impl JwtSvidAssertions for Fixed {
+    fn jwt_svid<'a>(&'a self, _: &'a str) -> AssertionFuture<'a> {
+        Box::pin(std::future::ready(Ok(self.0.clone())))
+    }
+}
+
+/// A dev server for `trust_domain` with entries `(id, hint, ttl)`, all for this process.
+async fn dev_server(
+    dir: &std::path::Path,
+    trust_domain: &str,
+    entries: &[(&str, &str, &str)],
+) -> DevServer {
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    };
+    let mut config = format!("trust_domain = \"{trust_domain}\"\n");
+    for (id, hint, ttl) in entries {
+        config.push_str(&format!(
+            "[[entry]]\nspiffe_id = \"{id}\"\nselectors = [\"unix:uid:{uid}\"]\nhint = \"{hint}\"\nttl = \"{ttl}\"\ndns_names = [\"localhost\"]\n"
+        ));
+    }
+    DevServer::start(
+        DevServerConfig::from_toml(&config).unwrap(),
+        EndpointAddress::Unix(dir.join(format!("{trust_domain}.sock"))),
+        DevServerOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Everything a test needs: the dev server, its sources, our bundle endpoint (https_web with
+/// the certificate Keycloak trusts), and a realm.
+struct World {
+    _dir: tempfile::TempDir,
+    dev: DevServer,
+    x509: Arc<WorkloadApiSource>,
+    jwt: Arc<JwtSource>,
+    admin: Admin,
+    endpoint: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    async fn start(svid_ttl: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dev_server(
+            dir.path(),
+            TRUST_DOMAIN,
+            &[
+                (SERVER, "server", svid_ttl),
+                (SUMMARIZER, "summarizer", svid_ttl),
+                (READER, "reader", svid_ttl),
+            ],
+        )
+        .await;
+        let x509 = Arc::new(
+            WorkloadApiSource::connect(dev.address().clone())
+                .await
+                .unwrap(),
+        );
+        let jwt = Arc::new(JwtSource::connect(dev.address().clone()).await.unwrap());
+        let endpoint = BundleEndpoint::new(Arc::clone(&x509))
+            .jwt_bundles(Arc::clone(&jwt))
+            .refresh_hint(Duration::from_secs(5));
+        let cert: Vec<CertificateDer> = CertificateDer::pem_file_iter(env("KEYCLOAK_WEB_CERT"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(env("KEYCLOAK_WEB_KEY")).unwrap();
+        let config =
+            ServerConfig::builder_with_provider(spiffe_mtls::crypto::default_provider().unwrap())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(cert, key)
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bundle_url = format!(
+            "https://localhost:{}/",
+            listener.local_addr().unwrap().port()
+        );
+        let endpoint = tokio::spawn(async move {
+            let _ = net::HttpServer::new(listener, Arc::new(config))
+                .allow_anonymous_clients()
+                .serve(endpoint.router())
+                .await;
+        });
+        let admin = Admin::new().await;
+        admin
+            .create(
+                &bundle_url,
+                &[
+                    ("summarizer", SUMMARIZER, &["agent:execute", "data:pii"]),
+                    ("reader", READER, &["agent:execute"]),
+                ],
+            )
+            .await;
+        Self {
+            _dir: dir,
+            dev,
+            x509,
+            jwt,
+            admin,
+            endpoint,
+        }
+    }
+
+    async fn server(&self) -> (AuthorizationServerHttp, AuthorizationServer) {
+        let http = AuthorizationServerHttp::new([]).unwrap();
+        let server = AuthorizationServer::discover(&http, &self.admin.issuer())
+            .await
+            .unwrap();
+        (http, server)
+    }
+
+    async fn tokens(&self, id: &str) -> TokenClient {
+        let (http, server) = self.server().await;
+        let assertions = SvidsOf {
+            source: Arc::clone(&self.jwt),
+            id: id.parse().unwrap(),
+        };
+        TokenClient::new(http, server, ClientAuth::JwtSvid(Arc::new(assertions)))
+    }
+
+    async fn fixed(&self, token: String) -> TokenClient {
+        let (http, server) = self.server().await;
+        TokenClient::new(http, server, ClientAuth::JwtSvid(Arc::new(Fixed(token))))
+    }
+
+    /// The agent server: skills `echo` (the card's `agent:execute`) and `secret` (and
+    /// `data:pii`), its card signed and declaring the `oauth2` scheme, Keycloak's tokens
+    /// validated in front of it for its own audience. Its base URL.
+    async fn agent_server(&self) -> (String, tokio::task::JoinHandle<()>) {
+        let (http, server) = self.server().await;
+        let token_url = server.token_endpoint().to_owned();
+        let validator = AccessTokenValidator::new(http, server).audience(SERVER);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let card = MtlsAgentCard::new("secrets agent", format!("{base}/a2a"))
+            .server_id(SERVER.parse().unwrap())
+            .skill("echo", "Echo", "Replies with the text it was sent")
+            .skill("secret", "Secret", "Tells a secret: personal data")
+            .oauth2(
+                token_url,
+                [
+                    ("agent:execute", "call the agent"),
+                    ("data:pii", "personal data"),
+                ],
+            )
+            .require_scopes(["agent:execute"])
+            .skill_scopes("secret", ["data:pii"])
+            .signed_by(CardSigner::new(Arc::clone(&self.x509)).svid_hint("server"));
+        let policy = Policy::from_toml(&format!(
+            "[connect]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n[routes.echo]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n[routes.secret]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n"
+        ))
+        .unwrap();
+        let skills = SkillPolicy::new(policy.clone()).scopes_from_card(&card.to_json());
+        let handler = InterceptingHandler::new(DefaultRequestHandler::new(
+            agents::SkillsExecutor,
+            InMemoryTaskStore::new(),
+        ))
+        .with_interceptor(PeerInterceptor::new())
+        .with_interceptor(skills);
+        let app = a2a::agent_router(Arc::new(handler), card)
+            .layer(OAuthLayer::new(Arc::new(validator)).optional());
+        let mut config = tls::server_config(Arc::clone(&self.x509), policy.connect().clone())
+            .svid_hint("server")
+            .build()
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let task = tokio::spawn(async move {
+            let _ = net::HttpServer::new(listener, Arc::new(config))
+                .serve(app)
+                .await;
+        });
+        (base, task)
+    }
+
+    /// An A2A client as `hint` over mutual TLS, sending `token` as its bearer.
+    async fn agent_client(&self, base: &str, hint: &str, token: &str) -> AgentClient {
+        let config = tls::client_config(
+            Arc::clone(&self.x509),
+            authorize::id(SERVER.parse().unwrap()),
+        )
+        .svid_hint(hint)
+        .build()
+        .unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let http = net::reqwest_builder(config)
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        AgentClient::with_client(http, base).await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.endpoint.abort();
+        self.dev.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
+async fn an_agent_gets_a_token_with_its_jwt_svid_alone_and_each_skill_needs_its_scopes() {
+    let w = World::start("10m").await;
+    let (base, server) = w.agent_server().await;
+    let summarizer = w.tokens(SUMMARIZER).await;
+    let started = Instant::now();
+    let execute = summarizer.token(&["agent:execute"]).await.unwrap();
+    println!(
+        "token with the JWT-SVID alone in {:?}: scopes {:?}",
+        started.elapsed(),
+        execute.scopes
+    );
+    assert_eq!(execute.scopes, ["agent:execute"]);
+
+    // The allowed skill.
+    let agent = w.agent_client(&base, "summarizer", &execute.token).await;
+    assert_eq!(
+        agent.send_text("hello", Some("echo")).await.unwrap(),
+        "hello"
+    );
+    // The data:pii skill, refused without that scope, naming it.
+    match agent.send_text("who?", Some("secret")).await {
+        Err(AgentClientError::Refused { message, .. }) => {
+            assert_eq!(message, r#"skill "secret" needs the scope data:pii"#);
+        }
+        other => panic!("{other:?}"),
+    }
+    // With it, allowed.
+    let both = summarizer
+        .token(&["agent:execute", "data:pii"])
+        .await
+        .unwrap();
+    let agent = w.agent_client(&base, "summarizer", &both.token).await;
+    assert_eq!(
+        agent.send_text("who?", Some("secret")).await.unwrap(),
+        agents::SECRET
+    );
+    // The reader may not even ask for data:pii: Keycloak refuses the scope.
+    let reader = w.tokens(READER).await;
+    let error = reader
+        .token(&["agent:execute", "data:pii"])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("invalid_scope"), "{error}");
+    // The card declares the scheme with Keycloak's token URL and the per-skill scopes.
+    let card = agent.card();
+    assert!(matches!(
+        card.security_schemes.as_ref().unwrap()["oauth2"],
+        a2a::protocol::SecurityScheme::OAuth2(_)
+    ));
+    server.abort();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
+async fn keycloak_refuses_a_jwt_svid_of_another_trust_domain_expired_or_for_another_audience() {
+    // SVIDs of 4 s: a JWT-SVID expires soon enough to be used expired.
+    let w = World::start("4s").await;
+    let issuer = w.admin.issuer();
+    let summarizer: SpiffeId = SUMMARIZER.parse().unwrap();
+    let refused = |result: Result<_, OAuthError>| match result {
+        Err(OAuthError::Refused {
+            status,
+            error,
+            description,
+        }) => {
+            assert_eq!(error, "invalid_client", "{description:?}");
+            format!("HTTP {status} {error}: {}", description.unwrap_or_default())
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    // The good twin: a fresh JWT-SVID of the summarizer for the issuer.
+    let fresh = w
+        .jwt
+        .fetch_svid_of(std::slice::from_ref(&issuer), Some(&summarizer))
+        .await
+        .unwrap();
+    w.fixed(fresh.token().to_owned())
+        .await
+        .token(&["agent:execute"])
+        .await
+        .unwrap();
+
+    // Another trust domain (another dev server, same path), for the right audience.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = dev_server(
+        other_dir.path(),
+        "other.example",
+        &[("spiffe://other.example/agent/summarizer", "x", "10m")],
+    )
+    .await;
+    let other_jwt = JwtSource::connect(other.address().clone()).await.unwrap();
+    let foreign = other_jwt
+        .fetch_svid(std::slice::from_ref(&issuer))
+        .await
+        .unwrap()
+        .token()
+        .to_owned();
+    let said = refused(w.fixed(foreign).await.token(&["agent:execute"]).await);
+    println!("another trust domain: {said}");
+    // Another audience.
+    let elsewhere = w
+        .jwt
+        .fetch_svid_of(&["https://elsewhere.example".to_owned()], Some(&summarizer))
+        .await
+        .unwrap()
+        .token()
+        .to_owned();
+    let said = refused(w.fixed(elsewhere).await.token(&["agent:execute"]).await);
+    println!("another audience: {said}");
+    // Expired: the fresh one above, once past its expiry.
+    let wait = fresh
+        .expires_at()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(1500)).await;
+    let said = refused(
+        w.fixed(fresh.token().to_owned())
+            .await
+            .token(&["agent:execute"])
+            .await,
+    );
+    println!("expired: {said}");
+    other.shutdown().await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
+async fn after_the_jwt_key_rotates_the_next_token_request_succeeds() {
+    let w = World::start("10m").await;
+    let issuer = w.admin.issuer();
+    let summarizer: SpiffeId = SUMMARIZER.parse().unwrap();
+    let kid = |token: &str| {
+        use base64::Engine as _;
+        let header = token.split('.').next().unwrap_or_default();
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header)
+                .unwrap(),
+        )
+        .unwrap();
+        header["kid"].as_str().unwrap_or_default().to_owned()
+    };
+    let before = w
+        .jwt
+        .fetch_svid_of(std::slice::from_ref(&issuer), Some(&summarizer))
+        .await
+        .unwrap();
+    w.fixed(before.token().to_owned())
+        .await
+        .token(&["agent:execute"])
+        .await
+        .unwrap();
+    // A CA rotation brings a new JWT key: published in the bundle at once, signing after the
+    // propagation delay (1 s).
+    w.dev.rotate_ca().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rotated = loop {
+        // A new source: a fresh token, not the cached one.
+        let fresh_source = JwtSource::connect(w.dev.address().clone()).await.unwrap();
+        let token = fresh_source
+            .fetch_svid_of(std::slice::from_ref(&issuer), Some(&summarizer))
+            .await
+            .unwrap()
+            .token()
+            .to_owned();
+        if kid(&token) != kid(before.token()) {
+            break token;
+        }
+        assert!(Instant::now() < deadline, "no token signed by the new key");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Keycloak has the old keys cached: it fetches our bundle endpoint again for the new kid
+    // (it spaces such fetches out, so allow it some tries).
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(40) {
+        match w
+            .fixed(rotated.clone())
+            .await
+            .token(&["agent:execute"])
+            .await
+        {
+            Ok(token) => {
+                println!(
+                    "a token with the rotated JWT key after {:?} ({} refused before)",
+                    started.elapsed(),
+                    last.as_ref()
+                        .map_or("none".to_owned(), |e: &OAuthError| e.to_string())
+                );
+                assert_eq!(token.scopes, ["agent:execute"]);
+                w.stop().await;
+                return;
+            }
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("no token with the rotated key within 40 s: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
+async fn token_exchange_narrows_a_token_and_cannot_widen_it() {
+    let w = World::start("10m").await;
+    let summarizer = w.tokens(SUMMARIZER).await;
+    let broad = summarizer
+        .token(&["agent:execute", "data:pii"])
+        .await
+        .unwrap();
+    let narrow = summarizer
+        .exchange(&broad.token, &["agent:execute"], None)
+        .await
+        .unwrap();
+    assert_eq!(narrow.scopes, ["agent:execute"]);
+    // Keycloak signed it (the exchanged token's audience is the exchanging client's, not the
+    // resource server's custom one: a next hop names itself with `audience`).
+    let (http, server) = w.server().await;
+    let verified = AccessTokenValidator::new(http, server)
+        .validate(&narrow.token)
+        .await
+        .unwrap();
+    println!(
+        "exchanged token: aud {:?}, scope {:?}",
+        verified.claims().get("aud"),
+        verified.scopes()
+    );
+    assert!(verified.has_scope("agent:execute") && !verified.has_scope("data:pii"));
+    // Widening is refused (the realm's downscope-only policy).
+    let error = summarizer
+        .exchange(&narrow.token, &["data:pii"], None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("invalid_scope"), "{error}");
+    println!("widening refused: {error}");
+    w.stop().await;
+}
