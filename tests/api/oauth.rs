@@ -555,3 +555,151 @@ async fn an_authorization_server_over_plain_http_is_refused_unless_on_loopback()
         .unwrap_err();
     assert!(error.to_string().contains("not https://"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_layer_and_the_reqwest_helper_attach_a_cached_token() {
+    let w = world().await;
+    let client = Arc::new(w.client());
+    let echo = tower::service_fn(|request: axum::http::Request<()>| async move {
+        let header = request
+            .headers()
+            .get("authorization")
+            .map(|v| (v.to_str().unwrap().to_owned(), v.is_sensitive()));
+        Ok::<_, OAuthError>(header)
+    });
+    let service = tower::ServiceBuilder::new()
+        .layer(spiffe_mtls::oauth::OAuthBearerLayer::new(
+            Arc::clone(&client),
+            ["agent:execute"],
+        ))
+        .service(echo);
+    let (header, sensitive) = service
+        .clone()
+        .oneshot(axum::http::Request::new(()))
+        .await
+        .unwrap()
+        .unwrap();
+    let token = header.strip_prefix("Bearer ").unwrap();
+    assert_eq!(claims_of(token)["scope"], "agent:execute");
+    assert!(sensitive, "the token is marked sensitive");
+    // The reqwest helper: the same cached token.
+    let request = spiffe_mtls::oauth::bearer(
+        reqwest_client().get("http://127.0.0.1:1/"),
+        &client,
+        &["agent:execute"],
+    )
+    .await
+    .unwrap()
+    .build()
+    .unwrap();
+    assert_eq!(request.headers()["authorization"], header.as_str());
+    assert_eq!(w.authority.requests.load(Ordering::SeqCst), 1);
+    // A token that cannot be had fails the request with the reason.
+    let refused = tower::ServiceBuilder::new()
+        .layer(spiffe_mtls::oauth::OAuthBearerLayer::new(
+            client,
+            ["admin:all"],
+        ))
+        .service(tower::service_fn(|_: axum::http::Request<()>| async {
+            Ok::<_, OAuthError>(())
+        }))
+        .oneshot(axum::http::Request::new(()))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("invalid_scope"), "{refused}");
+    w.stop().await;
+}
+
+/// A reqwest client (for building requests only).
+fn reqwest_client() -> reqwest::Client {
+    let provider = spiffe_mtls::crypto::default_provider().unwrap();
+    let config = spiffe_mtls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(spiffe_mtls::rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_client_authentication_presents_the_x509_svid_and_names_the_client() {
+    use spiffe_mtls::source::WorkloadApiSource;
+    use spiffe_mtls::tls::PeerIdentity;
+    use spiffe_mtls::{authorize, net, tls};
+
+    let w = world().await;
+    let x509 = Arc::new(
+        WorkloadApiSource::connect(w.authority.dev.address().clone())
+            .await
+            .unwrap(),
+    );
+    // An authorization server over mutual TLS: the client is the handshake's SPIFFE ID, which
+    // must be the client_id it names.
+    let signer = Arc::new(new_signer());
+    let issuer = "https://127.0.0.1/mtls".to_owned();
+    let (token_signer, token_issuer) = (Arc::clone(&signer), issuer.clone());
+    let app = Router::new().route(
+        "/token",
+        post(
+            move |axum::Extension(peer): axum::Extension<PeerIdentity>,
+                  Form(form): Form<HashMap<String, String>>| {
+                let (signer, issuer) = (Arc::clone(&token_signer), token_issuer.clone());
+                async move {
+                    let client = peer.spiffe_id().to_string();
+                    if form.get("client_id") != Some(&client) || form.contains_key("client_assertion") {
+                        return oauth_error(401, "invalid_client", &format!("the handshake was {client}"));
+                    }
+                    let token = signer
+                        .sign_claims(&json!({"iss": issuer, "sub": client, "scope": form["scope"], "exp": now() + 300}))
+                        .unwrap();
+                    (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 300})),
+                    )
+                }
+            },
+        ),
+    );
+    let config = tls::server_config(Arc::clone(&x509), authorize::any())
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!(
+        "https://127.0.0.1:{}/token",
+        listener.local_addr().unwrap().port()
+    );
+    let server_task = tokio::spawn(async move {
+        let _ = net::HttpServer::new(listener, Arc::new(config))
+            .serve(app)
+            .await;
+    });
+    let http = AuthorizationServerHttp::with_tls(
+        tls::client_config(Arc::clone(&x509), authorize::id(AGENT.parse().unwrap()))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let server = AuthorizationServer::new(issuer, token_url, "https://127.0.0.1/unused");
+    let named = |client_id: &str| {
+        TokenClient::new(
+            http.clone(),
+            server.clone(),
+            ClientAuth::MutualTls {
+                client_id: client_id.to_owned(),
+            },
+        )
+    };
+    let token = named(AGENT).token(&["agent:execute"]).await.unwrap();
+    assert_eq!(claims_of(&token.token)["sub"], AGENT);
+    // Naming another client than the SVID presented: refused by the server.
+    let error = named("spiffe://oauth.example/someone-else")
+        .token(&["agent:execute"])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("invalid_client"), "{error}");
+    server_task.abort();
+    w.stop().await;
+}
