@@ -48,6 +48,7 @@ pub(crate) enum Command {
     RotateCa(oneshot::Sender<()>),
     ReplaceEntries(Vec<Entry>, oneshot::Sender<Result<(), ConfigError>>),
     Issue(SvidRequest, oneshot::Sender<Result<X509Svid, DevCaError>>),
+    SetFederated(X509Bundle, Option<JwtBundle>, oneshot::Sender<()>),
 }
 
 /// How the issuer runs.
@@ -308,6 +309,19 @@ impl Issuer {
                     signer.last_expiry = signer.last_expiry.max(svid.expires_at());
                 }
                 let _ = done.send(issued);
+            }
+            Command::SetFederated(bundle, jwt, done) => {
+                let trust_domain = bundle.trust_domain().clone();
+                self.settings
+                    .federated
+                    .retain(|b| b.trust_domain() != &trust_domain);
+                self.settings.federated.push(bundle);
+                self.settings
+                    .federated_jwt
+                    .retain(|b| b.trust_domain() != &trust_domain);
+                self.settings.federated_jwt.extend(jwt);
+                self.publish();
+                let _ = done.send(());
             }
             Command::ReplaceEntries(entries, done) => {
                 let config = DevServerConfig {

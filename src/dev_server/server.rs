@@ -392,6 +392,14 @@ impl DevServer {
         self.command(|done| Command::Issue(request, done)).await
     }
 
+    /// Replaces the bundle (and JWT bundle, `None`: none) of a federated trust domain, or adds
+    /// it, and pushes it to the callers whose entries federate with it: a bundle fetched from
+    /// that trust domain's bundle endpoint, say.
+    pub async fn set_federated(&self, bundle: X509Bundle, jwt: Option<crate::jwt::JwtBundle>) {
+        self.command(|done| Command::SetFederated(bundle, jwt, done))
+            .await;
+    }
+
     /// The JWT bundle of the local trust domain now (its keys: more than one during a CA
     /// rotation).
     ///

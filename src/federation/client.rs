@@ -44,6 +44,17 @@ pub enum EndpointProfile {
         /// The bundle its SVID verifies against.
         bundle: X509Bundle,
     },
+    /// `https_spiffe` bootstrapped from a root's SHA-256 instead of a bundle file: the first
+    /// document is taken only if it holds a root with this digest and the endpoint's SVID
+    /// (of exactly `endpoint_id`, with the key it proved in the handshake) verifies against
+    /// that root; from then on the client is [`HttpsSpiffe`](Self::HttpsSpiffe) with the
+    /// document's roots. For a trust domain whose endpoint serves its own bundle.
+    HttpsSpiffePinned {
+        /// The endpoint server's SPIFFE ID.
+        endpoint_id: SpiffeId,
+        /// The SHA-256 of one of the trust domain's roots (DER), as its operator published it.
+        root_sha256: [u8; 32],
+    },
 }
 
 /// Why a bundle could not be fetched.
@@ -140,8 +151,9 @@ impl BundleEndpointClient {
             url: self.url.clone(),
             reason,
         };
+        let (config, recorded) = self.tls_config()?;
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(self.tls_config()?)
+            .tls_backend_preconfigured(config)
             .https_only(true)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -168,6 +180,22 @@ impl BundleEndpointClient {
         }
         let document = BundleDocument::parse(self.trust_domain.clone(), &body)
             .map_err(|error| self.document_error(error))?;
+        if let (
+            Some(presented),
+            EndpointProfile::HttpsSpiffePinned {
+                endpoint_id,
+                root_sha256,
+            },
+        ) = (&recorded, &self.profile)
+        {
+            let chain = presented.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let bundle = pinned_bootstrap(&document, &chain, endpoint_id, root_sha256)
+                .map_err(fetch_error)?;
+            self.profile = EndpointProfile::HttpsSpiffe {
+                endpoint_id: endpoint_id.clone(),
+                bundle,
+            };
+        }
         if let EndpointProfile::HttpsSpiffe {
             endpoint_id,
             bundle,
@@ -188,9 +216,11 @@ impl BundleEndpointClient {
         }
     }
 
-    /// The rustls config of the profile.
-    fn tls_config(&self) -> Result<ClientConfig, FetchError> {
+    /// The rustls config of the profile, and (for a pinned bootstrap) where the chain the
+    /// server presents is recorded.
+    fn tls_config(&self) -> Result<(ClientConfig, Option<Recorded>), FetchError> {
         let provider = crate::crypto::default_provider().ok_or(FetchError::NoCryptoProvider)?;
+        let mut recorded = None;
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| FetchError::Client(e.to_string()))?;
@@ -215,9 +245,20 @@ impl BundleEndpointClient {
                     provider,
                 }))
                 .with_no_client_auth(),
+            EndpointProfile::HttpsSpiffePinned { .. } => {
+                let verifier = Arc::new(RecordingVerifier {
+                    presented: Recorded::default(),
+                    provider,
+                });
+                recorded = Some(Arc::clone(&verifier.presented));
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth()
+            }
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(config)
+        Ok((config, recorded))
     }
 }
 
@@ -232,6 +273,108 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The chain a server presented, recorded by [`RecordingVerifier`].
+type Recorded = Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>;
+
+/// The first fetch of a pinned bootstrap: the server's chain is recorded, to be verified
+/// once the document (which holds the pinned root) has arrived; nothing in the document is
+/// used before that. Its handshake signature is verified here, with the leaf's key, so the
+/// server proved it holds the key of the chain recorded.
+#[derive(Debug)]
+struct RecordingVerifier {
+    presented: Recorded,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone().into_owned()];
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = chain;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The first document of a pinned bootstrap, checked: it holds the pinned root, and the
+/// chain the server presented is an X.509-SVID of `endpoint_id` valid now against that root
+/// alone. The document's roots, to authenticate the endpoint from then on.
+fn pinned_bootstrap(
+    document: &BundleDocument,
+    chain: &[CertificateDer<'static>],
+    endpoint_id: &SpiffeId,
+    root_sha256: &[u8; 32],
+) -> Result<X509Bundle, String> {
+    let provider = crate::crypto::default_provider().ok_or("no rustls crypto provider")?;
+    let pinned = document
+        .x509
+        .roots()
+        .find(|root| {
+            crate::crypto::sha256(root)
+                .as_ref()
+                .is_some_and(|d| d == root_sha256)
+        })
+        .cloned()
+        .ok_or("the document holds no root with the pinned SHA-256")?;
+    let anchor =
+        X509Bundle::new(document.trust_domain().clone(), [pinned]).map_err(|e| e.to_string())?;
+    let now = UnixTime::since_unix_epoch(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let verified = SvidVerifier::with_provider(&provider)
+        .verify(chain, &[anchor].into_iter().collect(), now)
+        .map_err(|e| format!("the bundle endpoint's SVID against the pinned root: {e}"))?;
+    if verified.spiffe_id() != endpoint_id {
+        return Err(format!(
+            "the bundle endpoint is {}, expected {endpoint_id}",
+            verified.spiffe_id()
+        ));
+    }
+    Ok(document.x509.clone())
 }
 
 /// `https_spiffe`: the server's chain is an X.509-SVID of exactly `endpoint_id`, verified

@@ -378,3 +378,47 @@ fn hostile_documents_are_refused_with_the_reason() {
     let fine = parse(r#"{"keys": [], "spiffe_sequence": 1, "spiffe_refresh_hint": 60}"#).unwrap();
     assert_eq!(fine.sequence, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_bootstrap_takes_the_document_only_from_an_endpoint_of_the_pinned_root() {
+    let genuine = world().await;
+    let impostor = world().await;
+    let pin = spiffe_mtls::crypto::sha256(genuine.dev.roots()[0].as_ref()).unwrap();
+    let pinned = |url: &str| {
+        BundleEndpointClient::new(
+            url,
+            "fed.example".parse().unwrap(),
+            EndpointProfile::HttpsSpiffePinned {
+                endpoint_id: ENDPOINT_ID.parse().unwrap(),
+                root_sha256: pin,
+            },
+        )
+    };
+    // Another CA's endpoint (same trust domain name, same endpoint ID) serving a copy of the
+    // genuine document, pinned root included: its SVID does not chain to that root.
+    let copy = BundleDocument {
+        x509: genuine.bundle(),
+        jwt: None,
+        sequence: Some(1),
+        refresh_hint: None,
+    }
+    .to_json();
+    let (copy_url, copy_task) = serve_documents(&impostor, vec![copy]).await;
+    let error = pinned(&copy_url).fetch().await.unwrap_err().to_string();
+    assert!(error.contains("against the pinned root"), "{error}");
+    // Its own document does not hold the pinned root at all.
+    let (own_url, own_task) = impostor.serve_spiffe(Duration::from_secs(60)).await;
+    let error = pinned(&own_url).fetch().await.unwrap_err().to_string();
+    assert!(error.contains("no root with the pinned SHA-256"), "{error}");
+    // The good twin: the genuine endpoint, then its roots authenticate it.
+    let (url, task) = genuine.serve_spiffe(Duration::from_secs(60)).await;
+    let mut client = pinned(&url);
+    let document = client.fetch().await.unwrap();
+    assert_eq!(document.x509.roots().len(), 1);
+    client.fetch().await.unwrap();
+    for task in [copy_task, own_task, task] {
+        task.abort();
+    }
+    genuine.dev.shutdown().await;
+    impostor.dev.shutdown().await;
+}

@@ -248,3 +248,118 @@ fn bundle_endpoint_usage_errors_exit_2_with_the_reason() {
         "{bad_files:?}"
     );
 }
+
+/// A dev server for `trust_domain` serving its bundle endpoint (refresh hint 1 s), started
+/// in `dir`: the process, its endpoint URL and the root digest it prints.
+fn endpoint_dev_server(
+    dir: &std::path::Path,
+    trust_domain: &str,
+    extra: &[&str],
+) -> (Proc, String, String) {
+    let socket = format!(
+        "unix://{}",
+        dir.join(format!("{trust_domain}.sock")).display()
+    );
+    let id = format!("spiffe://{trust_domain}/workload");
+    let mut args = vec![
+        "dev-server",
+        "--socket",
+        &socket,
+        "--trust-domain",
+        trust_domain,
+        "--id",
+        &id,
+        "--bundle-endpoint",
+        "127.0.0.1:0",
+        "--bundle-refresh-hint",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let ready = format!("bundle endpoint for trust domain {trust_domain} listening on ");
+    let dev = Proc::start(BIN, &args, &ready);
+    let line = dev.lines.lock().unwrap()[0].clone();
+    let root = line
+        .rsplit("root sha256 ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    assert_eq!(root.len(), 64, "{line}");
+    let url = dev.listen.clone();
+    (dev, url, root)
+}
+
+/// The first stdout line of `proc` that contains `text` (bounded wait).
+fn line_with(proc: &Proc, text: &str) -> String {
+    let mut found = None;
+    wait_until(text, || {
+        found = proc
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(text))
+            .cloned();
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
+#[test]
+fn two_dev_servers_federate_through_a_bundle_endpoint_without_copying_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, url, root) = endpoint_dev_server(dir.path(), "a.example", &[]);
+    let federate = format!("a.example={url},{root}");
+    let (b, _, _) =
+        endpoint_dev_server(dir.path(), "b.example", &["--federate-endpoint", &federate]);
+    line_with(&b, "federated bundle of a.example: 1 roots");
+    // B's workloads get a.example's bundle.
+    let files = dir.path().join("b-files");
+    let socket = format!("unix://{}", dir.path().join("b.example.sock").display());
+    let fetched = Command::new(BIN)
+        .args(["fetch", "--socket", &socket, "--write"])
+        .arg(&files)
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{fetched:?}");
+    let federated = std::fs::read_dir(&files)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("a.example.pem"))
+        .expect("a federated bundle file for a.example");
+    assert!(read_bundle("a.example", &federated.path()).roots().len() == 1);
+    // A rotates its CA: B follows by the refresh hint.
+    a.signal("USR2");
+    line_with(&b, "federated bundle of a.example: 2 roots");
+
+    // A pin of no root of A: refused, said on stderr, no bundle taken.
+    let wrong = format!("a.example={url},{}", "0".repeat(64));
+    let (c, _, _) = endpoint_dev_server(dir.path(), "c.example", &["--federate-endpoint", &wrong]);
+    wait_until("the refusal on stderr", || {
+        c.stderr
+            .lock()
+            .unwrap()
+            .contains("no root with the pinned SHA-256")
+    });
+    assert!(
+        !c.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("federated bundle of"))
+    );
+    // A bad value is a usage error.
+    let bad = Command::new(BIN)
+        .args([
+            "dev-server",
+            "--trust-domain",
+            "d.example",
+            "--id",
+            "spiffe://d.example/w",
+            "--federate-endpoint",
+            "a.example=http://x,00",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}

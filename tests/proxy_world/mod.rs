@@ -138,6 +138,8 @@ pub struct Proc {
     pub listen: String,
     /// The address of the "status on http://ADDR" line, if any.
     pub status: Option<String>,
+    /// What it wrote on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Proc {
@@ -194,6 +196,7 @@ impl Proc {
                     lines,
                     listen: listen.trim_end_matches(',').to_owned(),
                     status,
+                    stderr: errors,
                 };
             }
         }

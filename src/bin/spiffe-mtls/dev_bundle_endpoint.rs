@@ -1,15 +1,18 @@
 //! `dev-server --bundle-endpoint ADDR`: the dev server's trust domain bundle served as a
 //! SPIFFE bundle endpoint (`https_spiffe`), with an SVID the dev server issues to itself
-//! (`spiffe://<trust-domain>/spiffe-mtls/bundle-endpoint`, given to no caller).
+//! (`spiffe://<trust-domain>/spiffe-mtls/bundle-endpoint`, given to no caller); and
+//! `--federate-endpoint`: another trust domain's bundle followed from its endpoint.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use spiffe_mtls::dev_server::{DevServer, SvidRequest};
-use spiffe_mtls::federation::BundleEndpoint;
-use spiffe_mtls::jwt::{JwtBundleSet, StaticJwtBundles};
+use spiffe_mtls::federation::{
+    BundleEndpoint, BundleEndpointClient, EndpointProfile, FederatedBundle,
+};
+use spiffe_mtls::jwt::{JwtBundle, JwtBundleSet, StaticJwtBundles};
 use spiffe_mtls::source::{StaticSource, X509Context};
-use spiffe_mtls::{SpiffeId, X509Bundle, net, tls};
+use spiffe_mtls::{SpiffeId, TrustDomain, X509Bundle, net, tls};
 use tokio::time::Instant;
 
 /// The path of the endpoint's SPIFFE ID in the dev server's trust domain.
@@ -69,8 +72,13 @@ impl DevBundleEndpoint {
                 eprintln!("the bundle endpoint stopped: {error}");
             }
         });
+        let root = server
+            .roots()
+            .last()
+            .and_then(|root| spiffe_mtls::audit::sha256_hex(root))
+            .unwrap_or_default();
         println!(
-            "bundle endpoint for trust domain {trust_domain} listening on https://{address}/ (https_spiffe, endpoint SPIFFE ID {id})"
+            "bundle endpoint for trust domain {trust_domain} listening on https://{address}/ (https_spiffe, endpoint SPIFFE ID {id}, root sha256 {root})"
         );
         Ok(Self {
             id,
@@ -123,4 +131,101 @@ fn jwt_bundles(server: &DevServer) -> JwtBundleSet {
         set.insert(bundle);
     }
     set
+}
+
+/// A `--federate-endpoint`: the trust domain, its endpoint, how to authenticate it.
+#[derive(Debug, Clone)]
+pub struct FederateEndpoint {
+    /// The trust domain federated with.
+    pub trust_domain: TrustDomain,
+    url: String,
+    root_sha256: [u8; 32],
+    endpoint_id: SpiffeId,
+}
+
+/// `TD=URL,ROOT_SHA256[,ENDPOINT_SPIFFE_ID]`.
+pub fn parse_federate_endpoint(value: &str) -> Result<FederateEndpoint, String> {
+    let usage = || format!("{value:?} is not TD=URL,ROOT_SHA256[,ENDPOINT_SPIFFE_ID]");
+    let (td, rest) = value.split_once('=').ok_or_else(usage)?;
+    let trust_domain: TrustDomain = td.parse().map_err(|e| format!("{td:?}: {e}"))?;
+    let mut parts = rest.split(',');
+    let (Some(url), Some(digest)) = (parts.next(), parts.next()) else {
+        return Err(usage());
+    };
+    if !url.starts_with("https://") {
+        return Err(format!("{url:?}: a bundle endpoint URL is https://"));
+    }
+    let bytes: Vec<u8> = (0..digest.len())
+        .step_by(2)
+        .filter_map(|i| digest.get(i..i + 2))
+        .map(|pair| u8::from_str_radix(pair, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{digest:?} is not a SHA-256 in hex"))?;
+    let root_sha256: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{digest:?} is not a SHA-256 in hex (64 digits)"))?;
+    let endpoint_id = match parts.next() {
+        Some(id) => id.parse().map_err(|e| format!("{id:?}: {e}"))?,
+        None => SpiffeId::new(&format!("{}{ENDPOINT_PATH}", trust_domain.id_string()))
+            .map_err(|e| e.to_string())?,
+    };
+    if parts.next().is_some() {
+        return Err(usage());
+    }
+    Ok(FederateEndpoint {
+        trust_domain,
+        url: url.to_owned(),
+        root_sha256,
+        endpoint_id,
+    })
+}
+
+/// Follows each endpoint; every document taken comes out of the receiver.
+pub fn follow_endpoints(
+    endpoints: &[FederateEndpoint],
+) -> tokio::sync::mpsc::Receiver<(X509Bundle, Option<JwtBundle>)> {
+    let (send, receive) = tokio::sync::mpsc::channel(16);
+    for endpoint in endpoints {
+        let client = BundleEndpointClient::new(
+            endpoint.url.clone(),
+            endpoint.trust_domain.clone(),
+            EndpointProfile::HttpsSpiffePinned {
+                endpoint_id: endpoint.endpoint_id.clone(),
+                root_sha256: endpoint.root_sha256,
+            },
+        );
+        let send = send.clone();
+        let (trust_domain, url) = (endpoint.trust_domain.clone(), endpoint.url.clone());
+        tokio::spawn(async move {
+            let watched = FederatedBundle::watch(client);
+            let mut changes = watched.changes();
+            let mut said_error = None;
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let document = changes.borrow_and_update().clone();
+                        if let Some(document) = document {
+                            said_error = None;
+                            if send.send((document.x509.clone(), document.jwt.clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        // A failing endpoint is said once per distinct reason.
+                        if let Some((_, error)) = watched.last_error()
+                            && said_error.as_ref() != Some(&error)
+                        {
+                            eprintln!("federating with {trust_domain} at {url}: {error}");
+                            said_error = Some(error);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    receive
 }

@@ -60,6 +60,13 @@ pub struct Args {
     /// Write the local bundle as PEM here, and again at every CA change.
     #[arg(long, value_name = "FILE")]
     write_bundle: Option<PathBuf>,
+    /// Federate with a trust domain through its bundle endpoint (another dev server's
+    /// --bundle-endpoint, say), bootstrapped from the SHA-256 of one of its roots (which that
+    /// dev server prints): TD=URL,ROOT_SHA256[,ENDPOINT_SPIFFE_ID] (the ID defaults to
+    /// spiffe://TD/spiffe-mtls/bundle-endpoint). Its bundle is fetched as its refresh hint
+    /// asks and goes to the callers of the entries that federate with TD, as with --federate.
+    #[arg(long, value_name = "TD=URL,SHA256", value_parser = crate::dev_bundle_endpoint::parse_federate_endpoint)]
+    federate_endpoint: Vec<crate::dev_bundle_endpoint::FederateEndpoint>,
     /// Serve the trust domain's bundle (roots and JWT-SVID keys) as a SPIFFE bundle endpoint
     /// at https://ADDR/ (`https_spiffe`: the endpoint presents an SVID of
     /// spiffe://<trust-domain>/spiffe-mtls/bundle-endpoint, issued by this server).
@@ -91,7 +98,11 @@ fn parse_federate(value: &str) -> Result<(TrustDomain, PathBuf), String> {
 }
 
 fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String> {
-    let federated = args.federate.iter().map(|(td, _)| td.clone());
+    let federated = args.federate.iter().map(|(td, _)| td.clone()).chain(
+        args.federate_endpoint
+            .iter()
+            .map(|f| f.trust_domain.clone()),
+    );
     let config = match (&args.config, &args.trust_domain, &args.id) {
         (Some(path), _, _) => {
             let config = DevServerConfig::load(path, args.svid_ttl).map_err(|e| e.to_string())?;
@@ -102,9 +113,9 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
                     .any(|e| e.federates_with.contains(&td))
                 {
                     return Err(format!(
-                        "--federate {td}: no entry of {} federates with it, so no caller would \
-                         get its bundle (add federates_with = [\"{td}\"] to the entries that \
-                         should trust it)",
+                        "federating with {td}: no entry of {} federates with it, so no caller \
+                         would get its bundle (add federates_with = [\"{td}\"] to the entries \
+                         that should trust it)",
                         path.display()
                     ));
                 }
@@ -178,6 +189,7 @@ pub fn run(args: &Args) -> ExitCode {
         if let Some(path) = &args.write_bundle {
             write_bundle(&server, path)?;
         }
+        let mut federations = crate::dev_bundle_endpoint::follow_endpoints(&args.federate_endpoint);
         let mut endpoint = match &args.bundle_endpoint {
             Some(listen) => Some(
                 DevBundleEndpoint::start(&server, listen, args.svid_ttl, args.bundle_refresh_hint)
@@ -260,6 +272,14 @@ pub fn run(args: &Args) -> ExitCode {
                     if let Some(dashboard) = &dashboard {
                         dashboard.update(&server);
                     }
+                }
+                Some((bundle, jwt)) = federations.recv() => {
+                    println!(
+                        "federated bundle of {}: {} roots",
+                        bundle.trust_domain(),
+                        bundle.roots().len()
+                    );
+                    server.set_federated(bundle, jwt).await;
                 }
                 () = renewal(endpoint.as_ref()) => {
                     if let Some(endpoint) = &mut endpoint {
