@@ -15,30 +15,26 @@
 ))]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use spiffe_mtls::a2a::a2a_server::{DefaultRequestHandler, InMemoryTaskStore};
 use spiffe_mtls::a2a::{
     self, AgentClient, AgentClientError, CardSigner, InterceptingHandler, MtlsAgentCard,
     PeerInterceptor, SkillPolicy,
 };
 use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
-use spiffe_mtls::federation::BundleEndpoint;
 use spiffe_mtls::jwt::JwtSource;
 use spiffe_mtls::oauth::{
     AccessTokenValidator, AssertionFuture, AuthorizationServer, AuthorizationServerHttp,
     ClientAuth, JwtSvidAssertions, OAuthError, OAuthLayer, TokenClient,
 };
-use spiffe_mtls::rustls::ServerConfig;
-use spiffe_mtls::rustls::pki_types::pem::PemObject;
-use spiffe_mtls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use spiffe_mtls::source::WorkloadApiSource;
 use spiffe_mtls::workload::EndpointAddress;
 use spiffe_mtls::{Policy, SpiffeId, authorize, net, tls};
 
 use crate::agents;
+use crate::keycloak::Keycloak;
 
 /// Why these tests are ignored by a plain `cargo test` (the attributes repeat it: `ignore`
 /// takes a literal).
@@ -49,154 +45,8 @@ const SERVER: &str = "spiffe://agents.example/agent/server";
 const SUMMARIZER: &str = "spiffe://agents.example/agent/summarizer";
 const READER: &str = "spiffe://agents.example/agent/reader";
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {IGNORE}"))
-}
-
-/// A reqwest client for plain HTTP to Keycloak on loopback (its admin API).
-fn http() -> reqwest::Client {
-    let provider = spiffe_mtls::crypto::default_provider().unwrap();
-    let config = spiffe_mtls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(spiffe_mtls::rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Keycloak's admin API, for one realm per test.
-struct Admin {
-    url: String,
-    http: reqwest::Client,
-    token: String,
-    realm: String,
-}
-
-impl Admin {
-    async fn new() -> Self {
-        static REALMS: AtomicUsize = AtomicUsize::new(0);
-        let url = env("KEYCLOAK_URL");
-        let http = http();
-        let answer: Value = http
-            .post(format!("{url}/realms/master/protocol/openid-connect/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=password&client_id=admin-cli&username={}&password={}",
-                env("KEYCLOAK_ADMIN"),
-                env("KEYCLOAK_ADMIN_PASSWORD")
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = answer["access_token"]
-            .as_str()
-            .expect("an admin token")
-            .to_owned();
-        let realm = format!(
-            "agents-{}-{}",
-            std::process::id(),
-            REALMS.fetch_add(1, Ordering::SeqCst)
-        );
-        Self {
-            url,
-            http,
-            token,
-            realm,
-        }
-    }
-
-    fn issuer(&self) -> String {
-        format!("{}/realms/{}", self.url, self.realm)
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) {
-        let response = self
-            .http
-            .request(method, format!("{}/admin/realms{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{path}: HTTP {status}: {text}");
-    }
-
-    /// The realm: the SPIFFE identity provider reading `bundle_endpoint`, the two scopes, a
-    /// federated-JWT client per agent (with the scopes it may ask for), token exchange with
-    /// the downscope-only policy.
-    async fn create(&self, bundle_endpoint: &str, clients: &[(&str, &str, &[&str])]) {
-        let post = reqwest::Method::POST;
-        self.send(
-            post.clone(),
-            "",
-            json!({"realm": self.realm, "enabled": true}),
-        )
-        .await;
-        let realm = format!("/{}", self.realm);
-        self.send(
-            post.clone(),
-            &format!("{realm}/identity-provider/instances"),
-            json!({"alias": "spiffe", "providerId": "spiffe", "enabled": true,
-                   "config": {"trustDomain": format!("spiffe://{TRUST_DOMAIN}"), "bundleEndpoint": bundle_endpoint}}),
-        )
-        .await;
-        for scope in ["agent:execute", "data:pii"] {
-            self.send(
-                post.clone(),
-                &format!("{realm}/client-scopes"),
-                json!({"name": scope, "protocol": "openid-connect",
-                       "attributes": {"include.in.token.scope": "true", "display.on.consent.screen": "false"}}),
-            )
-            .await;
-        }
-        for (client_id, spiffe_id, scopes) in clients {
-            self.send(
-                post.clone(),
-                &format!("{realm}/clients"),
-                json!({
-                    "clientId": client_id, "publicClient": false, "standardFlowEnabled": false,
-                    "directAccessGrantsEnabled": false, "serviceAccountsEnabled": true,
-                    "clientAuthenticatorType": "federated-jwt",
-                    "attributes": {"jwt.credential.issuer": "spiffe", "jwt.credential.sub": spiffe_id,
-                                   "standard.token.exchange.enabled": "true"},
-                    "optionalClientScopes": scopes,
-                    "protocolMappers": [{
-                        "name": "the agent server", "protocol": "openid-connect",
-                        "protocolMapper": "oidc-audience-mapper",
-                        "config": {"included.custom.audience": SERVER, "access.token.claim": "true"}
-                    }],
-                }),
-            )
-            .await;
-        }
-        let put = reqwest::Method::PUT;
-        self.send(
-            put.clone(),
-            &format!("{realm}/client-policies/profiles"),
-            json!({"profiles": [{"name": "downscope-only",
-                   "executors": [{"executor": "downscope-assertion-grant-enforcer", "configuration": {}}]}]}),
-        )
-        .await;
-        self.send(
-            put,
-            &format!("{realm}/client-policies/policies"),
-            json!({"policies": [{"name": "downscope-token-exchange", "enabled": true,
-                   "conditions": [{"condition": "grant-type",
-                       "configuration": {"grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"]}}],
-                   "profiles": ["downscope-only"]}]}),
-        )
-        .await;
-    }
+fn keycloak() -> Keycloak {
+    Keycloak::from_env().unwrap_or_else(|| panic!("no KEYCLOAK_* variables: {IGNORE}"))
 }
 
 /// JWT-SVIDs of one of the process's identities.
@@ -260,7 +110,7 @@ struct World {
     dev: DevServer,
     x509: Arc<WorkloadApiSource>,
     jwt: Arc<JwtSource>,
-    admin: Admin,
+    issuer: String,
     endpoint: tokio::task::JoinHandle<()>,
 }
 
@@ -283,55 +133,36 @@ impl World {
                 .unwrap(),
         );
         let jwt = Arc::new(JwtSource::connect(dev.address().clone()).await.unwrap());
-        let endpoint = BundleEndpoint::new(Arc::clone(&x509))
-            .jwt_bundles(Arc::clone(&jwt))
-            .refresh_hint(Duration::from_secs(5));
-        let cert: Vec<CertificateDer> = CertificateDer::pem_file_iter(env("KEYCLOAK_WEB_CERT"))
-            .unwrap()
-            .collect::<Result<_, _>>()
+        let keycloak = keycloak();
+        let (bundle_url, endpoint) = keycloak
+            .serve_bundle_endpoint(x509.clone(), jwt.clone())
+            .await
             .unwrap();
-        let key = PrivateKeyDer::from_pem_file(env("KEYCLOAK_WEB_KEY")).unwrap();
-        let config =
-            ServerConfig::builder_with_provider(spiffe_mtls::crypto::default_provider().unwrap())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(cert, key)
-                .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bundle_url = format!(
-            "https://localhost:{}/",
-            listener.local_addr().unwrap().port()
-        );
-        let endpoint = tokio::spawn(async move {
-            let _ = net::HttpServer::new(listener, Arc::new(config))
-                .allow_anonymous_clients()
-                .serve(endpoint.router())
-                .await;
-        });
-        let admin = Admin::new().await;
-        admin
-            .create(
+        let issuer = keycloak
+            .realm(
+                TRUST_DOMAIN,
                 &bundle_url,
+                SERVER,
                 &[
                     ("summarizer", SUMMARIZER, &["agent:execute", "data:pii"]),
                     ("reader", READER, &["agent:execute"]),
                 ],
             )
-            .await;
+            .await
+            .unwrap();
         Self {
             _dir: dir,
             dev,
             x509,
             jwt,
-            admin,
+            issuer,
             endpoint,
         }
     }
 
     async fn server(&self) -> (AuthorizationServerHttp, AuthorizationServer) {
         let http = AuthorizationServerHttp::new([]).unwrap();
-        let server = AuthorizationServer::discover(&http, &self.admin.issuer())
+        let server = AuthorizationServer::discover(&http, &self.issuer)
             .await
             .unwrap();
         (http, server)
@@ -490,7 +321,7 @@ async fn an_agent_gets_a_token_with_its_jwt_svid_alone_and_each_skill_needs_its_
 async fn keycloak_refuses_a_jwt_svid_of_another_trust_domain_expired_or_for_another_audience() {
     // SVIDs of 4 s: a JWT-SVID expires soon enough to be used expired.
     let w = World::start("4s").await;
-    let issuer = w.admin.issuer();
+    let issuer = w.issuer.clone();
     let summarizer: SpiffeId = SUMMARIZER.parse().unwrap();
     let refused = |result: Result<_, OAuthError>| match result {
         Err(OAuthError::Refused {
@@ -563,7 +394,7 @@ async fn keycloak_refuses_a_jwt_svid_of_another_trust_domain_expired_or_for_anot
 #[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
 async fn after_the_jwt_key_rotates_the_next_token_request_succeeds() {
     let w = World::start("10m").await;
-    let issuer = w.admin.issuer();
+    let issuer = w.issuer.clone();
     let summarizer: SpiffeId = SUMMARIZER.parse().unwrap();
     let kid = |token: &str| {
         use base64::Engine as _;

@@ -9,6 +9,10 @@
 #[path = "../../examples/support/agents.rs"]
 mod agents;
 
+#[cfg(all(feature = "oauth", feature = "federation"))]
+#[path = "../../examples/support/keycloak.rs"]
+mod keycloak;
+
 #[path = "../interop_tools/mod.rs"]
 mod interop_tools;
 
