@@ -378,3 +378,67 @@ impl tracing::Subscriber for StderrLog {
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// The agent (its skills `echo` and `secret`) at level 3 of the A2A authentication guide:
+/// mutual TLS with `source`'s SVID with `hint`, and OAuth tokens of `validator`'s issuer
+/// (whose token endpoint is `token_url`): the card, signed, declares the `oauth2` scheme,
+/// `agent:execute` for every call and `data:pii` for `secret` too; the card stays public
+/// (the token is optional there), each skill's scopes are required by the `SkillPolicy`.
+#[cfg(feature = "oauth")]
+pub fn start_oauth_agent_server(
+    source: Arc<dyn X509Source>,
+    hint: &str,
+    listener: TcpListener,
+    host: &str,
+    policy: Policy,
+    token_url: &str,
+    validator: spiffe_mtls::oauth::AccessTokenValidator,
+) -> Result<AgentServer, String> {
+    let context = source.x509_context().map_err(|e| e.to_string())?;
+    let id = context
+        .svid_by_hint(hint)
+        .ok_or_else(|| format!("no SVID with hint {hint}"))?
+        .spiffe_id()
+        .clone();
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let base_url = format!("https://{host}:{port}");
+    let card = MtlsAgentCard::new("spiffe-mtls example agent", format!("{base_url}/a2a"))
+        .description("Replies with your text (skill echo) or tells a secret (skill secret)")
+        .server_id(id.clone())
+        .skill("echo", "Echo", "Replies with the text it was sent")
+        .skill("secret", "Secret", "Tells a secret: personal data")
+        .oauth2(
+            token_url,
+            [
+                ("agent:execute", "call the agent"),
+                ("data:pii", "personal data"),
+            ],
+        )
+        .require_scopes(["agent:execute"])
+        .skill_scopes("secret", ["data:pii"])
+        .signed_by(CardSigner::new(Arc::clone(&source)).svid_hint(hint));
+    let skills = SkillPolicy::new(policy.clone()).scopes_from_card(&card.to_json());
+    let owners = TaskOwners::default();
+    let tasks = owners.handler(
+        DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
+            .with_authorizer(owners.clone()),
+    );
+    let handler = InterceptingHandler::new(tasks)
+        .with_interceptor(PeerInterceptor::new())
+        .with_interceptor(skills);
+    let layer = spiffe_mtls::oauth::OAuthLayer::new(Arc::new(validator)).optional();
+    let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card).layer(layer);
+    let mut config = tls::server_config(Arc::clone(&source), policy.connect().clone())
+        .svid_hint(hint)
+        .build()
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let requests = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(net::HttpServer::new(listener, Arc::new(config)).serve(app));
+    Ok(AgentServer {
+        base_url,
+        id,
+        requests,
+        task,
+    })
+}

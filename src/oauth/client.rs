@@ -52,6 +52,48 @@ impl JwtSvidAssertions for crate::jwt::JwtSource {
     }
 }
 
+/// JWT-SVIDs of one of the workload's identities (when it has several): the assertions of
+/// that identity's client.
+///
+/// # Example
+/// ```no_run
+/// use std::sync::Arc;
+/// use spiffe_mtls::jwt::JwtSource;
+/// use spiffe_mtls::oauth::{ClientAuth, JwtSvidsOf};
+///
+/// # async fn run(source: Arc<JwtSource>) -> Result<(), Box<dyn std::error::Error>> {
+/// let auth = ClientAuth::JwtSvid(Arc::new(JwtSvidsOf::new(source, "spiffe://example.org/agent/client".parse()?)));
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "workload-api")]
+#[derive(Debug, Clone)]
+pub struct JwtSvidsOf {
+    source: Arc<crate::jwt::JwtSource>,
+    id: crate::SpiffeId,
+}
+
+#[cfg(feature = "workload-api")]
+impl JwtSvidsOf {
+    /// The JWT-SVIDs of `id` from `source`.
+    pub fn new(source: Arc<crate::jwt::JwtSource>, id: crate::SpiffeId) -> Self {
+        Self { source, id }
+    }
+}
+
+#[cfg(feature = "workload-api")]
+impl JwtSvidAssertions for JwtSvidsOf {
+    fn jwt_svid<'a>(&'a self, audience: &'a str) -> AssertionFuture<'a> {
+        Box::pin(async move {
+            self.source
+                .fetch_svid_of(&[audience.to_owned()], Some(&self.id))
+                .await
+                .map(|svid| svid.token().to_owned())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 impl<T: JwtSvidAssertions + ?Sized> JwtSvidAssertions for Arc<T> {
     fn jwt_svid<'a>(&'a self, audience: &'a str) -> AssertionFuture<'a> {
         (**self).jwt_svid(audience)

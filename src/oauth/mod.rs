@@ -20,6 +20,8 @@ mod server;
 pub use access_token::{
     AccessTokenError, AccessTokenValidator, MAX_ACCESS_TOKEN_BYTES, VerifiedAccessToken,
 };
+#[cfg(feature = "workload-api")]
+pub use client::JwtSvidsOf;
 pub use client::{
     ACCESS_TOKEN_TYPE, AccessToken, AssertionFuture, ClientAuth, JWT_SPIFFE_ASSERTION_TYPE,
     JwtSvidAssertions, REFRESH_BEFORE_EXPIRY, TOKEN_EXCHANGE_GRANT, TokenClient,

@@ -18,16 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spiffe_mtls::a2a::a2a_server::{DefaultRequestHandler, InMemoryTaskStore};
-use spiffe_mtls::a2a::{
-    self, AgentClient, AgentClientError, CardSigner, InterceptingHandler, MtlsAgentCard,
-    PeerInterceptor, SkillPolicy,
-};
+use spiffe_mtls::a2a::{self, AgentClient, AgentClientError};
 use spiffe_mtls::dev_server::{DevServer, DevServerConfig, DevServerOptions};
 use spiffe_mtls::jwt::JwtSource;
 use spiffe_mtls::oauth::{
     AccessTokenValidator, AssertionFuture, AuthorizationServer, AuthorizationServerHttp,
-    ClientAuth, JwtSvidAssertions, OAuthError, OAuthLayer, TokenClient,
+    ClientAuth, JwtSvidAssertions, JwtSvidsOf, OAuthError, TokenClient,
 };
 use spiffe_mtls::source::WorkloadApiSource;
 use spiffe_mtls::workload::EndpointAddress;
@@ -47,25 +43,6 @@ const READER: &str = "spiffe://agents.example/agent/reader";
 
 fn keycloak() -> Keycloak {
     Keycloak::from_env().unwrap_or_else(|| panic!("no KEYCLOAK_* variables: {IGNORE}"))
-}
-
-/// JWT-SVIDs of one of the process's identities.
-#[derive(Debug)]
-struct SvidsOf {
-    source: Arc<JwtSource>,
-    id: SpiffeId,
-}
-
-impl JwtSvidAssertions for SvidsOf {
-    fn jwt_svid<'a>(&'a self, audience: &'a str) -> AssertionFuture<'a> {
-        Box::pin(async move {
-            self.source
-                .fetch_svid_of(&[audience.to_owned()], Some(&self.id))
-                .await
-                .map(|svid| svid.token().to_owned())
-                .map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// A fixed assertion (a token made to break a rule).
@@ -170,10 +147,7 @@ impl World {
 
     async fn tokens(&self, id: &str) -> TokenClient {
         let (http, server) = self.server().await;
-        let assertions = SvidsOf {
-            source: Arc::clone(&self.jwt),
-            id: id.parse().unwrap(),
-        };
+        let assertions = JwtSvidsOf::new(Arc::clone(&self.jwt), id.parse().unwrap());
         TokenClient::new(http, server, ClientAuth::JwtSvid(Arc::new(assertions)))
     }
 
@@ -182,56 +156,27 @@ impl World {
         TokenClient::new(http, server, ClientAuth::JwtSvid(Arc::new(Fixed(token))))
     }
 
-    /// The agent server: skills `echo` (the card's `agent:execute`) and `secret` (and
-    /// `data:pii`), its card signed and declaring the `oauth2` scheme, Keycloak's tokens
-    /// validated in front of it for its own audience. Its base URL.
-    async fn agent_server(&self) -> (String, tokio::task::JoinHandle<()>) {
+    /// The agent server ([`agents::start_oauth_agent_server`]) with Keycloak's tokens
+    /// validated for its own audience.
+    async fn agent_server(&self) -> agents::AgentServer {
         let (http, server) = self.server().await;
         let token_url = server.token_endpoint().to_owned();
         let validator = AccessTokenValidator::new(http, server).audience(SERVER);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!(
-            "https://127.0.0.1:{}",
-            listener.local_addr().unwrap().port()
-        );
-        let card = MtlsAgentCard::new("secrets agent", format!("{base}/a2a"))
-            .server_id(SERVER.parse().unwrap())
-            .skill("echo", "Echo", "Replies with the text it was sent")
-            .skill("secret", "Secret", "Tells a secret: personal data")
-            .oauth2(
-                token_url,
-                [
-                    ("agent:execute", "call the agent"),
-                    ("data:pii", "personal data"),
-                ],
-            )
-            .require_scopes(["agent:execute"])
-            .skill_scopes("secret", ["data:pii"])
-            .signed_by(CardSigner::new(Arc::clone(&self.x509)).svid_hint("server"));
         let policy = Policy::from_toml(&format!(
             "[connect]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n[routes.echo]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n[routes.secret]\ntrust_domains = [\"{TRUST_DOMAIN}\"]\n"
         ))
         .unwrap();
-        let skills = SkillPolicy::new(policy.clone()).scopes_from_card(&card.to_json());
-        let handler = InterceptingHandler::new(DefaultRequestHandler::new(
-            agents::SkillsExecutor,
-            InMemoryTaskStore::new(),
-        ))
-        .with_interceptor(PeerInterceptor::new())
-        .with_interceptor(skills);
-        let app = a2a::agent_router(Arc::new(handler), card)
-            .layer(OAuthLayer::new(Arc::new(validator)).optional());
-        let mut config = tls::server_config(Arc::clone(&self.x509), policy.connect().clone())
-            .svid_hint("server")
-            .build()
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let task = tokio::spawn(async move {
-            let _ = net::HttpServer::new(listener, Arc::new(config))
-                .serve(app)
-                .await;
-        });
-        (base, task)
+        agents::start_oauth_agent_server(
+            self.x509.clone(),
+            "server",
+            listener,
+            "127.0.0.1",
+            policy,
+            &token_url,
+            validator,
+        )
+        .unwrap()
     }
 
     /// An A2A client as `hint` over mutual TLS, sending `token` as its bearer.
@@ -265,7 +210,8 @@ impl World {
 #[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
 async fn an_agent_gets_a_token_with_its_jwt_svid_alone_and_each_skill_needs_its_scopes() {
     let w = World::start("10m").await;
-    let (base, server) = w.agent_server().await;
+    let server = w.agent_server().await;
+    let base = server.base_url.clone();
     let summarizer = w.tokens(SUMMARIZER).await;
     let started = Instant::now();
     let execute = summarizer.token(&["agent:execute"]).await.unwrap();
@@ -312,7 +258,7 @@ async fn an_agent_gets_a_token_with_its_jwt_svid_alone_and_each_skill_needs_its_
         card.security_schemes.as_ref().unwrap()["oauth2"],
         a2a::protocol::SecurityScheme::OAuth2(_)
     ));
-    server.abort();
+    server.stop();
     w.stop().await;
 }
 
