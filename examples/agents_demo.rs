@@ -10,15 +10,26 @@
 //! with no failed call. It exits by itself (0 when all went as expected) after `--duration`
 //! (default 20s; or `AGENTS_DEMO_DURATION`), with SVIDs living `--svid-ttl` (default 8s; or
 //! `AGENTS_DEMO_SVID_TTL`).
+//!
+//! With `--oauth`, the three levels of the A2A authentication guide side by side instead:
+//! mutual TLS, a JWT-SVID bearer, and an OAuth token from a real Keycloak that the agent got
+//! with its JWT-SVID alone, with per-skill scopes (`agent:execute`, `data:pii`). Keycloak is
+//! the one the `KEYCLOAK_*` variables of `interop/keycloak.sh start`'s `keycloak.env` name,
+//! else one this demo starts with that script (a 164 MB download the first time, cached;
+//! needs Java 17).
 
 #[path = "support/agents.rs"]
 mod agents;
 #[path = "support/demo.rs"]
 mod demo;
+#[path = "support/keycloak.rs"]
+mod keycloak;
+#[path = "support/oauth_demo.rs"]
+mod oauth_demo;
 
 use std::time::Duration;
 
-const USAGE: &str = "usage: agents_demo [--duration DURATION] [--svid-ttl DURATION]";
+const USAGE: &str = "usage: agents_demo [--duration DURATION] [--svid-ttl DURATION] [--oauth]";
 
 #[tokio::main]
 async fn main() {
@@ -54,7 +65,11 @@ fn duration_flag(
 }
 
 async fn run() -> Result<bool, String> {
-    let flags = agents::Flags::parse(&["duration", "svid-ttl"], &[], USAGE)?;
+    let flags = agents::Flags::parse(&["duration", "svid-ttl"], &["oauth"], USAGE)?;
+    if flags.on("oauth") {
+        let summary = oauth_demo::run_oauth(&mut |line| println!("{line}")).await?;
+        return Ok(summary.ok());
+    }
     let duration = duration_flag(
         &flags,
         "duration",

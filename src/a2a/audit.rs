@@ -104,6 +104,20 @@ pub(crate) fn refused(
     rule: &dyn fmt::Display,
     evidence: CallEvidence<'_>,
 ) {
+    refused_because(peer, method, skill, route, rule, REFUSED_REASON, evidence);
+}
+
+/// A call refused for `reason` (when it is not the rule's refusal of the ID: a scope the
+/// caller's token lacks, say).
+pub(crate) fn refused_because(
+    peer: &SpiffeId,
+    method: &str,
+    skill: &str,
+    route: &str,
+    rule: &dyn fmt::Display,
+    reason: &str,
+    evidence: CallEvidence<'_>,
+) {
     to_sinks(
         Decision::Denied,
         Some(peer),
@@ -111,7 +125,7 @@ pub(crate) fn refused(
         skill,
         route,
         rule,
-        Some(REFUSED_REASON),
+        Some(reason),
         evidence,
     );
     tracing::warn!(
@@ -124,7 +138,7 @@ pub(crate) fn refused(
         method = method,
         skill = skill,
         route = route,
-        reason = REFUSED_REASON,
+        reason = reason,
         "A2A call refused"
     );
 }

@@ -218,7 +218,8 @@ impl SkillPolicy {
             let policy = self.policy.current();
             let rule = format!("{method} requires the OAuth scope {}", missing.join(" "));
             let evidence = CallEvidence::of(request, policy.sha256());
-            super::audit::refused(id, method, "-", method, &rule, evidence);
+            let reason = format!("the token lacks the scope {}", missing.join(" "));
+            super::audit::refused_because(id, method, "-", method, &rule, &reason, evidence);
             return Err(A2AError::new(
                 REFUSED_CODE,
                 format!("{method} needs the scope {}", missing.join(" ")),

@@ -447,3 +447,23 @@ async fn token_exchange_narrows_a_token_and_cannot_widen_it() {
     println!("widening refused: {error}");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Keycloak: interop/keycloak.sh install, then interop/keycloak.sh start DIR and its keycloak.env exported; .ci/run does both and runs these with --ignored"]
+async fn agents_demo_oauth_shows_the_three_levels_side_by_side() {
+    let mut lines = Vec::new();
+    let summary = crate::oauth_demo::run_oauth(&mut |line| lines.push(line))
+        .await
+        .unwrap();
+    let text = lines.join("\n");
+    assert!(summary.ok(), "{summary:?}\n{text}");
+    for expected in [
+        "level 1, mutual TLS: ",
+        "level 2, JWT-SVID bearer: ",
+        "level 3, OAuth: a token for [\"agent:execute\"] with the JWT-SVID as client assertion; skill echo answered \"hello\"",
+        "level 3, OAuth: skill secret refused: skill \"secret\" needs the scope data:pii",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+    assert!(!text.contains("FAILED"), "{text}");
+}

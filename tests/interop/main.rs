@@ -12,6 +12,14 @@ mod agents;
 #[cfg(all(feature = "oauth", feature = "federation"))]
 #[path = "../../examples/support/keycloak.rs"]
 mod keycloak;
+#[cfg(all(
+    feature = "oauth",
+    feature = "federation",
+    feature = "a2a",
+    feature = "dev-server"
+))]
+#[path = "../../examples/support/oauth_demo.rs"]
+mod oauth_demo;
 
 #[path = "../interop_tools/mod.rs"]
 mod interop_tools;
