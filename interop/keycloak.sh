@@ -4,7 +4,7 @@
 # over HTTPS is exchanged for an access token.
 #
 # Usage:
-#   interop/keycloak.sh install           download (sha1-checked), unpack and `kc.sh build` once,
+#   interop/keycloak.sh install           download (SHA-512-checked), unpack and `kc.sh build` once,
 #                                         and create the bundle endpoints' web certificate once
 #   interop/keycloak.sh start STATE_DIR   start on 127.0.0.1, a free port, an empty database in
 #                                         STATE_DIR; writes and prints STATE_DIR/keycloak.env
@@ -13,9 +13,12 @@
 # Environment: SPIFFE_MTLS_CACHE   the cache (default $HOME/.cache/spiffe-mtls)
 # Exit status: 0 on success, 1 on a failure, 2 on a usage error, 3 when java is missing.
 set -euo pipefail
+# What it writes (the admin password in keycloak.env, the key of the web certificate) is for
+# this user alone, from the first byte.
+umask 077
 
 version=26.5.6
-sha1=d899ed0a9e2da32a15924f87121f9e93cef6d981
+sha512=09473578015a4c9a8b74eb7461d114bfd48400544e022a8b8eee1b21f87006cfe0649e14836122c0e81d4daaf8a8e4b43d7ca85198fb9e4419da0426754a4b66
 url=https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/$version/keycloak-quarkus-dist-$version.tar.gz
 # Build-time options, fixed by `kc.sh build`: the two preview features, the embedded H2 database.
 build_options=(--db=dev-file "--features=spiffe,client-auth-federated")
@@ -50,8 +53,8 @@ install() {
         echo "downloading $url"
         curl --fail --location --silent --show-error --retry 5 --retry-delay 3 --retry-all-errors \
             --output "$tmp/dist.tar.gz" "$url"
-        echo "$sha1  $tmp/dist.tar.gz" | sha1sum --check --quiet ||
-            fail "the download does not have sha1 $sha1"
+        echo "$sha512  $tmp/dist.tar.gz" | sha512sum --check --quiet ||
+            fail "the download does not have the SHA-512 pinned here"
         tar --no-same-owner -xzf "$tmp/dist.tar.gz" -C "$tmp"
         # Moved into place only when complete, so an interrupted run is simply redone.
         rm -rf "$home" && mv "$tmp/keycloak-$version" "$home"

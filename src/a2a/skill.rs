@@ -161,8 +161,10 @@ impl SkillPolicy {
     }
 
     /// Requires, besides the policy, the OAuth scopes the agent's `card` (either dialect, as
-    /// JSON) names in its security requirements: each message those of its skill (the card's
-    /// for a skill without its own), every other call the card's. The scopes granted are those
+    /// JSON) names in its security requirements: each new message those of its skill (the
+    /// card's for a skill without its own); a call that reaches existing tasks (`GetTask`,
+    /// `CancelTask`, `SubscribeToTask`, `ListTasks`, push configurations, a message continuing
+    /// a task) every scope the card names, as it may reach a task another skill made. The scopes granted are those
     /// of the token an `OAuthLayer` (feature `oauth`) in front of
     /// [`agent_router`](super::agent_router) validated (none without one: such calls are
     /// refused; a client cannot name its own). A refusal names the missing scope:
@@ -214,7 +216,8 @@ impl SkillPolicy {
         if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
             return self.authorize_message(id, method, request, granted);
         }
-        if let Err(missing) = self.check_scopes(None, granted) {
+        // A call over existing tasks: it may reach a task of any skill.
+        if let Err(missing) = self.check_all_scopes(granted) {
             let policy = self.policy.current();
             let rule = format!("{method} requires the OAuth scope {}", missing.join(" "));
             let evidence = CallEvidence::of(request, policy.sha256());
@@ -286,7 +289,18 @@ impl SkillPolicy {
                 format!("skill {skill:?} does not allow {id}"),
             ));
         }
-        if let Err(missing) = self.check_scopes(Some(&skill), granted) {
+        // A message continuing a task may reach what another skill made: it needs every
+        // scope, as a call over tasks does.
+        let continues_task = request
+            .pointer("/message/taskId")
+            .and_then(Value::as_str)
+            .is_some_and(|task| !task.is_empty());
+        let scopes = if continues_task {
+            self.check_all_scopes(granted)
+        } else {
+            self.check_scopes(Some(&skill), granted)
+        };
+        if let Err(missing) = scopes {
             let rule = format!(
                 "skill {skill:?} requires the OAuth scope {}",
                 missing.join(" ")
@@ -313,7 +327,7 @@ impl SkillPolicy {
 }
 
 impl SkillPolicy {
-    /// The card's scopes for `skill` (or a call that is no message) against `granted`.
+    /// The card's scopes for `skill` against `granted`.
     fn check_scopes(
         &self,
         skill: Option<&str>,
@@ -321,6 +335,14 @@ impl SkillPolicy {
     ) -> Result<(), Vec<String>> {
         match &self.scopes {
             Some(scopes) => scopes.check(skill, granted),
+            None => Ok(()),
+        }
+    }
+
+    /// Every scope the card names, against `granted`.
+    fn check_all_scopes(&self, granted: &BTreeSet<String>) -> Result<(), Vec<String>> {
+        match &self.scopes {
+            Some(scopes) => scopes.check_all(granted),
             None => Ok(()),
         }
     }
@@ -337,7 +359,8 @@ fn granted_scopes(params: &a2a_server::ServiceParams) -> BTreeSet<String> {
         .get(SCOPE_HEADER_NAME)
         .into_iter()
         .flatten()
-        .flat_map(|value| value.split_whitespace())
+        .flat_map(|value| value.split(' '))
+        .filter(|scope| !scope.is_empty())
         .map(str::to_owned)
         .collect()
 }
@@ -488,54 +511,68 @@ mod tests {
     fn a_skill_needs_the_scopes_the_card_names_and_the_refusal_names_the_missing_one() {
         let card = crate::a2a::MtlsAgentCard::new("a", "https://127.0.0.1:1/a2a")
             .skill("echo", "Echo", "echoes")
+            .skill("secret", "Secret", "personal data")
             .oauth2(
                 "https://auth.example.org/token",
                 [("agent:execute", "call"), ("data:pii", "personal data")],
             )
             .require_scopes(["agent:execute"])
-            .skill_scopes("echo", ["data:pii"]);
-        let skills = SkillPolicy::new(Policy::from_toml(POLICY).unwrap())
+            .skill_scopes("secret", ["data:pii"]);
+        let policy = format!("{POLICY}[routes.secret]\ntrust_domains = [\"example.org\"]\n");
+        let skills = SkillPolicy::new(Policy::from_toml(&policy).unwrap())
             .scopes_from_card(&card.v0_3_json());
         let client: SpiffeId = "spiffe://example.org/agent/client".parse().unwrap();
-        let echo = json!({"message": {"metadata": {"skill": "echo"}}});
         let granted = |scopes: &[&str]| {
             scopes
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect::<BTreeSet<_>>()
         };
+        let (echo, secret) = (
+            json!({"message": {"metadata": {"skill": "echo"}}}),
+            json!({"message": {"metadata": {"skill": "secret"}}}),
+        );
+        let execute = granted(&["agent:execute"]);
+        let both = granted(&["agent:execute", "data:pii"]);
+        skills
+            .authorize(&client, methods::SEND_MESSAGE, &echo, &execute)
+            .unwrap();
         let refused = skills
-            .authorize(
-                &client,
-                methods::SEND_MESSAGE,
-                &echo,
-                &granted(&["agent:execute"]),
-            )
+            .authorize(&client, methods::SEND_MESSAGE, &secret, &execute)
+            .unwrap_err();
+        assert_eq!(
+            refused.message,
+            r#"skill "secret" needs the scope data:pii"#
+        );
+        skills
+            .authorize(&client, methods::SEND_MESSAGE, &secret, &both)
+            .unwrap();
+        let refused = skills
+            .authorize(&client, methods::SEND_MESSAGE, &echo, &granted(&[]))
+            .unwrap_err();
+        assert_eq!(
+            refused.message,
+            r#"skill "echo" needs the scope agent:execute"#
+        );
+        // Calls over existing tasks need every scope the card names: a task may be a secret.
+        let refused = skills
+            .authorize(&client, methods::GET_TASK, &json!({}), &execute)
+            .unwrap_err();
+        assert_eq!(refused.message, "GetTask needs the scope data:pii");
+        skills
+            .authorize(&client, methods::GET_TASK, &json!({}), &both)
+            .unwrap();
+        // So does a message continuing a task, whatever skill it names.
+        let continuing = json!({"message": {"taskId": "t1", "metadata": {"skill": "echo"}}});
+        let refused = skills
+            .authorize(&client, methods::SEND_MESSAGE, &continuing, &execute)
             .unwrap_err();
         assert_eq!(refused.message, r#"skill "echo" needs the scope data:pii"#);
-        skills
-            .authorize(
-                &client,
-                methods::SEND_MESSAGE,
-                &echo,
-                &granted(&["agent:execute", "data:pii"]),
-            )
-            .unwrap();
-        // Calls that are not messages need the card's scopes.
-        let refused = skills
-            .authorize(&client, methods::GET_TASK, &json!({}), &granted(&[]))
-            .unwrap_err();
-        assert_eq!(refused.message, "GetTask needs the scope agent:execute");
         // The policy still decides too: the right scopes do not let in an ID it refuses.
         let stranger: SpiffeId = "spiffe://other.org/x".parse().unwrap();
         assert!(
             skills
-                .authorize(
-                    &stranger,
-                    methods::SEND_MESSAGE,
-                    &echo,
-                    &granted(&["agent:execute", "data:pii"])
-                )
+                .authorize(&stranger, methods::SEND_MESSAGE, &secret, &both)
                 .is_err()
         );
     }

@@ -72,6 +72,31 @@ impl SkillScopes {
     }
 }
 
+impl SkillScopes {
+    /// `Ok` when `granted` holds every scope any requirement of the card names (the card's
+    /// and every skill's); else the missing ones. For calls that reach an existing task
+    /// (`GetTask`, a message continuing a task...): which skill made it is not known here, so
+    /// they need what the strictest skill needs.
+    pub(crate) fn check_all(&self, granted: &BTreeSet<String>) -> Result<(), Vec<String>> {
+        let mut missing: Vec<String> = self
+            .card
+            .iter()
+            .chain(self.by_skill.values().flatten())
+            .flatten()
+            .flatten()
+            .filter(|scope| !granted.contains(*scope))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+}
+
 /// The names of the OAuth schemes a card declares.
 fn oauth_schemes(card: &Value) -> BTreeSet<String> {
     card.get("securitySchemes")

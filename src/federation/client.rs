@@ -142,9 +142,14 @@ impl BundleEndpointClient {
     /// Fetches the document once. With `https_spiffe` for the trust domain fetched, the
     /// document's roots authenticate the endpoint from then on.
     ///
+    /// A document is refused (and nothing of it used) when it has no X.509 root, a root that
+    /// names another trust domain, or, once a document with a `spiffe_sequence` was taken, a
+    /// lower sequence or none (an older copy: a rollback).
+    ///
     /// # Errors
     /// [`FetchError`]: the endpoint could not be reached or authenticated, answered other than
-    /// 200, or sent a document that is invalid or larger than [`MAX_DOCUMENT_BYTES`].
+    /// 200, or sent a document that is invalid, refused as above, or larger than
+    /// [`MAX_DOCUMENT_BYTES`].
     pub async fn fetch(&mut self) -> Result<BundleDocument, FetchError> {
         let fetch_error = |reason: String| FetchError::Fetch {
             trust_domain: self.trust_domain.clone(),
@@ -180,6 +185,22 @@ impl BundleEndpointClient {
         }
         let document = BundleDocument::parse(self.trust_domain.clone(), &body)
             .map_err(|error| self.document_error(error))?;
+        // Checked before anything of it is used, the endpoint's bundle included.
+        if document.x509.is_empty() {
+            return Err(self.document_error(DocumentError::NoRoots));
+        }
+        document
+            .x509
+            .check_root_names()
+            .map_err(|error| self.document_error(DocumentError::X509(error)))?;
+        if let Some(last) = self.last_sequence
+            && document.sequence.is_none_or(|got| got < last)
+        {
+            return Err(self.document_error(DocumentError::Older {
+                last,
+                got: document.sequence,
+            }));
+        }
         if let (
             Some(presented),
             EndpointProfile::HttpsSpiffePinned {
@@ -448,9 +469,9 @@ impl ServerCertVerifier for EndpointSvidVerifier {
 
 /// A trust domain's bundle, fetched from its endpoint again and again as its refresh hint
 /// asks (between [`MIN_REFRESH_HINT`] and [`MAX_REFRESH_HINT`]; [`DEFAULT_REFETCH`] without
-/// one; after a failure, again in 1 s, doubling up to the hint). A document whose
-/// `spiffe_sequence` is lower than the last one taken is ignored (an older copy, replayed
-/// or from a stale replica). Dropping it stops the fetching.
+/// one; after a failure, again in 1 s, doubling up to 5 min). A document the client refuses
+/// (an older copy, replayed or from a stale replica; no roots) is not taken: the bundle in
+/// use stays, and [`last_error`](Self::last_error) says why. Dropping it stops the fetching.
 ///
 /// # Example
 /// ```no_run
@@ -526,24 +547,15 @@ async fn follow(
                     .refresh_hint
                     .unwrap_or(DEFAULT_REFETCH)
                     .clamp(MIN_REFRESH_HINT, MAX_REFRESH_HINT);
-                let previous = publish.borrow().as_ref().and_then(|d| d.sequence);
-                let older = matches!((previous, document.sequence), (Some(p), Some(n)) if n < p);
-                if older {
-                    tracing::warn!(
-                        trust_domain = %client.trust_domain(),
-                        "ignored a bundle document older than the one in use (spiffe_sequence went down)"
-                    );
-                } else {
-                    publish.send_if_modified(|current| {
-                        let changed = current.as_ref().is_none_or(|c| {
-                            c.sequence != document.sequence || c.to_json() != document.to_json()
-                        });
-                        if changed {
-                            *current = Some(Arc::new(document));
-                        }
-                        changed
+                publish.send_if_modified(|current| {
+                    let changed = current.as_ref().is_none_or(|c| {
+                        c.sequence != document.sequence || c.to_json() != document.to_json()
                     });
-                }
+                    if changed {
+                        *current = Some(Arc::new(document));
+                    }
+                    changed
+                });
                 wait
             }
             Err(error) => {

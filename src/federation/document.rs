@@ -50,6 +50,17 @@ pub enum DocumentError {
     /// Its JWT part is invalid.
     #[error("the bundle document's JWT-SVID keys: {0}")]
     Jwt(#[from] JwtBundleError),
+    /// A federated bundle with no X.509 root (it would trust nothing of that trust domain).
+    #[error("the bundle document has no X.509 root")]
+    NoRoots,
+    /// An older document than one taken before: `spiffe_sequence` went down (or went away).
+    #[error("the bundle document's spiffe_sequence is {got:?}, after {last}: an older copy")]
+    Older {
+        /// The sequence of the last document taken.
+        last: u64,
+        /// This one's.
+        got: Option<u64>,
+    },
     /// `spiffe_refresh_hint` or `spiffe_sequence` is not a non-negative integer.
     #[error("the bundle document's {0} is not a non-negative integer")]
     Number(&'static str),

@@ -24,6 +24,12 @@ pub const MAX_ACCESS_TOKEN_BYTES: usize = 16 * 1024;
 /// fetch a second.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long fetching the issuer's keys may take.
+const KEYS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest lifetime an access token may claim (its `exp` beyond now).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Header parameters that would let a token name its own key.
 const SELF_NAMED_KEYS: [&str; 4] = ["jwk", "jku", "x5u", "x5c"];
 
@@ -102,8 +108,10 @@ pub enum AccessTokenError {
     /// The `alg` is missing, unknown, symmetric or `none`.
     #[error("alg {0:?} is not an asymmetric JWS algorithm")]
     Algorithm(String),
-    /// The header names a key or a critical extension.
-    #[error("the header has {0:?}: keys come only from the issuer's jwks_uri")]
+    /// The header names a key, a critical extension, or another type than a JWT.
+    #[error(
+        "the header has {0:?}: keys come only from the issuer's jwks_uri, and a token is a JWT"
+    )]
     Header(String),
     /// No key of the issuer has the token's `kid`.
     #[error("no key {0:?} among the issuer's keys")]
@@ -151,6 +159,17 @@ impl AccessTokenError {
     }
 }
 
+/// The audience rule.
+#[derive(Debug, Clone)]
+enum Audience {
+    /// Neither `audience` nor `any_audience` was called: every token is refused.
+    Unset,
+    /// Any `aud`.
+    Any,
+    /// `aud` must include this.
+    Required(String),
+}
+
 /// The issuer's keys and when they were fetched.
 #[derive(Default)]
 struct Keys {
@@ -181,9 +200,9 @@ struct Keys {
 pub struct AccessTokenValidator {
     http: AuthorizationServerHttp,
     server: AuthorizationServer,
-    audience: Option<String>,
+    audience: Audience,
     leeway: Duration,
-    keys: tokio::sync::Mutex<Keys>,
+    keys: std::sync::Mutex<Keys>,
     algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
 }
 
@@ -205,17 +224,26 @@ impl AccessTokenValidator {
         Self {
             http,
             server,
-            audience: None,
+            audience: Audience::Unset,
             leeway: Duration::from_secs(30),
-            keys: tokio::sync::Mutex::new(Keys::default()),
+            keys: std::sync::Mutex::new(Keys::default()),
             algorithms,
         }
     }
 
-    /// Requires `aud` to include `audience` (this resource server's identifier).
+    /// Requires `aud` to include `audience` (this resource server's identifier). One of
+    /// this or [`any_audience`](Self::any_audience) is needed: without either, every token
+    /// is refused (a token one agent received must not open another).
     #[must_use]
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = Some(audience.into());
+        self.audience = Audience::Required(audience.into());
+        self
+    }
+
+    /// Accepts a token of the issuer whatever its `aud` (an issuer that names no audience).
+    #[must_use]
+    pub fn any_audience(mut self) -> Self {
+        self.audience = Audience::Any;
         self
     }
 
@@ -241,6 +269,13 @@ impl AccessTokenValidator {
             .find(|name| parsed.header.get(name).is_some())
         {
             return Err(AccessTokenError::Header((*name).to_owned()));
+        }
+        if let Some(typ) = parsed.header.get("typ").and_then(Value::as_str)
+            && !["jwt", "at+jwt", "application/at+jwt"]
+                .iter()
+                .any(|t| typ.eq_ignore_ascii_case(t))
+        {
+            return Err(AccessTokenError::Header(format!("typ {typ}")));
         }
         let alg_name = parsed
             .header
@@ -288,24 +323,54 @@ impl AccessTokenValidator {
         if exp.saturating_add(leeway) <= now {
             return Err(AccessTokenError::Expired);
         }
+        if exp > now.saturating_add(MAX_LIFETIME.as_secs()) {
+            return Err(AccessTokenError::Malformed(format!(
+                "exp is more than {} h away",
+                MAX_LIFETIME.as_secs() / 3600
+            )));
+        }
         if let Some(nbf) = claims.get("nbf") {
             let nbf = nbf.as_u64().ok_or(AccessTokenError::NotYetValid)?;
             if nbf > now.saturating_add(leeway) {
                 return Err(AccessTokenError::NotYetValid);
             }
         }
-        if let Some(audience) = &self.audience {
-            let holds = match claims.get("aud") {
-                Some(Value::String(aud)) => aud == audience,
-                Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(audience)),
-                _ => false,
-            };
-            if !holds {
-                return Err(AccessTokenError::Audience(audience.clone()));
+        match &self.audience {
+            Audience::Unset => {
+                return Err(AccessTokenError::Audience(
+                    "(none configured: call audience() or any_audience())".to_owned(),
+                ));
+            }
+            Audience::Any => {}
+            Audience::Required(audience) => {
+                let holds = match claims.get("aud") {
+                    Some(Value::String(aud)) => aud == audience,
+                    Some(Value::Array(auds)) => {
+                        auds.iter().any(|aud| aud.as_str() == Some(audience))
+                    }
+                    _ => false,
+                };
+                if !holds {
+                    return Err(AccessTokenError::Audience(audience.clone()));
+                }
             }
         }
+        // Keycloak's ID and refresh tokens are signed by the same key for the same issuer.
+        if let Some(typ) = claims.get("typ").and_then(Value::as_str)
+            && !typ.eq_ignore_ascii_case("bearer")
+        {
+            return Err(AccessTokenError::Malformed(format!(
+                "typ {typ:?}: not an access token"
+            )));
+        }
         let scopes = text("scope")
-            .map(|scope| scope.split_whitespace().map(str::to_owned).collect())
+            .map(|scope| {
+                scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(VerifiedAccessToken {
             subject: text("sub"),
@@ -316,24 +381,31 @@ impl AccessTokenValidator {
         })
     }
 
-    /// The key `kid`, fetching the keys again when it is unknown (at most every second).
+    /// The key `kid`, fetching the keys again when it is unknown (at most every second). A
+    /// fetch runs outside the lock: tokens of known keys never wait for it, and one for
+    /// another unknown `kid` meanwhile is refused at once.
     async fn key(&self, kid: &str) -> Result<JwtKey, AccessTokenError> {
-        let mut keys = self.keys.lock().await;
-        if let Some(key) = keys.by_kid.get(kid) {
-            return Ok(key.clone());
-        }
-        let due = keys
-            .fetched
-            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
-        if due {
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(key) = keys.by_kid.get(kid) {
+                return Ok(key.clone());
+            }
+            let due = keys
+                .fetched
+                .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+            if !due {
+                return Err(AccessTokenError::UnknownKey(kid.to_owned()));
+            }
             keys.fetched = Some(Instant::now());
-            let jwks = self
-                .http
-                .get_json(self.server.jwks_uri())
-                .await
-                .map_err(|e: OAuthError| AccessTokenError::Keys(e.to_string()))?;
-            keys.by_kid = signing_keys(&jwks);
         }
+        let jwks = self
+            .http
+            .get_json_within(self.server.jwks_uri(), KEYS_TIMEOUT)
+            .await
+            .map_err(|e: OAuthError| AccessTokenError::Keys(e.to_string()))?;
+        let fetched = signing_keys(&jwks);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.by_kid = fetched;
         keys.by_kid
             .get(kid)
             .cloned()

@@ -26,6 +26,9 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
 /// The most scope sets whose tokens are cached.
 const MAX_CACHED: usize = 64;
 
+/// The longest lifetime a token is cached for, whatever `expires_in` says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// The lifetime assumed for a token whose answer gives no `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 
@@ -318,7 +321,8 @@ impl TokenClient {
 fn scope_key(scopes: &[&str]) -> Vec<String> {
     let mut key: Vec<String> = scopes
         .iter()
-        .flat_map(|scope| scope.split_whitespace())
+        .flat_map(|scope| scope.split(' '))
+        .filter(|scope| !scope.is_empty())
         .map(str::to_owned)
         .collect();
     key.sort_unstable();
@@ -363,12 +367,17 @@ fn parse_token(body: &Value, asked: &[String]) -> Result<AccessToken, String> {
         ),
     };
     let scopes = match body.get("scope").and_then(Value::as_str) {
-        Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),
+        Some(scope) => scope
+            .split(' ')
+            .filter(|scope| !scope.is_empty())
+            .map(str::to_owned)
+            .collect(),
         None => asked.to_vec(),
     };
     Ok(AccessToken {
         token: token.to_owned(),
-        expires_at: SystemTime::now() + lifetime,
+        // A lifetime past a day is taken as a day (and never overflows the clock).
+        expires_at: SystemTime::now() + lifetime.min(MAX_LIFETIME),
         scopes,
     })
 }

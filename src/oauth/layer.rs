@@ -165,7 +165,8 @@ impl OAuthLayer {
     /// Lets a request without `Authorization` through, with no token and no scopes, for
     /// what runs behind to decide: an agent whose card is public and whose
     /// [`SkillPolicy`](crate::a2a::SkillPolicy) requires scopes per skill. A token that is
-    /// there must still be valid.
+    /// there must still be valid; with [`require_scopes`](Self::require_scopes), a request
+    /// without one is refused all the same.
     #[must_use]
     pub fn optional(mut self) -> Self {
         self.optional = true;
@@ -255,7 +256,12 @@ where
                         .eq_ignore_ascii_case("bearer")
                         .then(|| token.trim().to_owned())
                 });
-            if token.is_none() && layer.optional && !request.headers().contains_key(AUTHORIZATION) {
+            // Optional: a request with no token passes, unless the layer requires scopes.
+            if token.is_none()
+                && layer.optional
+                && layer.required.is_empty()
+                && !request.headers().contains_key(AUTHORIZATION)
+            {
                 return inner.call(request).await;
             }
             let Some(token) = token else {

@@ -194,10 +194,20 @@ impl AuthorizationServerHttp {
 
     /// `GET url` as JSON.
     pub(crate) async fn get_json(&self, url: &str) -> Result<Value, OAuthError> {
+        self.get_json_within(url, EXCHANGE_TIMEOUT).await
+    }
+
+    /// `GET url` as JSON, within `timeout`.
+    pub(crate) async fn get_json_within(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Value, OAuthError> {
         Self::check_url(url)?;
         let response = self
             .client
             .get(url)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| http_error(url, &e))?;

@@ -317,33 +317,62 @@ async fn serve_documents(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_older_document_is_ignored_by_the_watch() {
+async fn an_older_or_empty_document_is_refused_and_the_bundle_in_use_stays() {
     let w = world().await;
-    let mut newer = BundleDocument {
-        x509: w.bundle(),
-        jwt: None,
-        sequence: Some(10),
-        refresh_hint: Some(Duration::from_secs(1)),
+    let document = |sequence: Option<u64>, roots: bool| {
+        let mut json = BundleDocument {
+            x509: w.bundle(),
+            jwt: None,
+            sequence,
+            refresh_hint: Some(Duration::from_secs(1)),
+        }
+        .to_json();
+        if !roots {
+            json["keys"] = json!([]);
+        }
+        json
+    };
+    // In turn: sequence 10; 9 (older); none (after one with a sequence); 11 with no root.
+    let documents = vec![
+        document(Some(10), true),
+        document(Some(9), true),
+        document(None, true),
+        document(Some(11), false),
+    ];
+    let (url, task) = serve_documents(&w, documents).await;
+    let mut client = w.spiffe_client(&url, ENDPOINT_ID, w.bundle());
+    assert_eq!(client.fetch().await.unwrap().sequence, Some(10));
+    for expected in [
+        "spiffe_sequence is Some(9), after 10",
+        "spiffe_sequence is None, after 10",
+        "no X.509 root",
+    ] {
+        let error = client.fetch().await.unwrap_err().to_string();
+        assert!(error.contains(expected), "{expected}: {error}");
     }
-    .to_json();
-    let mut older = newer.clone();
-    older["spiffe_sequence"] = json!(9);
-    older["keys"] = json!([]);
-    newer["spiffe_refresh_hint"] = json!(1);
-    let (url, task) = serve_documents(&w, vec![newer, older]).await;
+    // The watch keeps the bundle in use, and says why.
+    let (url, task2) = serve_documents(
+        &w,
+        vec![
+            document(Some(10), true),
+            document(Some(9), false),
+            document(None, true),
+        ],
+    )
+    .await;
     let watched = FederatedBundle::watch(w.spiffe_client(&url, ENDPOINT_ID, w.bundle()));
     let mut changes = watched.changes();
     tokio::time::timeout(Duration::from_secs(10), changes.wait_for(Option::is_some))
         .await
         .unwrap()
         .unwrap();
-    // Two more refresh hints: the older document (sequence 9, no roots) was fetched and
-    // ignored.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let current = watched.current().unwrap();
     assert_eq!(current.sequence, Some(10));
     assert_eq!(current.x509.roots().len(), 1);
+    assert!(watched.last_error().is_some());
     task.abort();
+    task2.abort();
     w.dev.shutdown().await;
 }
 

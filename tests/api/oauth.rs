@@ -244,11 +244,13 @@ impl World {
         )
     }
 
+    /// A validator accepting any audience (the tests of `aud` set their own).
     fn validator(&self) -> AccessTokenValidator {
         AccessTokenValidator::new(
             AuthorizationServerHttp::new([]).unwrap(),
             self.server.clone(),
         )
+        .any_audience()
     }
 
     async fn stop(self) {
@@ -289,6 +291,16 @@ async fn an_agent_gets_scoped_tokens_with_its_jwt_svid_alone_cached_per_scope_se
         error.to_string().contains("Invalid scopes: admin:all"),
         "{error}"
     );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_of_ages_is_cut_to_a_day_without_a_panic() {
+    let w = world().await;
+    *w.authority.lifetime.lock().unwrap() = u64::MAX / 2;
+    let token = w.client().token(&["agent:execute"]).await.unwrap();
+    let left = token.expires_at.duration_since(SystemTime::now()).unwrap();
+    assert!(left <= Duration::from_secs(24 * 3600), "{left:?}");
     w.stop().await;
 }
 
@@ -420,11 +432,37 @@ async fn the_resource_server_validates_tokens_rule_by_rule() {
         let error = validator.validate(&token).await.unwrap_err();
         assert_eq!(error.rule(), rule, "{name}: {error}");
     }
-    // Without an audience set, `aud` is not checked (the good twin of "another audience").
+    let more: Vec<(&str, String, &str)> = vec![
+        ("an ID token", with("typ", json!("ID")), "format"),
+        ("a refresh token", with("typ", json!("Refresh")), "format"),
+        ("a lifetime of ages", with("exp", json!(u64::MAX)), "format"),
+        (
+            "another header type",
+            {
+                let header = json!({"alg": "ES256", "kid": signer, "typ": "dpop+jwt"});
+                w.authority
+                    .signer
+                    .lock()
+                    .unwrap()
+                    .sign_parts(&header.to_string(), &claims.to_string())
+                    .unwrap()
+            },
+            "header",
+        ),
+    ];
+    for (name, token, rule) in more {
+        let error = validator.validate(&token).await.unwrap_err();
+        assert_eq!(error.rule(), rule, "{name}: {error}");
+    }
+    // With `any_audience`, `aud` is not checked (the good twin of "another audience");
+    // with neither it nor `audience`, nothing is accepted.
     w.validator()
         .validate(&with("aud", json!("spiffe://oauth.example/other")))
         .await
         .unwrap();
+    let unset =
+        AccessTokenValidator::new(AuthorizationServerHttp::new([]).unwrap(), w.server.clone());
+    assert_eq!(unset.validate(&good).await.unwrap_err().rule(), "aud");
     w.stop().await;
 }
 
@@ -543,6 +581,14 @@ async fn the_oauth_layer_requires_a_valid_token_with_the_scopes() {
     let (status, _, body) = call(&open, None, &[("x-oauth-scope", "data:pii")]).await;
     assert_eq!((status, body.as_str()), (200, "scopes None"));
     let (status, _, _) = call(&open, Some("not.a.token"), &[]).await;
+    assert_eq!(status, 401);
+    // Optional with required scopes: no token is still refused.
+    let strict = Router::new().route("/a2a", get(|| async { "in" })).layer(
+        OAuthLayer::new(Arc::new(w.validator()))
+            .optional()
+            .require_scopes(["data:pii"]),
+    );
+    let (status, _, _) = call(&strict, None, &[]).await;
     assert_eq!(status, 401);
     w.stop().await;
 }

@@ -429,6 +429,7 @@ async fn token_exchange_narrows_a_token_and_cannot_widen_it() {
     // resource server's custom one: a next hop names itself with `audience`).
     let (http, server) = w.server().await;
     let verified = AccessTokenValidator::new(http, server)
+        .any_audience()
         .validate(&narrow.token)
         .await
         .unwrap();

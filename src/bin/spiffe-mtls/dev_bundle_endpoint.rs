@@ -18,6 +18,12 @@ use tokio::time::Instant;
 /// The path of the endpoint's SPIFFE ID in the dev server's trust domain.
 const ENDPOINT_PATH: &str = "/spiffe-mtls/bundle-endpoint";
 
+/// The SPIFFE ID of a dev server's bundle endpoint in `trust_domain`.
+pub fn endpoint_id(trust_domain: &TrustDomain) -> Result<SpiffeId, String> {
+    SpiffeId::new(&format!("{}{ENDPOINT_PATH}", trust_domain.id_string()))
+        .map_err(|e| e.to_string())
+}
+
 /// The served endpoint and what it follows.
 pub struct DevBundleEndpoint {
     id: SpiffeId,
@@ -48,8 +54,7 @@ impl DevBundleEndpoint {
             .first()
             .map(|svid| svid.spiffe_id().trust_domain().clone())
             .ok_or_else(|| "the dev server issued no SVID".to_owned())?;
-        let id = SpiffeId::new(&format!("{}{ENDPOINT_PATH}", trust_domain.id_string()))
-            .map_err(|e| e.to_string())?;
+        let id = endpoint_id(&trust_domain)?;
         let context = context(server, &id, ttl).await?;
         let source = Arc::new(StaticSource::new(context));
         let jwt = Arc::new(StaticJwtBundles::new(jwt_bundles(server)));
@@ -166,8 +171,7 @@ pub fn parse_federate_endpoint(value: &str) -> Result<FederateEndpoint, String> 
         .map_err(|_| format!("{digest:?} is not a SHA-256 in hex (64 digits)"))?;
     let endpoint_id = match parts.next() {
         Some(id) => id.parse().map_err(|e| format!("{id:?}: {e}"))?,
-        None => SpiffeId::new(&format!("{}{ENDPOINT_PATH}", trust_domain.id_string()))
-            .map_err(|e| e.to_string())?,
+        None => endpoint_id(&trust_domain)?,
     };
     if parts.next().is_some() {
         return Err(usage());

@@ -131,6 +131,14 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
         }
         _ => return Err("give --config FILE, or --trust-domain TD and --id SPIFFE_ID".into()),
     };
+    if args.bundle_endpoint.is_some() {
+        let endpoint_id = crate::dev_bundle_endpoint::endpoint_id(&config.trust_domain)?;
+        if config.entries.iter().any(|e| e.spiffe_id == endpoint_id) {
+            return Err(format!(
+                "--bundle-endpoint: {endpoint_id} is the bundle endpoint's own ID; no entry may have it"
+            ));
+        }
+    }
     let mut options = DevServerOptions::default()
         .with_socket_mode(args.socket_mode)
         .with_allow_remote_tcp(args.allow_remote_tcp);
