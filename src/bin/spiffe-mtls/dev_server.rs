@@ -98,24 +98,29 @@ fn parse_federate(value: &str) -> Result<(TrustDomain, PathBuf), String> {
 }
 
 fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String> {
-    let federated = args.federate.iter().map(|(td, _)| td.clone()).chain(
-        args.federate_endpoint
-            .iter()
-            .map(|f| f.trust_domain.clone()),
-    );
+    // Each federated trust domain and the flag that named it.
+    let federated = args
+        .federate
+        .iter()
+        .map(|(td, _)| (td.clone(), "--federate"))
+        .chain(
+            args.federate_endpoint
+                .iter()
+                .map(|f| (f.trust_domain.clone(), "--federate-endpoint")),
+        );
     let config = match (&args.config, &args.trust_domain, &args.id) {
         (Some(path), _, _) => {
             let config = DevServerConfig::load(path, args.svid_ttl).map_err(|e| e.to_string())?;
-            for td in federated {
+            for (td, flag) in federated {
                 if !config
                     .entries
                     .iter()
                     .any(|e| e.federates_with.contains(&td))
                 {
                     return Err(format!(
-                        "federating with {td}: no entry of {} federates with it, so no caller \
-                         would get its bundle (add federates_with = [\"{td}\"] to the entries \
-                         that should trust it)",
+                        "{flag} {td}: no entry of {} federates with it, so no caller would \
+                         get its bundle (add federates_with = [\"{td}\"] to the entries that \
+                         should trust it)",
                         path.display()
                     ));
                 }
@@ -125,7 +130,9 @@ fn configure(args: &Args) -> Result<(DevServerConfig, DevServerOptions), String>
         (None, Some(td), Some(id)) => {
             let config = DevServerConfig::one_identity(td.clone(), id.clone(), args.svid_ttl)
                 .map_err(|e| e.to_string())?;
-            let config = federated.fold(config, DevServerConfig::with_federation);
+            let config = federated
+                .map(|(td, _)| td)
+                .fold(config, DevServerConfig::with_federation);
             config.validate().map_err(|e| e.to_string())?;
             config
         }
