@@ -223,18 +223,9 @@ pub fn start_agent_server_with(
             "Tells a secret, to the callers the policy allows",
         )
         .signed_by(signer);
-    let owners = TaskOwners::default();
-    // `owners.handler` answers ListTasks with the caller's own tasks only.
-    let tasks = owners.handler(
-        DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
-            .with_authorizer(owners.clone()),
-    );
-    let handler = InterceptingHandler::new(tasks)
-        .with_interceptor(PeerInterceptor::new())
-        .with_interceptor(SkillPolicy::new(policy));
     let requests = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&requests);
-    let mut router = spiffe_mtls::a2a::agent_router(Arc::new(handler), card);
+    let mut router = skills_router(SkillPolicy::new(policy), card);
     if auth != AgentAuth::Mtls {
         let bundles = jwt_bundles.ok_or("JWT-SVIDs need a JWT bundle source")?;
         let layer = net::JwtAuthLayer::new(bundles, id.to_string())
@@ -263,6 +254,20 @@ pub fn start_agent_server_with(
         requests,
         task,
     })
+}
+
+/// The agent's router: [`SkillsExecutor`] behind `skills` (and the caller as the call's
+/// user), each task for its owner only (`ListTasks` lists the caller's own), and `card`.
+fn skills_router(skills: SkillPolicy, card: MtlsAgentCard) -> axum::Router {
+    let owners = TaskOwners::default();
+    let tasks = owners.handler(
+        DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
+            .with_authorizer(owners.clone()),
+    );
+    let handler = InterceptingHandler::new(tasks)
+        .with_interceptor(PeerInterceptor::new())
+        .with_interceptor(skills);
+    spiffe_mtls::a2a::agent_router(Arc::new(handler), card)
 }
 
 /// `--name value` flags and `--switch` switches; anything else is an error.
@@ -418,16 +423,8 @@ pub fn start_oauth_agent_server(
         .skill_scopes("secret", ["data:pii"])
         .signed_by(CardSigner::new(Arc::clone(&source)).svid_hint(hint));
     let skills = SkillPolicy::new(policy.clone()).scopes_from_card(&card.to_json());
-    let owners = TaskOwners::default();
-    let tasks = owners.handler(
-        DefaultRequestHandler::new(owners.executor(SkillsExecutor), InMemoryTaskStore::new())
-            .with_authorizer(owners.clone()),
-    );
-    let handler = InterceptingHandler::new(tasks)
-        .with_interceptor(PeerInterceptor::new())
-        .with_interceptor(skills);
     let layer = spiffe_mtls::oauth::OAuthLayer::new(Arc::new(validator)).optional();
-    let app = spiffe_mtls::a2a::agent_router(Arc::new(handler), card).layer(layer);
+    let app = skills_router(skills, card).layer(layer);
     let mut config = tls::server_config(Arc::clone(&source), policy.connect().clone())
         .svid_hint(hint)
         .build()

@@ -219,13 +219,9 @@ impl SkillPolicy {
         // A call over existing tasks: it may reach a task of any skill.
         if let Err(missing) = self.check_all_scopes(granted) {
             let policy = self.policy.current();
-            let rule = format!("{method} requires the OAuth scope {}", missing.join(" "));
             let evidence = CallEvidence::of(request, policy.sha256());
-            let reason = format!("the token lacks the scope {}", missing.join(" "));
-            super::audit::refused_because(id, method, "-", method, &rule, &reason, evidence);
-            return Err(A2AError::new(
-                REFUSED_CODE,
-                format!("{method} needs the scope {}", missing.join(" ")),
+            return Err(scope_refusal(
+                id, method, "-", method, method, &missing, evidence,
             ));
         }
         let policy = self.policy.current();
@@ -301,14 +297,9 @@ impl SkillPolicy {
             self.check_scopes(Some(&skill), granted)
         };
         if let Err(missing) = scopes {
-            let rule = format!(
-                "skill {skill:?} requires the OAuth scope {}",
-                missing.join(" ")
-            );
-            super::audit::refused(id, method, &skill, &skill, &rule, evidence);
-            return Err(A2AError::new(
-                REFUSED_CODE,
-                format!("skill {skill:?} needs the scope {}", missing.join(" ")),
+            let subject = format!("skill {skill:?}");
+            return Err(scope_refusal(
+                id, method, &skill, &skill, &subject, &missing, evidence,
             ));
         }
         let by_push =
@@ -389,6 +380,24 @@ struct Decision {
     route: String,
     allowed: bool,
     rule: String,
+}
+
+/// The refusal of a call whose token lacks the `missing` scopes `subject` (a method, or
+/// `skill "name"`) needs, audited with the reason.
+fn scope_refusal(
+    id: &SpiffeId,
+    method: &str,
+    skill: &str,
+    route: &str,
+    subject: &str,
+    missing: &[String],
+    evidence: CallEvidence<'_>,
+) -> A2AError {
+    let missing = missing.join(" ");
+    let rule = format!("{subject} requires the OAuth scope {missing}");
+    let reason = format!("the token lacks the scope {missing}");
+    super::audit::refused_because(id, method, skill, route, &rule, &reason, evidence);
+    A2AError::new(REFUSED_CODE, format!("{subject} needs the scope {missing}"))
 }
 
 /// The error of a call that `route` (a method's name) does not allow `id`.

@@ -260,21 +260,23 @@ impl BundleEndpointClient {
                 bundle,
             } => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EndpointSvidVerifier {
-                    endpoint_id: endpoint_id.clone(),
-                    bundles: [bundle.clone()].into_iter().collect(),
+                .with_custom_certificate_verifier(Arc::new(EndpointVerifier {
+                    check: ChainCheck::Svid {
+                        endpoint_id: endpoint_id.clone(),
+                        bundles: [bundle.clone()].into_iter().collect(),
+                    },
                     provider,
                 }))
                 .with_no_client_auth(),
             EndpointProfile::HttpsSpiffePinned { .. } => {
-                let verifier = Arc::new(RecordingVerifier {
-                    presented: Recorded::default(),
-                    provider,
-                });
-                recorded = Some(Arc::clone(&verifier.presented));
+                let presented = Recorded::default();
+                recorded = Some(Arc::clone(&presented));
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(verifier)
+                    .with_custom_certificate_verifier(Arc::new(EndpointVerifier {
+                        check: ChainCheck::Record(presented),
+                        provider,
+                    }))
                     .with_no_client_auth()
             }
         };
@@ -296,68 +298,8 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The chain a server presented, recorded by [`RecordingVerifier`].
+/// The chain a server presented, recorded in a pinned bootstrap's first handshake.
 type Recorded = Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>;
-
-/// The first fetch of a pinned bootstrap: the server's chain is recorded, to be verified
-/// once the document (which holds the pinned root) has arrived; nothing in the document is
-/// used before that. Its handshake signature is verified here, with the leaf's key, so the
-/// server proved it holds the key of the chain recorded.
-#[derive(Debug)]
-struct RecordingVerifier {
-    presented: Recorded,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = chain;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// The first document of a pinned bootstrap, checked: it holds the pinned root, and the
 /// chain the server presented is an X.509-SVID of `endpoint_id` valid now against that root
@@ -398,17 +340,32 @@ fn pinned_bootstrap(
     Ok(document.x509.clone())
 }
 
-/// `https_spiffe`: the server's chain is an X.509-SVID of exactly `endpoint_id`, verified
-/// against the endpoint trust domain's bundle by this crate's verifier (the web PKI's rules,
-/// host names included, do not apply to SVIDs).
+/// How the endpoint's chain is checked in the handshake.
 #[derive(Debug)]
-struct EndpointSvidVerifier {
-    endpoint_id: SpiffeId,
-    bundles: BundleSet,
+enum ChainCheck {
+    /// `https_spiffe`: an X.509-SVID of exactly this ID, verified against these bundles by
+    /// this crate's verifier (the web PKI's rules, host names included, do not apply to
+    /// SVIDs).
+    Svid {
+        endpoint_id: SpiffeId,
+        bundles: BundleSet,
+    },
+    /// The first fetch of a pinned bootstrap: the chain is recorded, to be verified once the
+    /// document (which holds the pinned root) has arrived; nothing in the document is used
+    /// before that ([`pinned_bootstrap`]).
+    Record(Recorded),
+}
+
+/// The server verifier of the `https_spiffe` profiles. Either way the server's handshake
+/// signature is verified with the leaf's key: it proved it holds the key of the chain
+/// checked (or recorded).
+#[derive(Debug)]
+struct EndpointVerifier {
+    check: ChainCheck,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for EndpointSvidVerifier {
+impl ServerCertVerifier for EndpointVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -417,17 +374,28 @@ impl ServerCertVerifier for EndpointSvidVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone()];
-        chain.extend(intermediates.iter().cloned());
-        let verified = SvidVerifier::with_provider(&self.provider)
-            .verify(&chain, &self.bundles, now)
-            .map_err(|e| rustls::Error::General(format!("the bundle endpoint's SVID: {e}")))?;
-        if verified.spiffe_id() != &self.endpoint_id {
-            return Err(rustls::Error::General(format!(
-                "the bundle endpoint is {}, expected {}",
-                verified.spiffe_id(),
-                self.endpoint_id
-            )));
+        let mut chain = vec![end_entity.clone().into_owned()];
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        match &self.check {
+            ChainCheck::Record(presented) => {
+                *presented.lock().unwrap_or_else(|e| e.into_inner()) = chain;
+            }
+            ChainCheck::Svid {
+                endpoint_id,
+                bundles,
+            } => {
+                let verified = SvidVerifier::with_provider(&self.provider)
+                    .verify(&chain, bundles, now)
+                    .map_err(|e| {
+                        rustls::Error::General(format!("the bundle endpoint's SVID: {e}"))
+                    })?;
+                if verified.spiffe_id() != endpoint_id {
+                    return Err(rustls::Error::General(format!(
+                        "the bundle endpoint is {}, expected {endpoint_id}",
+                        verified.spiffe_id()
+                    )));
+                }
+            }
         }
         Ok(ServerCertVerified::assertion())
     }
