@@ -71,18 +71,7 @@ impl World {
         let endpoint = BundleEndpoint::new(Arc::clone(&self.source))
             .jwt_bundles(jwt)
             .refresh_hint(hint);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "https://127.0.0.1:{}/",
-            listener.local_addr().unwrap().port()
-        );
-        let task = tokio::spawn(async move {
-            let _ = net::HttpServer::new(listener, Arc::new(config))
-                .allow_anonymous_clients()
-                .serve(endpoint.router())
-                .await;
-        });
-        (url, task)
+        serve_app(config, endpoint.router()).await
     }
 
     /// The endpoint with the SVID (`https_spiffe`).
@@ -302,6 +291,14 @@ async fn serve_documents(
             async move { axum::Json(document) }
         }),
     );
+    serve_app(config, app).await
+}
+
+/// `app` served over TLS with `config` on loopback, clients anonymous: its URL.
+async fn serve_app(
+    config: ServerConfig,
+    app: axum::Router,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://127.0.0.1:{}/",
