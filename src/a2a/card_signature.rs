@@ -188,7 +188,7 @@ pub fn sign_card(card: &Value, svid: &X509Svid) -> Result<Value, CardSignatureEr
     Ok(Value::Object(unsigned))
 }
 
-/// Verifies the signatures of `card` (see the [module docs](self)): one must be by an
+/// Verifies the signatures of `card` (each rule a [`CardSignatureError`] names): one must be by an
 /// X.509-SVID valid at `now` in `bundles`, of exactly `expected`, over this card. Returns the
 /// signer.
 ///

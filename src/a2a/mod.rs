@@ -83,7 +83,7 @@ pub use a2a_client;
 pub use a2a_protocol as protocol;
 pub use a2a_server;
 
-pub use canonical::{CanonicalError, canonical_json, without_empty_members};
+pub use canonical::{CanonicalError, MAX_DEPTH, canonical_json, without_empty_members};
 pub use card::{CardDialect, MtlsAgentCard};
 pub use card_signature::{CardSignatureError, MAX_SIGNATURES, sign_card, verify_card};
 pub use card_signer::CardSigner;
