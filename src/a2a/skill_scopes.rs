@@ -14,6 +14,8 @@ type Alternative = Option<Vec<String>>;
 pub(crate) struct SkillScopes {
     card: Vec<Alternative>,
     by_skill: HashMap<String, Vec<Alternative>>,
+    /// The skills the card lists.
+    listed: BTreeSet<String>,
 }
 
 impl SkillScopes {
@@ -21,30 +23,44 @@ impl SkillScopes {
     /// each skill).
     pub(crate) fn from_card(card: &Value) -> Self {
         let oauth = oauth_schemes(card);
-        let by_skill = card
-            .get("skills")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let skills = || {
+            card.get("skills")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        };
+        let by_skill = skills()
             .filter_map(|skill| {
                 let id = skill.get("id")?.as_str()?.to_owned();
                 Some((id, alternatives(skill, &oauth)?))
             })
             .collect();
+        let listed = skills()
+            .filter_map(|skill| Some(skill.get("id")?.as_str()?.to_owned()))
+            .collect();
         Self {
             card: alternatives(card, &oauth).unwrap_or_default(),
             by_skill,
+            listed,
         }
     }
 
     /// `Ok` when `granted` satisfies one alternative of `skill`'s requirements (the card's
-    /// for a skill without its own, or for `None`: a call that is not a message); else the
-    /// scopes missing from the nearest alternative.
+    /// for a skill without its own, or for `None`: a call that is not a message; every scope
+    /// for a skill the card does not list); else the scopes missing from the nearest
+    /// alternative.
     pub(crate) fn check(
         &self,
         skill: Option<&str>,
         granted: &BTreeSet<String>,
     ) -> Result<(), Vec<String>> {
+        // A skill the card does not list (a policy route the card leaves out): what is
+        // required of it is not known, so it needs every scope the card names.
+        if let Some(skill) = skill
+            && !self.listed.contains(skill)
+        {
+            return self.check_all(granted);
+        }
         let alternatives = skill
             .and_then(|skill| self.by_skill.get(skill))
             .unwrap_or(&self.card);
@@ -197,6 +213,11 @@ mod tests {
             );
             let both = granted(&["agent:execute", "data:pii"]);
             assert_eq!(scopes.check(Some("records"), &both), Ok(()));
+            // A skill the card does not list needs every scope.
+            assert_eq!(
+                scopes.check(Some("admin"), &granted(&["agent:execute"])),
+                Err(vec!["data:pii".to_owned()])
+            );
             assert_eq!(
                 scopes.check(Some("echo"), &granted(&["agent:execute"])),
                 Ok(())

@@ -312,6 +312,12 @@ impl Issuer {
             }
             Command::SetFederated(bundle, jwt, done) => {
                 let trust_domain = bundle.trust_domain().clone();
+                // The local trust domain's bundle is the server's own, never a federated one.
+                if trust_domain == self.config.trust_domain {
+                    tracing::warn!(%trust_domain, "refused a federated bundle of the local trust domain");
+                    let _ = done.send(());
+                    return Ok(());
+                }
                 self.settings
                     .federated
                     .retain(|b| b.trust_domain() != &trust_domain);

@@ -84,8 +84,9 @@ pub(crate) fn bundles_response(snapshot: &Snapshot, caller: &Caller) -> Option<J
         .federated_jwt
         .iter()
         .filter(|bundle| federates_with(snapshot, caller, bundle.trust_domain()));
-    let bundles: HashMap<String, Vec<u8>> = std::iter::once(&local)
-        .chain(federated)
+    // The local bundle last: it wins over any federated one of the same name.
+    let bundles: HashMap<String, Vec<u8>> = federated
+        .chain(std::iter::once(&local))
         .map(|bundle| {
             (
                 bundle.trust_domain().id_string(),

@@ -116,6 +116,8 @@ pub struct BundleEndpointClient {
     trust_domain: TrustDomain,
     profile: EndpointProfile,
     last_sequence: Option<u64>,
+    /// The keys of the last document taken (a document with its sequence must hold them).
+    last_keys: Option<serde_json::Value>,
 }
 
 impl BundleEndpointClient {
@@ -131,6 +133,7 @@ impl BundleEndpointClient {
             trust_domain,
             profile,
             last_sequence: None,
+            last_keys: None,
         }
     }
 
@@ -144,7 +147,8 @@ impl BundleEndpointClient {
     ///
     /// A document is refused (and nothing of it used) when it has no X.509 root, a root that
     /// names another trust domain, or, once a document with a `spiffe_sequence` was taken, a
-    /// lower sequence or none (an older copy: a rollback).
+    /// lower sequence or none (an older copy: a rollback), or the same sequence with other
+    /// keys (a forked copy).
     ///
     /// # Errors
     /// [`FetchError`]: the endpoint could not be reached or authenticated, answered other than
@@ -201,6 +205,15 @@ impl BundleEndpointClient {
                 got: document.sequence,
             }));
         }
+        let keys = document.to_json().get("keys").cloned();
+        if document.sequence.is_some()
+            && document.sequence == self.last_sequence
+            && keys != self.last_keys
+        {
+            return Err(self.document_error(DocumentError::Conflicting {
+                sequence: document.sequence.unwrap_or_default(),
+            }));
+        }
         if let (
             Some(presented),
             EndpointProfile::HttpsSpiffePinned {
@@ -226,6 +239,7 @@ impl BundleEndpointClient {
             *bundle = document.x509.clone();
         }
         self.last_sequence = document.sequence.or(self.last_sequence);
+        self.last_keys = keys;
         Ok(document)
     }
 

@@ -61,6 +61,14 @@ pub enum DocumentError {
         /// This one's.
         got: Option<u64>,
     },
+    /// The same `spiffe_sequence` as the last document taken, with other keys.
+    #[error(
+        "the bundle document's spiffe_sequence {sequence} is the last one's, with other keys: a forked copy"
+    )]
+    Conflicting {
+        /// The sequence both carry.
+        sequence: u64,
+    },
     /// `spiffe_refresh_hint` or `spiffe_sequence` is not a non-negative integer.
     #[error("the bundle document's {0} is not a non-negative integer")]
     Number(&'static str),

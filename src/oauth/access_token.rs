@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::{AuthorizationServer, AuthorizationServerHttp, OAuthError};
+use super::{AuthorizationServer, AuthorizationServerHttp};
 use crate::jwt::json_object::JsonObject;
 use crate::jwt::token::CompactToken;
 use crate::jwt::{Algorithm, JwtKey};
@@ -23,6 +23,13 @@ pub const MAX_ACCESS_TOKEN_BYTES: usize = 16 * 1024;
 /// is found within a second, and tokens with made-up `kid`s cost the issuer at most one
 /// fetch a second.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the issuer's keys are used before they are fetched again (a key it withdrew is
+/// refused from then on).
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How long keys keep working while they cannot be fetched again.
+pub const KEYS_GRACE: Duration = Duration::from_secs(1800);
 
 /// How long fetching the issuer's keys may take.
 const KEYS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,11 +177,12 @@ enum Audience {
     Required(String),
 }
 
-/// The issuer's keys and when they were fetched.
+/// The issuer's keys, when they were last fetched, and when a fetch was last tried.
 #[derive(Default)]
 struct Keys {
     by_kid: HashMap<String, JwtKey>,
     fetched: Option<Instant>,
+    tried: Option<Instant>,
 }
 
 /// Validates an authorization server's access tokens (JWT access tokens, RFC 9068 and
@@ -202,6 +210,7 @@ pub struct AccessTokenValidator {
     server: AuthorizationServer,
     audience: Audience,
     leeway: Duration,
+    keys_max_age: Duration,
     keys: std::sync::Mutex<Keys>,
     algorithms: &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm],
 }
@@ -226,6 +235,7 @@ impl AccessTokenValidator {
             server,
             audience: Audience::Unset,
             leeway: Duration::from_secs(30),
+            keys_max_age: KEYS_MAX_AGE,
             keys: std::sync::Mutex::new(Keys::default()),
             algorithms,
         }
@@ -237,6 +247,14 @@ impl AccessTokenValidator {
     #[must_use]
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Audience::Required(audience.into());
+        self
+    }
+
+    /// Uses the issuer's keys for at most `age` before fetching them again
+    /// ([`KEYS_MAX_AGE`] by default): how long a key the issuer withdrew keeps working.
+    #[must_use]
+    pub fn keys_max_age(mut self, age: Duration) -> Self {
+        self.keys_max_age = age.max(REFETCH_INTERVAL);
         self
     }
 
@@ -355,6 +373,16 @@ impl AccessTokenValidator {
                 }
             }
         }
+        // An ID token of the same issuer (signed by the same key) is no access token: its
+        // OpenID Connect members give it away.
+        if let Some(member) = ["nonce", "at_hash", "c_hash"]
+            .iter()
+            .find(|member| claims.get(member).is_some())
+        {
+            return Err(AccessTokenError::Malformed(format!(
+                "it has {member:?}: an ID token, not an access token"
+            )));
+        }
         // Keycloak's ID and refresh tokens are signed by the same key for the same issuer.
         if let Some(typ) = claims.get("typ").and_then(Value::as_str)
             && !typ.eq_ignore_ascii_case("bearer")
@@ -381,31 +409,50 @@ impl AccessTokenValidator {
         })
     }
 
-    /// The key `kid`, fetching the keys again when it is unknown (at most every second). A
-    /// fetch runs outside the lock: tokens of known keys never wait for it, and one for
-    /// another unknown `kid` meanwhile is refused at once.
+    /// The key `kid`. The keys are fetched again when `kid` is unknown, or when they are
+    /// older than their maximum age (a key the issuer withdrew stops working then), at most
+    /// once a second, outside the lock: tokens of known keys never wait for another's
+    /// fetch. When a fetch fails, keys younger than [`KEYS_GRACE`] keep working.
     async fn key(&self, kid: &str) -> Result<JwtKey, AccessTokenError> {
         {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(key) = keys.by_kid.get(kid) {
+            let age = keys.fetched.map(|at| at.elapsed());
+            let fresh = age.is_some_and(|age| age < self.keys_max_age);
+            let due = keys.tried.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+            if let Some(key) = keys.by_kid.get(kid)
+                && (fresh || !due)
+            {
+                if age.is_some_and(|age| age >= KEYS_GRACE) {
+                    return Err(AccessTokenError::Keys(
+                        "the issuer's keys could not be fetched again for too long".to_owned(),
+                    ));
+                }
                 return Ok(key.clone());
             }
-            let due = keys
-                .fetched
-                .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
             if !due {
                 return Err(AccessTokenError::UnknownKey(kid.to_owned()));
             }
-            keys.fetched = Some(Instant::now());
+            keys.tried = Some(Instant::now());
         }
-        let jwks = self
+        let fetched = self
             .http
             .get_json_within(self.server.jwks_uri(), KEYS_TIMEOUT)
             .await
-            .map_err(|e: OAuthError| AccessTokenError::Keys(e.to_string()))?;
-        let fetched = signing_keys(&jwks);
+            .map(|jwks| signing_keys(&jwks));
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.by_kid = fetched;
+        match fetched {
+            Ok(fetched) => {
+                keys.by_kid = fetched;
+                keys.fetched = Some(Instant::now());
+            }
+            Err(error) => {
+                let young = keys.fetched.is_some_and(|at| at.elapsed() < KEYS_GRACE);
+                match keys.by_kid.get(kid) {
+                    Some(key) if young => return Ok(key.clone()),
+                    _ => return Err(AccessTokenError::Keys(error.to_string())),
+                }
+            }
+        }
         keys.by_kid
             .get(kid)
             .cloned()

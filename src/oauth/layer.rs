@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use super::{AccessTokenValidator, OAuthError, TokenClient};
+use super::{AccessTokenError, AccessTokenValidator, OAuthError, TokenClient};
 use crate::tls::PeerIdentity;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -293,10 +293,18 @@ where
                             "Bearer error=\"invalid_token\", error_description=\"access token rule: {}\"",
                             error.rule()
                         ),
-                        format!(
-                            "unauthorized: invalid access token ({}): {error}\n",
-                            error.rule()
-                        ),
+                        match error {
+                            // Why the keys cannot be had is the server's business (URLs,
+                            // network errors): the audit event has it, the client does not.
+                            AccessTokenError::Keys(_) => format!(
+                                "unauthorized: the access token cannot be checked now ({})\n",
+                                error.rule()
+                            ),
+                            _ => format!(
+                                "unauthorized: invalid access token ({}): {error}\n",
+                                error.rule()
+                            ),
+                        },
                     ));
                 }
             };

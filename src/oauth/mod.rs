@@ -18,7 +18,8 @@ mod layer;
 mod server;
 
 pub use access_token::{
-    AccessTokenError, AccessTokenValidator, MAX_ACCESS_TOKEN_BYTES, VerifiedAccessToken,
+    AccessTokenError, AccessTokenValidator, KEYS_GRACE, KEYS_MAX_AGE, MAX_ACCESS_TOKEN_BYTES,
+    VerifiedAccessToken,
 };
 #[cfg(feature = "workload-api")]
 pub use client::JwtSvidsOf;

@@ -329,12 +329,25 @@ async fn an_older_or_empty_document_is_refused_and_the_bundle_in_use_stays() {
         }
         json
     };
-    // In turn: sequence 10; 9 (older); none (after one with a sequence); 11 with no root.
+    // In turn: sequence 10; 9 (older); none (after one with a sequence); 11 with no root;
+    // 10 again with another root (a forked copy).
+    let mut forked = document(Some(10), true);
+    forked["keys"] = BundleDocument {
+        x509: DevCa::new("fed.example".parse().unwrap(), Duration::from_secs(600))
+            .unwrap()
+            .bundle(),
+        jwt: None,
+        sequence: None,
+        refresh_hint: None,
+    }
+    .to_json()["keys"]
+        .clone();
     let documents = vec![
         document(Some(10), true),
         document(Some(9), true),
         document(None, true),
         document(Some(11), false),
+        forked,
     ];
     let (url, task) = serve_documents(&w, documents).await;
     let mut client = w.spiffe_client(&url, ENDPOINT_ID, w.bundle());
@@ -447,4 +460,22 @@ async fn a_pinned_bootstrap_takes_the_document_only_from_an_endpoint_of_the_pinn
     }
     genuine.dev.shutdown().await;
     impostor.dev.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_bundle_of_the_local_trust_domain_is_refused() {
+    let w = world().await;
+    let other = DevCa::new("fed.example".parse().unwrap(), Duration::from_secs(600))
+        .unwrap()
+        .bundle();
+    w.dev.set_federated(other, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use spiffe_mtls::source::X509Source;
+    let context = w.source.x509_context().unwrap();
+    let local = context
+        .bundles()
+        .get(&"fed.example".parse().unwrap())
+        .unwrap();
+    assert_eq!(local.roots().cloned().collect::<Vec<_>>(), w.dev.roots());
+    w.dev.shutdown().await;
 }

@@ -434,6 +434,11 @@ async fn the_resource_server_validates_tokens_rule_by_rule() {
     }
     let more: Vec<(&str, String, &str)> = vec![
         ("an ID token", with("typ", json!("ID")), "format"),
+        (
+            "an ID token without typ",
+            with("nonce", json!("n-0S6_WzA2Mj")),
+            "format",
+        ),
         ("a refresh token", with("typ", json!("Refresh")), "format"),
         ("a lifetime of ages", with("exp", json!(u64::MAX)), "format"),
         (
@@ -482,6 +487,21 @@ async fn a_rotated_signing_key_is_fetched_again() {
     // A second after the last fetch, the keys are fetched again and the new one found.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     validator.validate(&rotated).await.unwrap();
+    // A key the issuer withdrew stops working once the keys are older than their maximum
+    // age: tokens signed with it (its kid is known) are refused after the next fetch.
+    let aging = w.validator().keys_max_age(Duration::from_secs(1));
+    aging.validate(&rotated).await.unwrap();
+    let withdrawn = w
+        .authority
+        .signer
+        .lock()
+        .unwrap()
+        .sign_claims(&claims_of(&rotated))
+        .unwrap();
+    *w.authority.signer.lock().unwrap() = new_signer();
+    aging.validate(&withdrawn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(aging.validate(&withdrawn).await.unwrap_err().rule(), "kid");
     // A flood of made-up kids costs the issuer a fetch a second at most.
     let fetches = w.authority.key_fetches.load(Ordering::SeqCst);
     for _ in 0..20 {
@@ -582,6 +602,25 @@ async fn the_oauth_layer_requires_a_valid_token_with_the_scopes() {
     assert_eq!((status, body.as_str()), (200, "scopes None"));
     let (status, _, _) = call(&open, Some("not.a.token"), &[]).await;
     assert_eq!(status, 401);
+    // Keys that cannot be fetched: the client is told the rule, not the server's internals.
+    let unreachable = AuthorizationServer::new(
+        w.server.issuer(),
+        w.server.token_endpoint(),
+        "http://127.0.0.1:1/internal/realm-keys/certs",
+    );
+    let blind = Router::new()
+        .route("/a2a", get(|| async { "in" }))
+        .layer(OAuthLayer::new(Arc::new(
+            AccessTokenValidator::new(AuthorizationServerHttp::new([]).unwrap(), unreachable)
+                .any_audience(),
+        )));
+    let (status, challenge, body) = call(&blind, Some(&broad), &[]).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("access token rule: jwks"), "{challenge}");
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("internal"),
+        "{body}"
+    );
     // Optional with required scopes: no token is still refused.
     let strict = Router::new().route("/a2a", get(|| async { "in" })).layer(
         OAuthLayer::new(Arc::new(w.validator()))

@@ -362,4 +362,22 @@ fn two_dev_servers_federate_through_a_bundle_endpoint_without_copying_files() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let odd = format!("a.example={url},{root}0");
+    let bad = Command::new(BIN)
+        .args([
+            "dev-server",
+            "--trust-domain",
+            "d.example",
+            "--id",
+            "spiffe://d.example/w",
+            "--federate-endpoint",
+            &odd,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("64 digits"),
+        "{bad:?}"
+    );
 }

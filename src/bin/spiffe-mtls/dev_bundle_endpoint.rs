@@ -160,6 +160,9 @@ pub fn parse_federate_endpoint(value: &str) -> Result<FederateEndpoint, String> 
     if !url.starts_with("https://") {
         return Err(format!("{url:?}: a bundle endpoint URL is https://"));
     }
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{digest:?} is not a SHA-256 in hex (64 digits)"));
+    }
     let bytes: Vec<u8> = (0..digest.len())
         .step_by(2)
         .filter_map(|i| digest.get(i..i + 2))
