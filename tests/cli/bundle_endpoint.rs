@@ -348,33 +348,24 @@ fn two_dev_servers_federate_through_a_bundle_endpoint_without_copying_files() {
             .iter()
             .any(|l| l.contains("federated bundle of"))
     );
-    // A bad value is a usage error.
-    let bad = Command::new(BIN)
-        .args([
-            "dev-server",
-            "--trust-domain",
-            "d.example",
-            "--id",
-            "spiffe://d.example/w",
-            "--federate-endpoint",
-            "a.example=http://x,00",
-        ])
-        .output()
-        .unwrap();
+    // A bad value is a usage error: not https, a digest one digit too long.
+    let federate_with = |value: &str| {
+        Command::new(BIN)
+            .args([
+                "dev-server",
+                "--trust-domain",
+                "d.example",
+                "--id",
+                "spiffe://d.example/w",
+                "--federate-endpoint",
+                value,
+            ])
+            .output()
+            .unwrap()
+    };
+    let bad = federate_with("a.example=http://x,00");
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
-    let odd = format!("a.example={url},{root}0");
-    let bad = Command::new(BIN)
-        .args([
-            "dev-server",
-            "--trust-domain",
-            "d.example",
-            "--id",
-            "spiffe://d.example/w",
-            "--federate-endpoint",
-            &odd,
-        ])
-        .output()
-        .unwrap();
+    let bad = federate_with(&format!("a.example={url},{root}0"));
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("64 digits"),
